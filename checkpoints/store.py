@@ -1,0 +1,483 @@
+"""The run store: a SQLite database, written with sqlite-utils, of everything a run did.
+
+Graph state holds only the beam and small counters; the history lives here so that checkpoints
+stay small and people can query runs with the `sqlite-utils` CLI or Datasette. Tables:
+
+- runs: one row per run (settings without secrets, status, timestamps, best prompt, cost)
+- candidates: every prompt proposed (parent, depth, level reward, path value, survived)
+- answers: every base-model answer (candidate, query, stage)
+- judgements: one row per answer and aspect (score, or NULL when missing, and rationale)
+- selections: the selector's aspects per query (also the selector cache)
+- examples: stage A's optimized in-context examples per run
+- llm_calls: one row per model call (role, model, tokens, latency, outcome; never a key)
+- reply_cache: stored replies, keyed by everything that determines them
+- decisions: human review decisions (approve / reject / edit / stop)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from drpo.backends.llm import CachedReply, CallRecord
+from drpo.state.types import AspectSelection, Candidate, Example, Judgement
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """The run store cannot be opened or written; one line for the user."""
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` readable by its owner only, before SQLite opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class RunStore:
+    """Thread-safe access to the run store database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            create_private_file(self.path)
+            connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
+        self.db = sqlite_utils.Database(connection)
+        self._lock = threading.RLock()
+        self._ensure_schema()
+
+    # ---- schema -----------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        with self._write():
+            db = self.db
+            db["runs"].create(
+                {
+                    "id": str,
+                    "created_at": float,
+                    "updated_at": float,
+                    "status": str,
+                    "preset": str,
+                    "settings": str,
+                    "seed": int,
+                    "query_order": str,
+                    "best_candidate_id": str,
+                    "train_value": float,
+                    "validation_value": float,
+                    "baseline_validation_value": float,
+                    "final_prompt": str,
+                    "error": str,
+                    "parent_run": str,
+                    "note": str,
+                    "pid": int,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            db["candidates"].create(
+                {
+                    "id": str,
+                    "run_id": str,
+                    "parent_id": str,
+                    "depth": int,
+                    "level": int,
+                    "prompt": str,
+                    "level_reward": float,
+                    "value": float,
+                    "carried": int,
+                    "survived": int,
+                    "created_at": float,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            db["answers"].create(
+                {
+                    "id": str,
+                    "run_id": str,
+                    "candidate_id": str,
+                    "query_id": str,
+                    "query": str,
+                    "answer": str,
+                    "stage": str,
+                    "level": int,
+                    "reward": float,
+                    "created_at": float,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            db["judgements"].create(
+                {
+                    "answer_id": str,
+                    "run_id": str,
+                    "aspect": str,
+                    "score": int,
+                    "rationale": str,
+                    "error": str,
+                },
+                pk=("answer_id", "aspect"),
+                if_not_exists=True,
+            )
+            db["selections"].create(
+                {"key": str, "query": str, "aspects": str, "analysis": str, "created_at": float},
+                pk="key",
+                if_not_exists=True,
+            )
+            db["examples"].create(
+                {
+                    "run_id": str,
+                    "example_id": str,
+                    "query": str,
+                    "original_answer": str,
+                    "answer": str,
+                    "original_reward": float,
+                    "reward": float,
+                    "rounds": int,
+                },
+                pk=("run_id", "example_id"),
+                if_not_exists=True,
+            )
+            db["llm_calls"].create(
+                {
+                    "id": int,
+                    "run_id": str,
+                    "role": str,
+                    "model": str,
+                    "endpoint": str,
+                    "outcome": str,
+                    "prompt_tokens": int,
+                    "completion_tokens": int,
+                    "latency": float,
+                    "cache_key": str,
+                    "error": str,
+                    "tag": str,
+                    "started_at": float,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            db["reply_cache"].create(
+                {
+                    "key": str,
+                    "texts": str,
+                    "prompt_tokens": int,
+                    "completion_tokens": int,
+                    "created_at": float,
+                },
+                pk="key",
+                if_not_exists=True,
+            )
+            db["decisions"].create(
+                {
+                    "id": int,
+                    "run_id": str,
+                    "candidate_id": str,
+                    "decision": str,
+                    "comment": str,
+                    "prompt": str,
+                    "decided_at": float,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+            db["llm_calls"].create_index(["run_id", "role"], if_not_exists=True)
+            db["candidates"].create_index(["run_id", "level"], if_not_exists=True)
+            db["answers"].create_index(["run_id", "candidate_id"], if_not_exists=True)
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                with self.db.conn:
+                    yield
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"cannot write run store {self.path}: {exc}") from None
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run_id: str,
+        settings: dict[str, Any],
+        query_order: Sequence[str],
+        parent_run: str | None = None,
+    ) -> None:
+        now = time.time()
+        with self._write():
+            self.db["runs"].insert(
+                {
+                    "id": run_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "status": "running",
+                    "preset": settings.get("preset", ""),
+                    "settings": json.dumps(settings),
+                    "seed": settings.get("seed", 0),
+                    "query_order": json.dumps(list(query_order)),
+                    "parent_run": parent_run,
+                },
+                pk="id",
+            )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        with self._write():
+            self.db["runs"].update(run_id, fields)
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            row: dict[str, Any] = self.db["runs"].get(run_id)
+        except sqlite_utils.db.NotFoundError:
+            return None
+        return row
+
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.db["runs"].rows_where(order_by="created_at desc"))
+
+    def run_cost(self, run_id: str) -> dict[str, Any]:
+        row = next(
+            self.db.query(
+                "select count(*) as calls, coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
+                "coalesce(sum(completion_tokens), 0) as completion_tokens, "
+                "coalesce(sum(latency), 0) as seconds, "
+                "sum(outcome = 'cache_hit') as cache_hits from llm_calls "
+                "where run_id = ? and outcome in ('ok', 'cache_hit', 'error')",
+                [run_id],
+            )
+        )
+        return dict(row)
+
+    # ---- search records ---------------------------------------------------------------------
+
+    def record_candidate(
+        self,
+        run_id: str,
+        candidate: Candidate,
+        level: int,
+        level_reward: float | None,
+        survived: bool,
+    ) -> None:
+        with self._write():
+            self.db["candidates"].upsert(
+                {
+                    "id": candidate.id,
+                    "run_id": run_id,
+                    "parent_id": candidate.parent_id,
+                    "depth": candidate.depth,
+                    "level": level,
+                    "prompt": candidate.prompt,
+                    "level_reward": level_reward,
+                    "value": candidate.value if candidate.path_rewards else None,
+                    "carried": int(candidate.carried),
+                    "survived": int(survived),
+                    "created_at": time.time(),
+                },
+                pk="id",
+            )
+
+    def record_answer(
+        self,
+        run_id: str,
+        answer_id: str,
+        candidate_id: str,
+        query_id: str,
+        query: str,
+        answer: str,
+        stage: str,
+        level: int,
+    ) -> None:
+        with self._write():
+            self.db["answers"].upsert(
+                {
+                    "id": answer_id,
+                    "run_id": run_id,
+                    "candidate_id": candidate_id,
+                    "query_id": query_id,
+                    "query": query,
+                    "answer": answer,
+                    "stage": stage,
+                    "level": level,
+                    "created_at": time.time(),
+                },
+                pk="id",
+            )
+
+    def record_judgement(self, run_id: str, answer_id: str, judgement: Judgement) -> None:
+        rows = [
+            {
+                "answer_id": answer_id,
+                "run_id": run_id,
+                "aspect": s.aspect,
+                "score": s.score,
+                "rationale": s.rationale,
+                "error": None,
+            }
+            for s in judgement.scores
+        ]
+        if judgement.error is not None:
+            rows.append(
+                {
+                    "answer_id": answer_id,
+                    "run_id": run_id,
+                    "aspect": "(judge)",
+                    "score": None,
+                    "rationale": "",
+                    "error": judgement.error,
+                }
+            )
+        with self._write():
+            if rows:
+                self.db["judgements"].upsert_all(rows, pk=("answer_id", "aspect"))
+            self.db["answers"].update(answer_id, {"reward": judgement.reward})
+
+    def selection(self, key: str) -> AspectSelection | None:
+        try:
+            row = self.db["selections"].get(key)
+        except sqlite_utils.db.NotFoundError:
+            return None
+        return AspectSelection.model_validate_json(row["aspects"])
+
+    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None:
+        with self._write():
+            self.db["selections"].upsert(
+                {
+                    "key": key,
+                    "query": query,
+                    "aspects": selection.model_dump_json(),
+                    "analysis": selection.analysis,
+                    "created_at": time.time(),
+                },
+                pk="key",
+            )
+
+    def record_example(
+        self,
+        run_id: str,
+        original: Example,
+        improved: Example,
+        original_reward: float | None,
+        reward: float | None,
+        rounds: int,
+    ) -> None:
+        with self._write():
+            self.db["examples"].upsert(
+                {
+                    "run_id": run_id,
+                    "example_id": original.id,
+                    "query": original.query,
+                    "original_answer": original.answer,
+                    "answer": improved.answer,
+                    "original_reward": original_reward,
+                    "reward": reward,
+                    "rounds": rounds,
+                },
+                pk=("run_id", "example_id"),
+            )
+
+    def record_decision(
+        self,
+        run_id: str,
+        candidate_id: str,
+        decision: str,
+        comment: str = "",
+        prompt: str | None = None,
+    ) -> None:
+        with self._write():
+            self.db["decisions"].insert(
+                {
+                    "run_id": run_id,
+                    "candidate_id": candidate_id,
+                    "decision": decision,
+                    "comment": comment,
+                    "prompt": prompt,
+                    "decided_at": time.time(),
+                }
+            )
+
+    # ---- LLM calls and reply cache ----------------------------------------------------------
+
+    def record_call(self, run_id: str, record: CallRecord) -> None:
+        with self._write():
+            self.db["llm_calls"].insert(
+                {
+                    "run_id": run_id,
+                    "role": record.role,
+                    "model": record.model,
+                    "endpoint": record.endpoint,
+                    "outcome": record.outcome,
+                    "prompt_tokens": record.prompt_tokens,
+                    "completion_tokens": record.completion_tokens,
+                    "latency": record.latency,
+                    "cache_key": record.cache_key,
+                    "error": record.error,
+                    "tag": record.tag,
+                    "started_at": record.started_at,
+                }
+            )
+
+    def cached_reply(self, key: str) -> CachedReply | None:
+        try:
+            row = self.db["reply_cache"].get(key)
+        except sqlite_utils.db.NotFoundError:
+            return None
+        return CachedReply(
+            tuple(json.loads(row["texts"])), row["prompt_tokens"], row["completion_tokens"]
+        )
+
+    def put_reply(self, key: str, reply: CachedReply) -> None:
+        with self._write():
+            self.db["reply_cache"].upsert(
+                {
+                    "key": key,
+                    "texts": json.dumps(list(reply.texts)),
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "created_at": time.time(),
+                },
+                pk="key",
+            )
+
+    def calls(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db["llm_calls"].rows_where("run_id = ?", [run_id], order_by="id"))
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+class RunRecorder:
+    """The run store seen from one run: the sink and cache the LLM layer writes to."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def record_call(self, record: CallRecord) -> None:
+        self.store.record_call(self.run_id, record)
+
+    def get(self, key: str) -> CachedReply | None:
+        return self.store.cached_reply(key)
+
+    def put(self, key: str, reply: CachedReply) -> None:
+        self.store.put_reply(key, reply)

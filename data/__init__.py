@@ -1,0 +1,1 @@
+"""drpo.data: see the README's architecture section for what this layer holds."""

@@ -1,0 +1,1 @@
+"""drpo.evals: see the README's architecture section for what this layer holds."""

@@ -1,0 +1,231 @@
+"""The Python API: `optimize(settings)`, `resume(run_id)`, and the compiled graph for streaming.
+
+A run is a LangGraph thread (`thread_id` = run id) checkpointed to SQLite after every step
+(`durability="sync"`), plus a row and its history in the run store. A run that stops early — a
+model endpoint down, Ctrl-C, a kill — resumes from its last checkpoint; every reply it already
+received is replayed from the run store instead of being paid for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from drpo.backends.errors import LLMCallError
+from drpo.backends.factory import build_role_models
+from drpo.backends.retrieval import build_retriever
+from drpo.checkpoints.saver import open_checkpointer
+from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
+from drpo.data.loaders import (
+    DataFileError,
+    load_examples,
+    load_queries,
+    seed_examples,
+    train_queries,
+    validation_queries,
+)
+from drpo.graph.builder import build_graph
+from drpo.nodes.context import RunContext
+from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
+from drpo.state.types import Example, Query, RunResult
+
+EventHandler = Callable[[dict[str, Any]], None]
+RECURSION_LIMIT = 100_000
+
+
+class RunError(RuntimeError):
+    """A run could not start or continue; the message is one line for the user."""
+
+
+class RunPaused(RunError):
+    """The run stopped before finishing and can be resumed with `drpo resume`."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id} paused: {reason} (resume with: drpo resume {run_id})")
+        self.run_id = run_id
+        self.reason = reason
+
+
+@dataclass
+class RunData:
+    train: list[Query]
+    validation: list[Query]
+    examples: list[Example]
+
+
+def load_run_data(settings: Settings) -> RunData:
+    """Load the run's examples and queries (the shipped seed data unless files are given)."""
+    data = settings.data
+    train = load_queries(data.train) if data.train else train_queries()
+    validation = load_queries(data.validation) if data.validation else validation_queries()
+    examples = load_examples(data.examples) if data.examples else seed_examples()
+    if data.train_limit is not None:
+        train = train[: data.train_limit]
+    if not train:
+        raise DataFileError("the training set is empty")
+    overlap = {q.query.strip() for q in train} & {q.query.strip() for q in validation}
+    if overlap:
+        validation = [q for q in validation if q.query.strip() not in overlap]
+    return RunData(train=train, validation=validation, examples=examples)
+
+
+def _uses_embedded(settings: Settings) -> bool:
+    return any(settings.role(role).is_embedded for role in ROLES)
+
+
+@asynccontextmanager
+async def open_run(
+    settings: Settings, run_id: str, store: RunStore
+) -> AsyncIterator[tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, AsyncSqliteSaver]]:
+    """Everything a run needs while it executes: graph, context, checkpointer, model servers."""
+    data = load_run_data(settings)
+    async with AsyncExitStack() as stack:
+        pool = None
+        if _uses_embedded(settings):
+            from drpo.backends.embedded import EmbeddedServerPool
+
+            pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
+            stack.callback(pool.close)
+        recorder = RunRecorder(store, run_id)
+        models = await asyncio.to_thread(
+            build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
+        )
+        checkpointer = await stack.enter_async_context(open_checkpointer(settings.checkpoints))
+        retrieval = settings.data.retrieval
+
+        def retriever_for(examples: list[Example]) -> Any:
+            return build_retriever(examples, retrieval)
+
+        context = RunContext(
+            run_id=run_id,
+            settings=settings,
+            models=models,
+            recorder=store,
+            retriever_for=retriever_for,
+            train=data.train,
+            validation=data.validation,
+            seed_examples=data.examples,
+        )
+        yield build_graph(checkpointer), context, checkpointer
+
+
+def run_config(settings: Settings, run_id: str) -> dict[str, Any]:
+    # max_concurrency must be top-level: inside "configurable" LangGraph ignores it.
+    return {
+        "configurable": {"thread_id": run_id},
+        "max_concurrency": settings.max_concurrency,
+        "recursion_limit": RECURSION_LIMIT,
+    }
+
+
+async def _drive(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    context: RunContext,
+    run_input: dict[str, Any] | None,
+    store: RunStore,
+    on_event: EventHandler | None,
+) -> RunResult:
+    run_id = context.run_id
+    config = run_config(context.settings, run_id)
+    store.update_run(run_id, status="running", error=None, pid=os.getpid())
+    try:
+        async for mode, chunk in graph.astream(
+            run_input,
+            config=config,
+            context=context,
+            durability="sync",  # type: ignore[arg-type]
+            stream_mode=["updates", "custom"],
+        ):
+            if on_event is not None:
+                if mode == "custom":
+                    on_event(chunk)
+                else:
+                    for node in chunk:
+                        on_event({"event": "node", "node": node})
+    except LLMCallError as exc:
+        store.update_run(run_id, status="paused", error=str(exc))
+        raise RunPaused(run_id, str(exc)) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        store.update_run(run_id, status="paused", error="interrupted by the user")
+        raise
+    snapshot = await graph.aget_state(config)
+    if snapshot.next:
+        store.update_run(run_id, status="waiting")
+        raise RunPaused(run_id, "waiting for a review decision")
+    result = snapshot.values.get("result")
+    if not isinstance(result, RunResult):
+        store.update_run(run_id, status="failed", error="the graph ended without a result")
+        raise RunError(f"run {run_id} ended without a result")
+    return result
+
+
+async def optimize_async(
+    settings: Settings, *, run_id: str | None = None, on_event: EventHandler | None = None
+) -> RunResult:
+    """Run a whole optimization (stage A, then stage B, then the final pick)."""
+    run_id = run_id or new_run_id()
+    data = load_run_data(settings)  # fail on bad data before anything is written
+    store = RunStore(settings.store)
+    try:
+        store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
+        if on_event is not None:
+            on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
+        async with open_run(settings, run_id, store) as (graph, context, _):
+            return await _drive(graph, context, {"run_id": run_id}, store, on_event)
+    finally:
+        store.close()
+
+
+async def resume_async(
+    run_id: str,
+    *,
+    store_path: Path = Path("drpo-runs/runs.db"),
+    on_event: EventHandler | None = None,
+) -> RunResult:
+    """Continue a run from its last checkpoint with the settings it was started with."""
+    if not Path(store_path).exists():
+        raise RunError(f"run store not found: {store_path}")
+    store = RunStore(store_path)
+    try:
+        row = store.run(run_id)
+        if row is None:
+            raise RunError(f"no run {run_id!r} in {store_path}")
+        if row["status"] == "completed":
+            raise RunError(f"run {run_id} is already completed")
+        settings = settings_from_stored(json.loads(row["settings"]))
+        async with open_run(settings, run_id, store) as (graph, context, _):
+            snapshot = await graph.aget_state(run_config(settings, run_id))
+            run_input = None if snapshot.values else {"run_id": run_id}
+            return await _drive(graph, context, run_input, store, on_event)
+    finally:
+        store.close()
+
+
+def optimize(settings: Settings, **kwargs: Any) -> RunResult:
+    return asyncio.run(optimize_async(settings, **kwargs))
+
+
+def resume(run_id: str, **kwargs: Any) -> RunResult:
+    return asyncio.run(resume_async(run_id, **kwargs))
+
+
+__all__ = [
+    "ConfigError",
+    "DataFileError",
+    "RunError",
+    "RunPaused",
+    "build_graph",
+    "optimize",
+    "optimize_async",
+    "resume",
+    "resume_async",
+]

@@ -1,0 +1,84 @@
+"""Routing: small pure functions that decide where the graph goes next, and what fans out."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from drpo.nodes.context import RunContext
+from drpo.state.graph_state import GenerateTask, RewriteTask, SearchState, SelectTask
+
+
+def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
+    """Stage A fans out one task per example, or is skipped."""
+    stage = runtime.context.settings.examples
+    examples = state.get("examples", [])
+    if not stage.enabled or stage.rounds == 0 or not examples:
+        return "start_level"
+    count = len(examples) if stage.limit is None else min(stage.limit, len(examples))
+    return [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
+
+
+def route_level(state: SearchState) -> list[Send]:
+    """A level selects aspects for its queries and, past the root, expands every beam prompt."""
+    examples = state.get("examples", [])
+    sends = [
+        Send("select_rewards", SelectTask(query=q, examples=examples))
+        for q in state["level_queries"]
+    ]
+    if state["level"] > 0:
+        feedback = state.get("feedback", {})
+        sends += [
+            Send(
+                "rewrite",
+                RewriteTask(candidate=c, last_feedback=feedback.get(c.id), level=state["level"]),
+            )
+            for c in state["beam"]
+        ]
+    return sends
+
+
+def route_validation(state: SearchState) -> list[Send] | str:
+    if not state["level_queries"]:
+        return "finalize"
+    examples = state.get("examples", [])
+    return [
+        Send("select_rewards", SelectTask(query=q, examples=examples))
+        for q in state["level_queries"]
+    ]
+
+
+def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
+    """Score every (distinct) proposal on every query of the level, one task each."""
+    from drpo.nodes.beam import unique_proposals
+
+    phase = state.get("phase", "search")
+    stage = "validate" if phase == "validate" else "search"
+    dedupe = runtime.context.settings.search.dedupe or stage == "validate"
+    proposals = unique_proposals(state.get("proposals", []), dedupe)
+    selections = state.get("selections", {})
+    retrieved = state.get("retrieved", {})
+    sends = [
+        Send(
+            "generate",
+            GenerateTask(
+                proposal=p,
+                query=q,
+                selection=selections[q.id],
+                examples=retrieved.get(q.id, []),
+                level=state.get("level", 0),
+                stage=stage,
+            ),
+        )
+        for p in proposals
+        for q in state["level_queries"]
+    ]
+    if sends:
+        return sends
+    return "beam_select" if stage == "search" else "finalize"
+
+
+def route_after_level(state: SearchState) -> str:
+    if state.get("stop_requested") or state["level"] >= state["depth_limit"]:
+        return "start_validation"
+    return "start_level"

@@ -1,0 +1,76 @@
+"""The runtime context every node receives: settings, the run's id, its models and its records.
+
+The context is not checkpointed (LangGraph passes it at invocation), so it may hold live objects
+such as HTTP clients; a resumed run rebuilds it from the settings stored with the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from drpo.backends.factory import RoleModels
+from drpo.backends.retrieval import ExampleRetriever
+from drpo.state.settings import Settings
+from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
+
+
+class SearchRecorder(Protocol):
+    """The run-store operations nodes need (implemented by drpo.checkpoints.store.RunStore)."""
+
+    def record_candidate(
+        self,
+        run_id: str,
+        candidate: Candidate,
+        level: int,
+        level_reward: float | None,
+        survived: bool,
+    ) -> None: ...
+
+    def record_answer(
+        self,
+        run_id: str,
+        answer_id: str,
+        candidate_id: str,
+        query_id: str,
+        query: str,
+        answer: str,
+        stage: str,
+        level: int,
+    ) -> None: ...
+
+    def record_judgement(self, run_id: str, answer_id: str, judgement: Judgement) -> None: ...
+
+    def selection(self, key: str) -> AspectSelection | None: ...
+
+    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None: ...
+
+    def record_example(
+        self,
+        run_id: str,
+        original: Example,
+        improved: Example,
+        original_reward: float | None,
+        reward: float | None,
+        rounds: int,
+    ) -> None: ...
+
+    def update_run(self, run_id: str, **fields: object) -> None: ...
+
+    def run_cost(self, run_id: str) -> dict[str, object]: ...
+
+
+class RetrieverFactory(Protocol):
+    def __call__(self, examples: list[Example]) -> ExampleRetriever: ...
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    settings: Settings
+    models: RoleModels
+    recorder: SearchRecorder
+    retriever_for: RetrieverFactory
+    train: list[Query] = field(default_factory=list)
+    validation: list[Query] = field(default_factory=list)
+    seed_examples: list[Example] = field(default_factory=list)

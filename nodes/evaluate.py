@@ -1,0 +1,35 @@
+"""Evaluate: the judge scores an answer on the query's selected aspects; reward = mean score."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from drpo.nodes.context import RunContext
+from drpo.nodes.judging import judge_answer
+from drpo.state.graph_state import EvaluateTask
+from drpo.state.types import Feedback, LevelScore
+
+
+async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[str]:
+    """Judge one answer and add its score to the level; then the level's ranking step runs."""
+    ctx = runtime.context
+    query = task["query"]
+    judgement = await judge_answer(
+        ctx,
+        query.query,
+        task["answer"],
+        task["selection"].aspects,
+        tag=f"judge:{task['answer_id']}",
+    )
+    ctx.recorder.record_judgement(ctx.run_id, task["answer_id"], judgement)
+    score = LevelScore(
+        candidate_id=task["proposal"].candidate.id,
+        query_id=query.id,
+        answer_id=task["answer_id"],
+        reward=judgement.reward,
+        feedback=Feedback(query=query.query, answer=task["answer"], judgement=judgement),
+    )
+    # Every evaluation task names the same next node, which therefore runs once, after all.
+    next_node = "beam_select" if task["stage"] == "search" else "finalize"
+    return Command(update={"scores": [score]}, goto=next_node)

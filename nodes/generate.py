@@ -1,0 +1,48 @@
+"""Generate: the base model answers a query under a candidate prompt and retrieved examples."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from drpo.nodes.context import RunContext
+from drpo.prompts.base import format_base_prompt
+from drpo.state.graph_state import EvaluateTask, GenerateTask
+
+
+def answer_id(task: GenerateTask) -> str:
+    return f"{task['proposal'].candidate.id}:{task['query'].id}:{task['stage']}"
+
+
+async def generate(task: GenerateTask, runtime: Runtime[RunContext]) -> Command[str]:
+    """Answer one query, record it, and hand it straight to its own evaluation task."""
+    ctx = runtime.context
+    candidate = task["proposal"].candidate
+    query = task["query"]
+    prompt = format_base_prompt(
+        candidate.prompt, task["examples"], query.query, mode=ctx.settings.base.mode
+    )
+    identifier = answer_id(task)
+    answer = (
+        await ctx.models["base"].text(prompt, tag=f"answer:{identifier}", sample_key=identifier)
+    )[0].strip()
+    ctx.recorder.record_answer(
+        ctx.run_id,
+        identifier,
+        candidate.id,
+        query.id,
+        query.query,
+        answer,
+        task["stage"],
+        task["level"],
+    )
+    evaluation: EvaluateTask = {
+        "proposal": task["proposal"],
+        "query": query,
+        "selection": task["selection"],
+        "level": task["level"],
+        "stage": task["stage"],
+        "answer_id": identifier,
+        "answer": answer,
+    }
+    return Command(goto=Send("evaluate", evaluation))

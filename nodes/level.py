@@ -1,0 +1,69 @@
+"""Start a level of the search, or the validation round that picks the final prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from drpo.nodes.context import RunContext
+from drpo.state.graph_state import Reset, SearchState
+from drpo.state.types import Candidate, Proposal, Query
+
+
+def level_batch(order: list[str], queries: list[Query], level: int, size: int) -> list[Query]:
+    """The level's queries: the next `size` of the seeded order, wrapping around."""
+    by_id = {q.id: q for q in queries}
+    if not order:
+        return []
+    picked = [order[(level * size + j) % len(order)] for j in range(min(size, len(order)))]
+    missing = [qid for qid in picked if qid not in by_id]
+    if missing:
+        raise ValueError(f"training query {missing[0]!r} of this run is no longer in the data")
+    return [by_id[qid] for qid in picked]
+
+
+async def start_level(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    level = state.get("level", -1) + 1
+    queries = level_batch(state["query_order"], ctx.train, level, ctx.settings.search.batch_size)
+    proposals: list[Any] = [Reset()]
+    if level == 0:
+        proposals += [Proposal(candidate=c) for c in state["beam"]]
+    return {
+        "phase": "search",
+        "level": level,
+        "level_queries": queries,
+        "selections": Reset(),
+        "retrieved": Reset(),
+        "proposals": proposals,
+        "scores": Reset(),
+    }
+
+
+def finalists(state: SearchState, count: int, baseline: Candidate) -> list[Candidate]:
+    """The best distinct prompts seen, plus the starting prompt as a baseline to beat."""
+    chosen: list[Candidate] = []
+    for candidate in state.get("leaders", []):
+        if all(c.prompt != candidate.prompt for c in chosen):
+            chosen.append(candidate)
+        if len(chosen) == count:
+            break
+    if all(c.prompt != baseline.prompt for c in chosen):
+        chosen.append(baseline)
+    return chosen
+
+
+async def start_validation(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    search = ctx.settings.search
+    baseline = Candidate(id="baseline", prompt=search.initial_prompt)
+    candidates = finalists(state, search.finalists, baseline)
+    return {
+        "phase": "validate",
+        "level_queries": ctx.validation[: search.validation_size],
+        "selections": Reset(),
+        "retrieved": Reset(),
+        "proposals": [Reset(), *(Proposal(candidate=c) for c in candidates)],
+        "scores": Reset(),
+    }

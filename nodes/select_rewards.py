@@ -1,0 +1,119 @@
+"""Select rewards: the selector picks the aspects that matter for a query (dynamic rewarding)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from drpo.backends.errors import StructuredOutputError
+from drpo.nodes.context import RunContext
+from drpo.prompts.aspects import canonical_name, catalogue_aspect, format_catalogue
+from drpo.prompts.selector import (
+    NEW_ASPECTS_ALLOWED,
+    NEW_ASPECTS_FORBIDDEN,
+    SELECT_ASPECTS,
+    AspectChoice,
+)
+from drpo.state.graph_state import SelectTask
+from drpo.state.types import Aspect, AspectSelection, Query
+
+# Used when the selector's reply never parses: the search goes on with a sensible rubric, and the
+# analysis field says why, so the fallback is visible in the run store.
+FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
+
+
+async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Choose the aspects for one query and retrieve its in-context examples."""
+    ctx = runtime.context
+    query = task["query"]
+    selection = await choose_aspects(ctx, query)
+    retriever = await asyncio.to_thread(ctx.retriever_for, task["examples"])
+    examples = await asyncio.to_thread(retriever.top_k, query.query, ctx.settings.data.top_k)
+    return {"selections": {query.id: selection}, "retrieved": {query.id: examples}}
+
+
+def selection_key(ctx: RunContext, query: str) -> str:
+    """The choice depends on the query only: cache it per selector model and prompt version."""
+    selector = ctx.settings.selector
+    rewards = ctx.settings.rewards
+    identity = "\0".join(
+        [
+            query,
+            ctx.models["selector"].endpoint_id,
+            selector.model,
+            SELECT_ASPECTS.version,
+            str(selector.temperature),
+            f"{rewards.min_aspects}-{rewards.max_aspects}-{rewards.allow_new_aspects}",
+        ]
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
+async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
+    key = selection_key(ctx, query.query)
+    cached = ctx.recorder.selection(key)
+    if cached is not None:
+        return cached.model_copy(update={"query_id": query.id})
+    rewards = ctx.settings.rewards
+    system, user = SELECT_ASPECTS.render(
+        min_aspects=str(rewards.min_aspects),
+        max_aspects=str(rewards.max_aspects),
+        catalogue=format_catalogue(),
+        new_aspects_rule=NEW_ASPECTS_ALLOWED
+        if rewards.allow_new_aspects
+        else NEW_ASPECTS_FORBIDDEN,
+        query=query.query,
+    )
+    try:
+        replies = await ctx.models["selector"].structured(
+            system, user, AspectChoice, tag=f"select:{query.id}", sample_key=key
+        )
+        selection = normalise_choice(replies[0], query, ctx)
+    except StructuredOutputError as exc:
+        selection = AspectSelection(
+            query_id=query.id,
+            analysis=f"selector reply unusable, default aspects used: {exc}",
+            aspects=_pad((), query, rewards.min_aspects),
+        )
+    ctx.recorder.record_selection(key, query.query, selection)
+    return selection
+
+
+def normalise_choice(choice: AspectChoice, query: Query, ctx: RunContext) -> AspectSelection:
+    """Map names onto the catalogue, accept defined new aspects, and respect the 2–5 bounds."""
+    rewards = ctx.settings.rewards
+    chosen: list[Aspect] = []
+    for item in choice.aspects:
+        name = canonical_name(item.name)
+        if not name or any(a.name == name for a in chosen):
+            continue
+        known = catalogue_aspect(name)
+        if known is not None:
+            chosen.append(known)
+        elif rewards.allow_new_aspects and item.definition.strip():
+            chosen.append(Aspect(name=name, definition=item.definition.strip(), proposed=True))
+    if query.harmful and not any(a.name == "Safety" for a in chosen):
+        safety = catalogue_aspect("Safety")
+        assert safety is not None
+        chosen.insert(0, safety)
+    chosen = chosen[: rewards.max_aspects]
+    return AspectSelection(
+        query_id=query.id,
+        analysis=choice.analysis,
+        aspects=_pad(tuple(chosen), query, rewards.min_aspects),
+    )
+
+
+def _pad(aspects: tuple[Aspect, ...], query: Query, minimum: int) -> tuple[Aspect, ...]:
+    padded = list(aspects)
+    defaults = ("Safety", *FALLBACK_ASPECTS) if query.harmful else FALLBACK_ASPECTS
+    for name in defaults:
+        if len(padded) >= minimum:
+            break
+        aspect = catalogue_aspect(name)
+        if aspect is not None and all(a.name != name for a in padded):
+            padded.append(aspect)
+    return tuple(padded)

@@ -1,0 +1,1 @@
+"""drpo.state: see the README's architecture section for what this layer holds."""

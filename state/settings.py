@@ -1,0 +1,301 @@
+"""Run settings: per-role model endpoints, search parameters, presets, and how they are loaded.
+
+Precedence, lowest to highest: built-in defaults < preset < TOML config file < environment
+variables (``DRPO_…``, nested with ``__``, e.g. ``DRPO_SEARCH__WIDTH=3``) < command-line flags.
+API keys are never settings: a role names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+RoleName = Literal["base", "selector", "judge", "optimizer"]
+ROLES: tuple[RoleName, ...] = ("base", "selector", "judge", "optimizer")
+EMBEDDED = "embedded"
+DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b"
+
+
+class ConfigError(ValueError):
+    """A setting, config file or flag is invalid; the message is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RoleSettings(_Strict):
+    """One LLM role's endpoint and decoding settings."""
+
+    endpoint: str = Field(
+        default=EMBEDDED,
+        description="OpenAI-compatible base URL, or 'embedded' for the local server",
+    )
+    model: str = Field(default=DEFAULT_EMBEDDED_MODEL, description="model name at the endpoint")
+    model_path: Path | None = Field(
+        default=None, description="a local GGUF file to serve instead of a catalogue model"
+    )
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable holding the API key"
+    )
+    mode: Literal["chat", "completion"] = "chat"
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    seed: int | None = 0
+    timeout: float = Field(default=600.0, gt=0, description="seconds per request")
+    retries: int = Field(default=2, ge=0, le=20, description="retries of a failed request")
+    structured_output: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    supports_n: bool = Field(default=True, description="the endpoint honours the 'n' parameter")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url_or_embedded(cls, value: str) -> str:
+        if value != EMBEDDED and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be 'embedded' or an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.endpoint == EMBEDDED
+
+
+class SearchSettings(_Strict):
+    """Stage B: the beam search over system prompts."""
+
+    width: int = Field(default=2, ge=1, le=16)
+    actions: int = Field(default=3, ge=1, le=16, description="candidate prompts per expansion")
+    depth: int = Field(default=3, ge=0, le=200)
+    max_extension: int = Field(
+        default=10, ge=0, description="extra levels granted by the skip rule"
+    )
+    skip_threshold: float = Field(default=4.5, ge=1.0, le=5.0)
+    batch_size: int = Field(default=2, ge=1, le=64, description="training queries per level")
+    history: int = Field(
+        default=5, ge=0, le=20, description="prompt versions shown to the optimizer"
+    )
+    max_bullets: int = Field(default=8, ge=1)
+    max_new_bullets: int = Field(default=2, ge=1)
+    dedupe: bool = True
+    final: Literal["best_validated", "last_on_best_path"] = "best_validated"
+    validation_size: int = Field(
+        default=4, ge=0, description="validation queries for the final pick"
+    )
+    finalists: int = Field(default=2, ge=1, description="best candidates re-scored on validation")
+    initial_prompt: str = "You are a helpful assistant."
+
+
+class ExampleSettings(_Strict):
+    """Stage A: optimizing the in-context examples."""
+
+    enabled: bool = True
+    rounds: int = Field(default=5, ge=0, le=50)
+    beam_width: int = Field(default=1, ge=1, le=8)
+    limit: int | None = Field(default=None, ge=1, description="optimize only the first N examples")
+
+
+class RewardSettings(_Strict):
+    min_aspects: int = Field(default=2, ge=1)
+    max_aspects: int = Field(default=5, ge=1)
+    allow_new_aspects: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RewardSettings:
+        if self.min_aspects > self.max_aspects:
+            raise ValueError("min_aspects must not exceed max_aspects")
+        return self
+
+
+class DataSettings(_Strict):
+    """Where the examples and queries come from; None means the seed data shipped with drpo."""
+
+    examples: Path | None = None
+    train: Path | None = None
+    validation: Path | None = None
+    top_k: int = Field(default=2, ge=0, le=16, description="examples retrieved per query")
+    retrieval: Literal["auto", "embeddings", "bm25"] = "auto"
+    train_limit: int | None = Field(default=None, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything a run needs. Stored with the run (without secrets) so it can be resumed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRPO_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    preset: str = "default"
+    seed: int = 0
+    store: Path = Field(default=Path("drpo-runs/runs.db"), description="run store database")
+    checkpoints: Path = Field(default=Path("drpo-runs/checkpoints.db"))
+    max_concurrency: int = Field(default=4, ge=1, le=256, description="parallel LLM calls")
+    cache: bool = Field(default=True, description="reuse stored replies of identical calls")
+    embedded_slots: int = Field(default=4, ge=1, le=64)
+    embedded_ctx: int = Field(default=8192, ge=512)
+    base: RoleSettings = RoleSettings(max_tokens=384)
+    selector: RoleSettings = RoleSettings(max_tokens=320)
+    judge: RoleSettings = RoleSettings(max_tokens=400)
+    optimizer: RoleSettings = RoleSettings(temperature=0.2, top_p=0.95, max_tokens=400)
+    search: SearchSettings = SearchSettings()
+    examples: ExampleSettings = ExampleSettings()
+    rewards: RewardSettings = RewardSettings()
+    data: DataSettings = DataSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Layers (preset, file) are merged into the init kwargs by load_settings; environment
+        # variables are applied there too so that flags can still win over them.
+        return (init_settings,)
+
+    def role(self, name: RoleName) -> RoleSettings:
+        role: RoleSettings = getattr(self, name)
+        return role
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as stored with a run: plain JSON values, no secret (keys are never here)."""
+        return self.model_dump(mode="json")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tuned so the embedded 1.5B model finishes a whole run within about 20 minutes on 2 cores.
+    "default": {
+        "search": {"width": 2, "actions": 2, "depth": 2, "batch_size": 2, "validation_size": 4},
+        "examples": {"rounds": 1, "limit": 6},
+    },
+    # The released code's schedule: one query per level, last prompt on the best path.
+    "paper": {
+        "base": {"max_tokens": 2048},
+        "optimizer": {"temperature": 0.2, "top_p": 0.95},
+        "search": {
+            "width": 2,
+            "actions": 3,
+            "depth": 20,
+            "batch_size": 1,
+            "max_extension": 10,
+            "skip_threshold": 4.5,
+            "dedupe": False,
+            "final": "last_on_best_path",
+            "validation_size": 0,
+        },
+        "examples": {"rounds": 5, "beam_width": 1, "limit": None},
+        "data": {"top_k": 2},
+    },
+    # A few minutes on the embedded model: enough to see every stage work.
+    "quick": {
+        "base": {"max_tokens": 200},
+        "search": {"width": 2, "actions": 2, "depth": 1, "batch_size": 1, "validation_size": 2},
+        "examples": {"rounds": 1, "limit": 2},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge nested dicts; values in `override` win, sub-tables merge key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except PermissionError:
+        raise ConfigError(f"config file not readable (permission denied): {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file is a directory: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    return data
+
+
+def _environment_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """Parse DRPO_* variables with pydantic-settings' own env source (nesting, JSON values)."""
+    source = EnvSettingsSource(
+        Settings, env_prefix="DRPO_", env_nested_delimiter="__", case_sensitive=False
+    )
+    source.env_vars = {k.lower(): v for k, v in environ.items()}
+    values: dict[str, Any] = source()
+    unknown = sorted(
+        k
+        for k in environ
+        if k.upper().startswith("DRPO_")
+        and k[5:].split("__")[0].lower() not in Settings.model_fields
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting in environment variable {unknown[0]}")
+    return values
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """Render the first pydantic error as one line naming the setting."""
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting '{location}'"
+    return f"invalid setting '{location}': {first['msg']}"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build validated settings from defaults, preset, file, environment and flag overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    overrides = overrides or {}
+    file_layer = read_config_file(config_file) if config_file is not None else {}
+    env_layer = _environment_layer(environ)
+    chosen = preset or env_layer.get("preset") or file_layer.get("preset") or "default"
+    if chosen not in PRESETS:
+        raise ConfigError(f"unknown preset {chosen!r} (choose from {', '.join(PRESETS)})")
+    layered: dict[str, Any] = {}
+    for layer in (PRESETS[chosen], file_layer, env_layer, overrides):
+        layered = deep_merge(layered, layer)
+    layered["preset"] = chosen
+    defaults = Settings().model_dump(exclude_unset=False)
+    try:
+        return Settings(**deep_merge(_role_defaults(defaults), layered))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    # Nested models given as partial dicts replace their default wholesale in pydantic, so the
+    # role-specific defaults (e.g. the optimizer's temperature) are merged in explicitly.
+    return {key: defaults[key] for key in (*ROLES, "search", "examples", "rewards", "data")}
+
+
+def settings_from_stored(data: dict[str, Any]) -> Settings:
+    """Rebuild the settings a run was started with (used by resume)."""
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"stored settings are invalid: {format_validation_error(exc)}") from None

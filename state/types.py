@@ -1,0 +1,143 @@
+"""Value types shared by every layer: data records, aspects, judgements, candidates, results.
+
+They are frozen pydantic models at stable module paths, because LangGraph checkpoints store the
+module path of every value they serialise and an old run must still load after a refactor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Category = Literal[
+    "informational", "advice", "reasoning", "coding", "creative", "harmful", "borderline", "general"
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Example(_Frozen):
+    """An in-context example: a query with a model answer to imitate."""
+
+    id: str
+    query: str
+    answer: str
+    category: Category = "general"
+
+
+class Query(_Frozen):
+    """A training, validation or evaluation query."""
+
+    id: str
+    query: str
+    category: Category = "general"
+    harmful: bool = False
+
+
+class Aspect(_Frozen):
+    """A reward aspect: what a good answer does in one respect."""
+
+    name: str
+    definition: str
+    proposed: bool = False
+
+
+class AspectSelection(_Frozen):
+    """The selector's choice of aspects for one query."""
+
+    query_id: str
+    analysis: str = ""
+    aspects: tuple[Aspect, ...]
+
+
+class AspectScore(_Frozen):
+    """One aspect's 1–5 score; `score` is None when the judge gave no usable value."""
+
+    aspect: str
+    score: int | None = Field(default=None, ge=1, le=5)
+    rationale: str = ""
+
+
+class Judgement(_Frozen):
+    """The judge's verdict on one answer; `error` is set when the reply could not be parsed."""
+
+    scores: tuple[AspectScore, ...] = ()
+    error: str | None = None
+
+    @property
+    def reward(self) -> float | None:
+        """Mean of the usable aspect scores, or None when there is none (never 0)."""
+        usable = [s.score for s in self.scores if s.score is not None]
+        return sum(usable) / len(usable) if usable else None
+
+
+class Feedback(_Frozen):
+    """What the optimizer sees about a prompt: a query, the answer it got, and its judgement."""
+
+    query: str
+    answer: str
+    judgement: Judgement
+
+
+class Candidate(_Frozen):
+    """A node of the search tree: one system prompt with its lineage and path rewards."""
+
+    id: str
+    prompt: str
+    parent_id: str | None = None
+    depth: int = 0
+    # Mean reward of this prompt at each level of its path (the root's level included).
+    path_rewards: tuple[float, ...] = ()
+    # The last prompt versions on this path, oldest first, for the optimizer's history.
+    ancestry: tuple[str, ...] = ()
+    carried: bool = False
+
+    @property
+    def value(self) -> float:
+        """Path value: the mean reward along the path; -inf for an unscored candidate."""
+        if not self.path_rewards:
+            return -math.inf
+        return sum(self.path_rewards) / len(self.path_rewards)
+
+
+class LevelScore(_Frozen):
+    """One candidate's answer to one of the level's queries, judged."""
+
+    candidate_id: str
+    query_id: str
+    answer_id: str
+    reward: float | None
+    feedback: Feedback
+
+
+class Proposal(_Frozen):
+    """A child candidate proposed at a level, before it is scored."""
+
+    candidate: Candidate
+    parent_feedback: Feedback | None = None
+
+
+RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "stopped"]
+
+
+class RunResult(_Frozen):
+    """The outcome of a run, with lineage and cost counters."""
+
+    run_id: str
+    status: RunStatus
+    prompt: str
+    candidate_id: str
+    train_value: float | None
+    validation_value: float | None = None
+    baseline_validation_value: float | None = None
+    lineage: tuple[str, ...] = ()
+    examples: tuple[Example, ...] = ()
+    levels: int = 0
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
