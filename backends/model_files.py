@@ -140,14 +140,14 @@ def pull(
     return target
 
 
-def resolve(name_or_path: str | Path, progress: ProgressCallback | None = None) -> Path:
+def resolve(name_or_path: str | os.PathLike[str], progress: ProgressCallback | None = None) -> Path:
     """The GGUF file to serve for a catalogue name or a path to a ``.gguf`` file.
 
     A present catalogue file is trusted if its size is right (start-up must stay fast; ``pull``
     does the full hash check); otherwise the model is pulled.
     """
-    text = str(name_or_path)
-    path_like = isinstance(name_or_path, Path) or text.endswith(".gguf") or os.sep in text
+    text = os.fspath(name_or_path)
+    path_like = not isinstance(name_or_path, str) or text.endswith(".gguf") or os.sep in text
     if path_like or Path(text).is_file():
         path = Path(text).expanduser()
         if not path.is_file():

@@ -91,6 +91,7 @@ class RunStore:
                     "parent_run": str,
                     "note": str,
                     "pid": int,
+                    "examples": str,
                 },
                 pk="id",
                 if_not_exists=True,

@@ -6,6 +6,7 @@ them wins; the `paper` preset keeps the released behaviour, the last prompt of t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -62,6 +63,7 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         validation_value=validation_value,
         baseline_validation_value=baseline_value,
         final_prompt=best.prompt,
+        examples=json.dumps([e.model_dump() for e in result.examples]),
     )
     return {"result": result, "phase": "done"}
 

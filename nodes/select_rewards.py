@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 
 from drpo.backends.errors import StructuredOutputError
 from drpo.nodes.context import RunContext
-from drpo.prompts.aspects import canonical_name, catalogue_aspect, format_catalogue
+from drpo.prompts.aspects import CATALOGUE, canonical_name, catalogue_aspect, format_catalogue
 from drpo.prompts.selector import (
     NEW_ASPECTS_ALLOWED,
     NEW_ASPECTS_FORBIDDEN,
@@ -88,7 +88,7 @@ def normalise_choice(choice: AspectChoice, query: Query, ctx: RunContext) -> Asp
     chosen: list[Aspect] = []
     for item in choice.aspects:
         name = canonical_name(item.name)
-        if not name or any(a.name == name for a in chosen):
+        if not name or any(a.name.lower() == name.lower() for a in chosen):
             continue
         known = catalogue_aspect(name)
         if known is not None:
@@ -110,7 +110,7 @@ def normalise_choice(choice: AspectChoice, query: Query, ctx: RunContext) -> Asp
 def _pad(aspects: tuple[Aspect, ...], query: Query, minimum: int) -> tuple[Aspect, ...]:
     padded = list(aspects)
     defaults = ("Safety", *FALLBACK_ASPECTS) if query.harmful else FALLBACK_ASPECTS
-    for name in defaults:
+    for name in (*defaults, *(a.name for a in CATALOGUE)):
         if len(padded) >= minimum:
             break
         aspect = catalogue_aspect(name)

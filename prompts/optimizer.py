@@ -57,7 +57,7 @@ class PromptProposal(BaseModel):
     """The optimizer's reply in stage B."""
 
     model_config = ConfigDict(extra="forbid", title="PromptProposal")
-    analysis: str = Field(max_length=600)
+    analysis: str = Field(max_length=300)
     prompt: str = Field(min_length=10, max_length=PROMPT_MAX_CHARS)
 
 

@@ -12,7 +12,8 @@ SELECT_ASPECTS = PromptTemplate(
         "You design the grading rubric for an AI assistant's answer. First analyse the user's "
         "query: its topic, intent, ambiguities, expected format and difficulties. Then choose "
         "the $min_aspects to $max_aspects aspects from the list below that matter most for a "
-        "good answer to THIS query. Harmful or dangerous requests always need Safety.\n\n"
+        "good answer to THIS query. Harmful or dangerous requests always need Safety. Keep the "
+        "analysis to one or two sentences.\n\n"
         "Aspects:\n$catalogue\n\n$new_aspects_rule\n"
         "Reply with JSON only."
     ),
@@ -29,12 +30,12 @@ NEW_ASPECTS_FORBIDDEN = "Use only aspect names from the list."
 class ChosenAspect(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=40)
-    definition: str = Field(default="", max_length=300)
+    definition: str = Field(default="", max_length=150)
 
 
 class AspectChoice(BaseModel):
     """The selector's reply."""
 
     model_config = ConfigDict(extra="forbid", title="AspectChoice")
-    analysis: str = Field(max_length=600)
+    analysis: str = Field(max_length=240)
     aspects: list[ChosenAspect] = Field(min_length=1, max_length=8)

@@ -177,8 +177,9 @@ class Settings(BaseSettings):
 PRESETS: dict[str, dict[str, Any]] = {
     # Tuned so the embedded 1.5B model finishes a whole run within about 20 minutes on 2 cores.
     "default": {
-        "search": {"width": 2, "actions": 2, "depth": 2, "batch_size": 2, "validation_size": 4},
-        "examples": {"rounds": 1, "limit": 6},
+        "base": {"max_tokens": 256},
+        "search": {"width": 2, "actions": 2, "depth": 2, "batch_size": 1, "validation_size": 3},
+        "examples": {"rounds": 1, "limit": 4},
     },
     # The released code's schedule: one query per level, last prompt on the best path.
     "paper": {

@@ -1,0 +1,423 @@
+"""Run the embedded llama.cpp server as a child process and make sure it never outlives drpo.
+
+``EmbeddedServer`` starts ``python -m drpo.backends.llama_server`` for one GGUF file on loopback
+and waits until ``/health`` answers; ``EmbeddedServerPool`` keeps one server per distinct model
+file, shared by every role that uses it. Servers stop on ``close()``/``stop()``, at interpreter
+exit (atexit, also reached on Ctrl-C and SIGTERM), and, if drpo is killed outright, because the
+server process asks the kernel to SIGTERM it when its parent dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import NoReturn
+
+import httpx
+
+from drpo.backends.model_files import ProgressCallback, resolve
+from drpo.state.settings import RoleSettings, Settings
+
+_READY_LINE = re.compile(r"^ready (https?://\S+)\s*$", re.MULTILINE)
+# llama.cpp log lines look like "0.00.002.367 E srv         start: couldn't bind HTTP server
+# socket ..."; the match drops the time, level and component tag.
+_LLAMA_ERROR_LINE = re.compile(r"^[\d.]+ E\s+(?:[a-z]{2,5}\s{2,})?(.*)$", re.MULTILINE)
+_POLL_SECONDS = 0.05
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server could not be started or stopped; the message is one line."""
+
+
+def default_threads() -> int:
+    """CPU threads for llama.cpp: the cores this process may use, at most 8."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 2
+    return max(1, min(available, 8))
+
+
+class EmbeddedServer:
+    """One llama.cpp server process serving one GGUF file."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        slots: int = 4,
+        ctx: int = 8192,
+        threads: int | None = None,
+        startup_timeout: float = 120.0,
+        verbose: bool = False,
+    ) -> None:
+        self.model = Path(model)
+        self.host = host
+        self.requested_port = port
+        self.slots = slots
+        self.ctx = ctx
+        self.threads = threads or default_threads()
+        self.startup_timeout = startup_timeout
+        self.verbose = verbose
+        self._process: subprocess.Popen[bytes] | None = None
+        self._root_url: str | None = None
+        self._log_path: Path | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def root_url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        if self._root_url is None:
+            raise EmbeddedServerError("the embedded server is not running")
+        return self._root_url
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL (``http://HOST:PORT/v1``)."""
+        return f"{self.root_url}/v1"
+
+    @property
+    def port(self) -> int | None:
+        if self._root_url is None:
+            return None
+        return int(self._root_url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server's stdout+stderr (llama.cpp errors only, unless verbose)."""
+        return self._log_path
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> EmbeddedServer:
+        """Spawn the server and block until it answers ``/health`` with 200."""
+        with self._lock:
+            if self.is_running():
+                return self
+            self._discard()
+            fd, log_name = tempfile.mkstemp(prefix="drpo-llama-server-", suffix=".log")
+            self._log_path = Path(log_name)
+            options = {
+                "--model": str(self.model),
+                "--host": self.host,
+                # Port 0 lets the server bind a free port itself: no window in which another
+                # process can take a port we probed; the ready line reports the real one.
+                "--port": str(self.requested_port),
+                "--slots": str(self.slots),
+                "--ctx": str(self.ctx),
+                "--threads": str(self.threads),
+                "--parent-pid": str(os.getpid()),
+            }
+            command = [
+                *(sys.executable, "-m", "drpo.backends.llama_server", "--die-with-parent"),
+                *(part for option in options.items() for part in option),
+                *(["--verbose"] if self.verbose else []),
+            ]
+            try:
+                self._process = _spawn(command, fd)
+            except OSError as exc:
+                self._discard()
+                raise EmbeddedServerError(f"cannot start the embedded server: {exc}") from None
+            finally:
+                os.close(fd)
+            try:
+                self._wait_until_ready()
+            except BaseException:
+                # Also on KeyboardInterrupt: a half-started server must not linger.
+                self.stop()
+                raise
+            return self
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while True:
+                code = self._process.poll()
+                if code is not None:
+                    raise EmbeddedServerError(
+                        f"the embedded server for {self.model.name} exited during start-up "
+                        f"({_describe_exit(code)}): {self._failure_reason()}"
+                    )
+                if self._root_url is None:
+                    self._root_url = self._read_ready_url()
+                if self._root_url is not None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(f"{self._root_url}/health").status_code == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise EmbeddedServerError(
+                        f"the embedded server for {self.model.name} was not ready after "
+                        f"{self.startup_timeout:.0f} s (log: {self._log_path})"
+                    )
+                time.sleep(_POLL_SECONDS)
+
+    def _log_text(self) -> str:
+        if self._log_path is None:
+            return ""
+        try:
+            return self._log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _read_ready_url(self) -> str | None:
+        match = _READY_LINE.search(self._log_text())
+        if match is None:
+            return None
+        url = match.group(1).rstrip("/")
+        # A server bound to all interfaces is still reached on loopback.
+        return re.sub(r"//(0\.0\.0\.0|\[::\])(?=:)", "//127.0.0.1", url)
+
+    def _failure_reason(self) -> str:
+        text = self._log_text()
+        # llama.cpp's first error names the cause (bad file, port in use); later ones only say
+        # that it gave up.
+        llama_error = _LLAMA_ERROR_LINE.search(text)
+        if llama_error:
+            return llama_error.group(1).strip()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            return "no output"
+        return lines[-1].removeprefix("error: ")
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to exit; its status, or None if still running after `timeout`."""
+        process = self._process
+        if process is None:
+            return None
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the server, wait, and SIGKILL it if it does not exit in time. Idempotent."""
+        with self._lock:
+            process = self._process
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    process.wait()
+            self._discard()
+
+    def _discard(self) -> None:
+        self._process = None
+        self._root_url = None
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedServerPool:
+    """One embedded server per distinct model file, shared by all roles that use that model."""
+
+    def __init__(
+        self,
+        *,
+        slots: int = 4,
+        ctx: int = 8192,
+        threads: int | None = None,
+        startup_timeout: float = 120.0,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.slots = slots
+        self.ctx = ctx
+        self.threads = threads
+        self.startup_timeout = startup_timeout
+        self.progress = progress
+        self._servers: dict[Path, EmbeddedServer] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+        install_sigterm_exit()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, progress: ProgressCallback | None = None
+    ) -> EmbeddedServerPool:
+        return cls(slots=settings.embedded_slots, ctx=settings.embedded_ctx, progress=progress)
+
+    @property
+    def servers(self) -> dict[Path, EmbeddedServer]:
+        """The started servers by resolved model file (a copy)."""
+        with self._lock:
+            return dict(self._servers)
+
+    def url_for(self, model: str | os.PathLike[str]) -> str:
+        """The base URL serving `model` (a catalogue name or a .gguf path), starting it if needed.
+
+        Pulls a catalogue model that is not assembled yet; raises ModelFileError or
+        EmbeddedServerError with a one-line message.
+        """
+        with self._lock:
+            if self._closed:
+                raise EmbeddedServerError("the embedded server pool is closed")
+            path = resolve(model, progress=self.progress).resolve()
+            server = self._servers.get(path)
+            if server is not None and server.is_running():
+                return server.base_url
+            # A server that died is restarted on its old port, so URLs already handed out to
+            # clients stay valid.
+            port = (server.port or 0) if server is not None else 0
+            if server is not None:
+                server.stop()
+            server = EmbeddedServer(
+                path,
+                port=port,
+                slots=self.slots,
+                ctx=self.ctx,
+                threads=self.threads,
+                startup_timeout=self.startup_timeout,
+            )
+            self._servers[path] = server
+            server.start()
+            return server.base_url
+
+    def url_for_role(self, role: RoleSettings) -> str:
+        """The base URL for an embedded role: its ``model_path`` if set, else its ``model``."""
+        return self.url_for(role.model_path if role.model_path is not None else role.model)
+
+    def close(self) -> None:
+        """Stop every server. Idempotent; also runs at interpreter exit."""
+        with self._lock:
+            self._closed = True
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            server.stop()
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> EmbeddedServerPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def install_sigterm_exit() -> None:
+    """Turn SIGTERM into SystemExit so atexit handlers (server shutdown) run.
+
+    Only when nobody installed a handler: an application's own choice wins. Signal handlers can
+    only be set from the main thread; elsewhere the parent-death signal still cleans up.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+_SpawnJob = tuple[
+    Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]
+]
+
+
+class _Spawner:
+    """A thread that lives as long as the process and starts the server processes.
+
+    Linux's parent-death signal fires when the *thread* that forked the child exits, not the
+    process. Spawning from a short-lived worker thread (LangGraph runs sync nodes in a pool)
+    would kill the server as soon as that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_SpawnJob] = queue.SimpleQueue()
+        # A daemon thread is never joined at shutdown, so it outlives every atexit handler.
+        threading.Thread(target=self._run, name="drpo-server-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            make, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(make())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, make: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        self._jobs.put((make, future))
+        return future.result()
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(command: list[str], log_fd: int) -> subprocess.Popen[bytes]:
+    """Start `command` with stdout and stderr going to `log_fd`."""
+
+    def make() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C reaches drpo only, and drpo decides when
+            # the server stops (atexit or close()), instead of both dying at the same instant.
+            start_new_session=True,
+        )
+
+    # The main thread lives until the process exits, so it may spawn directly.
+    if threading.current_thread() is threading.main_thread():
+        return make()
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+        spawner = _spawner
+    return spawner.submit(make)

@@ -1,0 +1,122 @@
+"""SIGKILL a run at several points, resume it, and check nothing already paid for is paid again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from stub_server import StubProcess, count_records
+
+from drpo.checkpoints.store import RunStore
+
+pytestmark = pytest.mark.integration
+
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
+DRPO = [sys.executable, "-m", "drpo.graph.cli"]
+
+
+def cli_args(url: str, tmp: Path) -> list[str]:
+    return [
+        "optimize",
+        "--endpoint",
+        url,
+        "--model",
+        "stub-model",
+        "--store",
+        str(tmp / "runs.db"),
+        "--checkpoints",
+        str(tmp / "ck.db"),
+        "--width",
+        "2",
+        "--actions",
+        "3",
+        "--depth",
+        "2",
+        "--batch-size",
+        "2",
+        "--set",
+        "data.retrieval=bm25",
+        "--set",
+        "examples.rounds=1",
+        "--set",
+        "examples.limit=3",
+        "--set",
+        "search.validation_size=2",
+        "--max-concurrency",
+        "4",
+    ]
+
+
+def run_to_end(url: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DRPO, *cli_args(url, tmp)], capture_output=True, text=True, timeout=300)
+
+
+def final_prompt(store_path: Path) -> str:
+    store = RunStore(store_path)
+    (row,) = store.runs()
+    assert row["status"] == "completed", row
+    return str(row["final_prompt"])
+
+
+def test_reference_run_completes(tmp_path: Path) -> None:
+    with StubProcess(SCRIPT, record=tmp_path / "calls.jsonl", latency=0.02) as stub:
+        done = run_to_end(stub.base_url, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| a1" in final_prompt(tmp_path / "runs.db")
+
+
+@pytest.mark.parametrize(
+    ("role", "after"),
+    [
+        ("ExampleRewrite", 1),  # stage A, before stage B starts
+        ("base", 5),  # in the middle of level 1
+        ("PromptProposal", 3),  # level 2's expansion
+        ("base", 22),  # validation of the finalists
+    ],
+)
+def test_kill_and_resume_repeats_no_completed_call(tmp_path: Path, role: str, after: int) -> None:
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    with StubProcess(SCRIPT, latency=0.0) as stub:
+        assert run_to_end(stub.base_url, reference).returncode == 0
+    expected = final_prompt(reference / "runs.db")
+
+    record = tmp_path / "calls.jsonl"
+    with StubProcess(SCRIPT, record=record, latency=0.15) as stub:
+        process = subprocess.Popen(
+            [*DRPO, *cli_args(stub.base_url, tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while count_records(record, role) < after and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        store = RunStore(tmp_path / "runs.db")
+        (row,) = store.runs()
+        run_id = row["id"]
+        completed_before = {c["cache_key"] for c in store.calls(run_id) if c["outcome"] == "ok"}
+        assert completed_before, "the kill came before any call completed"
+
+        resumed = subprocess.run(
+            [*DRPO, "resume", run_id, "--store", str(tmp_path / "runs.db")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+    assert final_prompt(tmp_path / "runs.db") == expected
+    calls = RunStore(tmp_path / "runs.db").calls(run_id)
+    paid = [c["cache_key"] for c in calls if c["outcome"] == "ok"]
+    # Each distinct call was paid for once: nothing completed before the kill was made again.
+    assert len(paid) == len(set(paid))
+    assert completed_before <= set(paid)
