@@ -10,6 +10,7 @@ server process asks the kernel to SIGTERM it when its parent dies.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import os
@@ -18,23 +19,22 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import httpx
 
 from drpo.backends.model_files import ProgressCallback, resolve
 from drpo.state.settings import RoleSettings, Settings
 
-_READY_LINE = re.compile(r"^ready (https?://\S+)\s*$", re.MULTILINE)
+_READY_LINE = re.compile(r"^ready (https?://\S+)\s*$")
 # llama.cpp log lines look like "0.00.002.367 E srv         start: couldn't bind HTTP server
 # socket ..."; the match drops the time, level and component tag.
-_LLAMA_ERROR_LINE = re.compile(r"^[\d.]+ E\s+(?:[a-z]{2,5}\s{2,})?(.*)$", re.MULTILINE)
+_LLAMA_ERROR_LINE = re.compile(r"^[\d.]+ E\s+(?:[a-z]{2,5}\s{2,})?(.*)$")
 _POLL_SECONDS = 0.05
 
 
@@ -76,7 +76,7 @@ class EmbeddedServer:
         self.verbose = verbose
         self._process: subprocess.Popen[bytes] | None = None
         self._root_url: str | None = None
-        self._log_path: Path | None = None
+        self._output: _OutputWatcher | None = None
         self._lock = threading.RLock()
 
     @property
@@ -101,11 +101,6 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    @property
-    def log_path(self) -> Path | None:
-        """The server's stdout+stderr (llama.cpp errors only, unless verbose)."""
-        return self._log_path
-
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -115,8 +110,6 @@ class EmbeddedServer:
             if self.is_running():
                 return self
             self._discard()
-            fd, log_name = tempfile.mkstemp(prefix="drpo-llama-server-", suffix=".log")
-            self._log_path = Path(log_name)
             options = {
                 "--model": str(self.model),
                 "--host": self.host,
@@ -134,12 +127,11 @@ class EmbeddedServer:
                 *(["--verbose"] if self.verbose else []),
             ]
             try:
-                self._process = _spawn(command, fd)
+                self._process = _spawn(command)
             except OSError as exc:
-                self._discard()
                 raise EmbeddedServerError(f"cannot start the embedded server: {exc}") from None
-            finally:
-                os.close(fd)
+            assert self._process.stdout is not None
+            self._output = _OutputWatcher(self._process.stdout, echo=self.verbose)
             try:
                 self._wait_until_ready()
             except BaseException:
@@ -159,8 +151,8 @@ class EmbeddedServer:
                         f"the embedded server for {self.model.name} exited during start-up "
                         f"({_describe_exit(code)}): {self._failure_reason()}"
                     )
-                if self._root_url is None:
-                    self._root_url = self._read_ready_url()
+                if self._root_url is None and self._output is not None:
+                    self._root_url = self._output.ready_url
                 if self._root_url is not None:
                     with contextlib.suppress(httpx.HTTPError):
                         if client.get(f"{self._root_url}/health").status_code == 200:
@@ -168,37 +160,21 @@ class EmbeddedServer:
                 if time.monotonic() > deadline:
                     raise EmbeddedServerError(
                         f"the embedded server for {self.model.name} was not ready after "
-                        f"{self.startup_timeout:.0f} s (log: {self._log_path})"
+                        f"{self.startup_timeout:g} s; last output: {self._failure_reason()}"
                     )
                 time.sleep(_POLL_SECONDS)
 
-    def _log_text(self) -> str:
-        if self._log_path is None:
-            return ""
-        try:
-            return self._log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def _read_ready_url(self) -> str | None:
-        match = _READY_LINE.search(self._log_text())
-        if match is None:
-            return None
-        url = match.group(1).rstrip("/")
-        # A server bound to all interfaces is still reached on loopback.
-        return re.sub(r"//(0\.0\.0\.0|\[::\])(?=:)", "//127.0.0.1", url)
-
     def _failure_reason(self) -> str:
-        text = self._log_text()
+        if self._output is None:
+            return "no output"
+        lines = self._output.tail()
         # llama.cpp's first error names the cause (bad file, port in use); later ones only say
         # that it gave up.
-        llama_error = _LLAMA_ERROR_LINE.search(text)
-        if llama_error:
-            return llama_error.group(1).strip()
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if not lines:
-            return "no output"
-        return lines[-1].removeprefix("error: ")
+        for line in lines:
+            llama_error = _LLAMA_ERROR_LINE.match(line)
+            if llama_error:
+                return llama_error.group(1).strip()
+        return lines[-1].removeprefix("error: ") if lines else "no output"
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the process to exit; its status, or None if still running after `timeout`."""
@@ -226,11 +202,11 @@ class EmbeddedServer:
             self._discard()
 
     def _discard(self) -> None:
+        if self._output is not None:
+            self._output.close()
         self._process = None
         self._root_url = None
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        self._output = None
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()
@@ -265,7 +241,8 @@ class EmbeddedServerPool:
         self._lock = threading.Lock()
         self._closed = False
         atexit.register(self.close)
-        install_sigterm_exit()
+        # SIGTERM is left alone: a SystemExit raised inside a running asyncio loop can hang
+        # its shutdown, and the servers die with this process anyway (parent-death signal).
 
     @classmethod
     def from_settings(
@@ -335,6 +312,45 @@ class EmbeddedServerPool:
         self.close()
 
 
+class _OutputWatcher:
+    """Drains the server's stdout+stderr: finds the ready line, keeps the tail for error messages.
+
+    A pipe rather than a log file: nothing is left behind when drpo is killed, and a pipe that
+    nobody read would fill up and block the server.
+    """
+
+    def __init__(self, stream: IO[bytes], *, echo: bool) -> None:
+        self.ready_url: str | None = None
+        self._lines: collections.deque[str] = collections.deque(maxlen=200)
+        self._stream = stream
+        self._echo = echo
+        self._thread = threading.Thread(target=self._run, name="drpo-server-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the stream was closed under us
+            for raw in self._stream:  # ends at EOF, when the server exits
+                line = raw.decode("utf-8", errors="replace").rstrip()
+                if self._echo:
+                    print(line, file=sys.stderr, flush=True)
+                match = _READY_LINE.match(line)
+                if match and self.ready_url is None:
+                    # A server bound to all interfaces is still reached on loopback.
+                    url = match.group(1).rstrip("/")
+                    self.ready_url = re.sub(r"//(0\.0\.0\.0|\[::\])(?=:)", "//127.0.0.1", url)
+                if line.strip():
+                    self._lines.append(line.strip())
+
+    def tail(self) -> list[str]:
+        """The last output lines, once the reader has caught up with an exited server."""
+        self._thread.join(timeout=2.0)
+        return list(self._lines.copy())
+
+    def close(self) -> None:
+        self._thread.join(timeout=2.0)
+        self._stream.close()
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -398,14 +414,14 @@ _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 
 
-def _spawn(command: list[str], log_fd: int) -> subprocess.Popen[bytes]:
-    """Start `command` with stdout and stderr going to `log_fd`."""
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start `command` with stdout and stderr on one pipe."""
 
     def make() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=log_fd,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             # Its own session: a terminal's Ctrl-C reaches drpo only, and drpo decides when
             # the server stops (atexit or close()), instead of both dying at the same instant.

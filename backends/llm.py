@@ -8,8 +8,10 @@ to the run store. A cached reply is recorded as a cache hit and never counted as
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,7 +59,13 @@ class CachedReply:
 class ReplyCache(Protocol):
     def get(self, key: str) -> CachedReply | None: ...
 
-    def put(self, key: str, reply: CachedReply) -> None: ...
+    def put(self, key: str, reply: CachedReply, record: CallRecord | None = None) -> None:
+        """Store `reply`; when `record` is given, record the paid call in the same transaction.
+
+        A kill between storing a reply and recording its call would otherwise either lose the
+        reply (paid again on resume) or lose the record (a paid call missing from the costs).
+        """
+        ...
 
 
 class CallSink(Protocol):
@@ -158,8 +166,9 @@ class RoleClient:
                 messages += [
                     AIMessage(last_reply),
                     HumanMessage(
-                        f"That reply was not usable ({last_error}). Reply again with one complete "
-                        "JSON object only, keeping every text field short."
+                        f"That reply was not usable ({last_error}). Reply again (attempt "
+                        f"{attempt + 1} of {PARSE_ATTEMPTS}) with one complete JSON object only, "
+                        "keeping every text field short."
                     ),
                 ]
             texts = await self.call(
@@ -206,35 +215,42 @@ class RoleClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None and len(hit.texts) >= n:
-                self._record(
-                    CallRecord(
-                        self.role,
-                        self.settings.model,
-                        self.endpoint_id,
-                        "cache_hit",
-                        cache_key=key,
-                        tag=tag,
-                        started_at=started,
-                    )
-                )
+                self._record(self._hit(key, tag, started))
                 return list(hit.texts[:n])
         if n > 1 and not self.settings.supports_n:
+            # One request per choice, each cached under its own key as soon as it arrives, so a
+            # crash after some of them replays those and pays only for the rest.
             texts: list[str] = []
             prompt_tokens = completion_tokens = 0
             for index in range(n):
-                more, p, c = await self._request(
-                    prompt, 1, stop, response_format, key, tag, started, sample_index=index
-                )
-                texts += more
-                prompt_tokens += p
-                completion_tokens += c
-        else:
-            texts, prompt_tokens, completion_tokens = await self._request(
-                prompt, n, stop, response_format, key, tag, started
-            )
-        if self.cache is not None:
-            self.cache.put(key, CachedReply(tuple(texts), prompt_tokens, completion_tokens))
-        return texts
+                part_key = hashlib.sha256(f"{key}/choice{index}".encode()).hexdigest()
+                part = self.cache.get(part_key) if self.cache is not None else None
+                if part is not None and part.texts:
+                    self._record(self._hit(part_key, tag, started))
+                else:
+                    part = await self._request(
+                        prompt, 1, stop, response_format, part_key, tag, started, index
+                    )
+                texts += part.texts[:1]
+                prompt_tokens += part.prompt_tokens
+                completion_tokens += part.completion_tokens
+            reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
+            if self.cache is not None:
+                self.cache.put(key, reply)
+            return texts
+        reply = await self._request(prompt, n, stop, response_format, key, tag, started)
+        return list(reply.texts)
+
+    def _hit(self, key: str, tag: str, started: float) -> CallRecord:
+        return CallRecord(
+            self.role,
+            self.settings.model,
+            self.endpoint_id,
+            "cache_hit",
+            cache_key=key,
+            tag=tag,
+            started_at=started,
+        )
 
     async def _request(
         self,
@@ -246,7 +262,8 @@ class RoleClient:
         tag: str,
         started: float,
         sample_index: int = 0,
-    ) -> tuple[list[str], int, int]:
+    ) -> CachedReply:
+        """Send one request; store its reply and record the paid call before returning it."""
         kwargs: dict[str, Any] = {}
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
@@ -258,66 +275,94 @@ class RoleClient:
         if seed is not None:
             # Separate sampled calls must differ, so each gets its own derived seed.
             kwargs["seed"] = seed + sample_index
-        t0 = time.perf_counter()
-        try:
-            result = await self.model.agenerate(
-                [prompt] if isinstance(prompt, str) else [list(prompt)],  # type: ignore[list-item]
-                stop=stop,
-                **kwargs,
-            )
-        except (
-            openai.APIConnectionError,
-            openai.AuthenticationError,
-            openai.PermissionDeniedError,
-            openai.NotFoundError,
-        ) as exc:
-            message = _one_line(exc)
-            self._record(
-                CallRecord(
-                    self.role,
-                    self.settings.model,
-                    self.endpoint_id,
-                    "error",
-                    latency=time.perf_counter() - t0,
-                    cache_key=key,
-                    error=message,
-                    tag=tag,
-                    started_at=started,
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            t0 = time.perf_counter()
+            try:
+                result = await self.model.agenerate(
+                    [prompt] if isinstance(prompt, str) else [list(prompt)],  # type: ignore[list-item]
+                    stop=stop,
+                    **kwargs,
                 )
-            )
-            raise EndpointDown(self.role, f"{self.endpoint_id}: {message}") from None
-        except (openai.OpenAIError, ValueError) as exc:
-            message = _one_line(exc)
-            self._record(
-                CallRecord(
-                    self.role,
-                    self.settings.model,
-                    self.endpoint_id,
-                    "error",
-                    latency=time.perf_counter() - t0,
-                    cache_key=key,
-                    error=message,
-                    tag=tag,
-                    started_at=started,
-                )
-            )
-            raise LLMCallError(self.role, message) from None
+                break
+            except (
+                openai.APIConnectionError,
+                openai.AuthenticationError,
+                openai.PermissionDeniedError,
+                openai.NotFoundError,
+            ) as exc:
+                message = self._describe(exc)
+                self._record_error(key, tag, started, t0, message)
+                raise EndpointDown(self.role, f"{self.endpoint_id}: {message}") from None
+            except (openai.APIResponseValidationError, ValueError) as exc:
+                # The server answered, but the body is garbled (cut JSON, a gateway's HTML
+                # page). The SDK retries only transport errors and error statuses; a garbled
+                # body is just as transient, so it gets the same number of retries here.
+                message = f"unreadable reply: {_one_line(exc)}"
+                self._record_error(key, tag, started, t0, message)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(backoff_seconds(attempt))
+                    continue
+                raise LLMCallError(
+                    self.role, f"{message} (after {self.settings.retries} retries)"
+                ) from None
+            except openai.OpenAIError as exc:
+                message = self._describe(exc)
+                self._record_error(key, tag, started, t0, message)
+                raise LLMCallError(self.role, message) from None
         texts, prompt_tokens, completion_tokens = _read_result(result)
+        reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
+        record = CallRecord(
+            self.role,
+            self.settings.model,
+            self.endpoint_id,
+            "ok",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency=time.perf_counter() - t0,
+            cache_key=key,
+            tag=tag,
+            started_at=started,
+        )
+        if self.cache is not None and self.cache is self.sink:
+            # One store is both cache and call log (the run recorder): one transaction, so a
+            # kill can never leave a paid call recorded without its reply, or the reverse.
+            self.cache.put(key, reply, record)
+        else:
+            if self.cache is not None:
+                self.cache.put(key, reply)
+            self._record(record)
+        return reply
+
+    def _describe(self, exc: openai.OpenAIError) -> str:
+        """One line saying what failed, after how many retries, and why."""
+        retries = self.settings.retries
+        after = f"after {retries} retr{'y' if retries == 1 else 'ies'}"
+        if isinstance(exc, openai.APITimeoutError):
+            return f"no reply within {self.settings.timeout:g} s ({after})"
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            reason = _one_line(cause) if cause is not None else _one_line(exc)
+            return f"endpoint unreachable: {reason} ({after})"
+        if isinstance(exc, openai.APIStatusError):
+            retried = f", {after}" if exc.status_code == 429 or exc.status_code >= 500 else ""
+            return f"HTTP {exc.status_code}{retried}: {_one_line(exc)}"
+        return _one_line(exc)
+
+    def _record_error(self, key: str, tag: str, started: float, t0: float, message: str) -> None:
         self._record(
             CallRecord(
                 self.role,
                 self.settings.model,
                 self.endpoint_id,
-                "ok",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
+                "error",
                 latency=time.perf_counter() - t0,
                 cache_key=key,
+                error=message,
                 tag=tag,
                 started_at=started,
             )
         )
-        return texts, prompt_tokens, completion_tokens
 
     def _record_invalid(self, tag: str, error: str) -> None:
         self._record(
@@ -339,6 +384,11 @@ class RoleClient:
 
 def _message_json(message: BaseMessage) -> dict[str, str]:
     return {"type": message.type, "content": str(message.content)}
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The SDK's backoff for retry `attempt` (0-based): 0.5 s doubling to 8 s, less ≤25 % jitter."""
+    return min(0.5 * 2.0**attempt, 8.0) * (1 - 0.25 * random.random())
 
 
 def _one_line(exc: BaseException) -> str:

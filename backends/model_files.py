@@ -148,7 +148,8 @@ def resolve(name_or_path: str | os.PathLike[str], progress: ProgressCallback | N
     """
     text = os.fspath(name_or_path)
     path_like = not isinstance(name_or_path, str) or text.endswith(".gguf") or os.sep in text
-    if path_like or Path(text).is_file():
+    # A catalogue name wins over a same-named file in the working directory.
+    if path_like or (text not in CATALOGUE and Path(text).is_file()):
         path = Path(text).expanduser()
         if not path.is_file():
             raise ModelFileError(f"model file not found: {path}")

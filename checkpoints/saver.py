@@ -7,8 +7,9 @@ arbitrary classes named in a tampered file.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -28,6 +29,9 @@ from drpo.state.types import (
     LevelScore,
     Proposal,
     Query,
+    ReviewDecision,
+    ReviewRequest,
+    ReviewScore,
     RunResult,
 )
 
@@ -45,6 +49,9 @@ STATE_TYPES = (
     RunResult,
     Reset,
     ExampleOutcome,
+    ReviewDecision,
+    ReviewRequest,
+    ReviewScore,
 )
 
 
@@ -58,8 +65,12 @@ async def open_checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         create_private_file(Path(path))
     except OSError as exc:
         raise StoreError(f"cannot create checkpoint database {path}: {exc}") from None
-    async with aiosqlite.connect(str(path), timeout=30) as connection:
-        await connection.execute("PRAGMA journal_mode=WAL")
-        saver = AsyncSqliteSaver(connection, serde=serializer())
-        await saver.setup()
+    async with AsyncExitStack() as stack:
+        try:
+            connection = await stack.enter_async_context(aiosqlite.connect(str(path), timeout=30))
+            await connection.execute("PRAGMA journal_mode=WAL")
+            saver = AsyncSqliteSaver(connection, serde=serializer())
+            await saver.setup()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open checkpoint database {path}: {exc}") from None
         yield saver

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,22 @@ class RunStore:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         self.db = sqlite_utils.Database(connection)
         self._lock = threading.RLock()
+        self._refuse_foreign_database()
         self._ensure_schema()
+
+    def _refuse_foreign_database(self) -> None:
+        """Never add drpo's tables to another program's database named by mistake."""
+        try:
+            tables = set(self.db.table_names())
+        except sqlite3.DatabaseError as exc:
+            self.db.conn.close()
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
+        if tables and "runs" not in tables:
+            self.db.conn.close()
+            shown = ", ".join(sorted(tables)[:5])
+            raise StoreError(
+                f"{self.path} is not a drpo run store (it holds other tables: {shown})"
+            )
 
     # ---- schema -----------------------------------------------------------------------------
 
@@ -110,7 +125,7 @@ class RunStore:
                     "survived": int,
                     "created_at": float,
                 },
-                pk="id",
+                pk=("run_id", "id"),
                 if_not_exists=True,
             )
             db["answers"].create(
@@ -126,7 +141,7 @@ class RunStore:
                     "reward": float,
                     "created_at": float,
                 },
-                pk="id",
+                pk=("run_id", "id"),
                 if_not_exists=True,
             )
             db["judgements"].create(
@@ -138,7 +153,7 @@ class RunStore:
                     "rationale": str,
                     "error": str,
                 },
-                pk=("answer_id", "aspect"),
+                pk=("run_id", "answer_id", "aspect"),
                 if_not_exists=True,
             )
             db["selections"].create(
@@ -209,12 +224,33 @@ class RunStore:
 
     @contextmanager
     def _write(self) -> Iterator[None]:
+        """Run the block as one transaction that holds the write lock from its start.
+
+        sqlite-utils commits each operation on its own unless a transaction is open, so several
+        writes (a reply and the record of its call) would otherwise not be atomic. BEGIN
+        IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
+        transaction that reads table metadata before writing can fail at once with SQLITE_BUSY
+        when another process wrote in between.
+        """
         with self._lock:
+            conn = self.db.conn
             try:
-                with self.db.conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
                     yield
-            except sqlite3.OperationalError as exc:
+                except BaseException:
+                    self._rollback()
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
                 raise StoreError(f"cannot write run store {self.path}: {exc}") from None
+
+    def _rollback(self) -> None:
+        # A failed COMMIT or a full disk may already have ended the transaction.
+        with suppress(sqlite3.Error):
+            if self.db.conn.in_transaction:
+                self.db.conn.execute("ROLLBACK")
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -295,7 +331,7 @@ class RunStore:
                     "survived": int(survived),
                     "created_at": time.time(),
                 },
-                pk="id",
+                pk=("run_id", "id"),
             )
 
     def record_answer(
@@ -322,7 +358,7 @@ class RunStore:
                     "level": level,
                     "created_at": time.time(),
                 },
-                pk="id",
+                pk=("run_id", "id"),
             )
 
     def record_judgement(self, run_id: str, answer_id: str, judgement: Judgement) -> None:
@@ -350,8 +386,8 @@ class RunStore:
             )
         with self._write():
             if rows:
-                self.db["judgements"].upsert_all(rows, pk=("answer_id", "aspect"))
-            self.db["answers"].update(answer_id, {"reward": judgement.reward})
+                self.db["judgements"].upsert_all(rows, pk=("run_id", "answer_id", "aspect"))
+            self.db["answers"].update((run_id, answer_id), {"reward": judgement.reward})
 
     def selection(self, key: str) -> AspectSelection | None:
         try:
@@ -421,22 +457,25 @@ class RunStore:
 
     def record_call(self, run_id: str, record: CallRecord) -> None:
         with self._write():
-            self.db["llm_calls"].insert(
-                {
-                    "run_id": run_id,
-                    "role": record.role,
-                    "model": record.model,
-                    "endpoint": record.endpoint,
-                    "outcome": record.outcome,
-                    "prompt_tokens": record.prompt_tokens,
-                    "completion_tokens": record.completion_tokens,
-                    "latency": record.latency,
-                    "cache_key": record.cache_key,
-                    "error": record.error,
-                    "tag": record.tag,
-                    "started_at": record.started_at,
-                }
-            )
+            self._insert_call(run_id, record)
+
+    def _insert_call(self, run_id: str, record: CallRecord) -> None:
+        self.db["llm_calls"].insert(
+            {
+                "run_id": run_id,
+                "role": record.role,
+                "model": record.model,
+                "endpoint": record.endpoint,
+                "outcome": record.outcome,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "latency": record.latency,
+                "cache_key": record.cache_key,
+                "error": record.error,
+                "tag": record.tag,
+                "started_at": record.started_at,
+            }
+        )
 
     def cached_reply(self, key: str) -> CachedReply | None:
         try:
@@ -447,8 +486,17 @@ class RunStore:
             tuple(json.loads(row["texts"])), row["prompt_tokens"], row["completion_tokens"]
         )
 
-    def put_reply(self, key: str, reply: CachedReply) -> None:
+    def put_reply(
+        self,
+        key: str,
+        reply: CachedReply,
+        run_id: str | None = None,
+        record: CallRecord | None = None,
+    ) -> None:
+        """Store a reply; with `record`, log the call that paid for it in the same transaction."""
         with self._write():
+            if record is not None and run_id is not None:
+                self._insert_call(run_id, record)
             self.db["reply_cache"].upsert(
                 {
                     "key": key,
@@ -459,6 +507,13 @@ class RunStore:
                 },
                 pk="key",
             )
+
+    def candidate(self, run_id: str, candidate_id: str) -> dict[str, Any] | None:
+        try:
+            row: dict[str, Any] = self.db["candidates"].get((run_id, candidate_id))
+        except sqlite_utils.db.NotFoundError:
+            return None
+        return row
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.db["llm_calls"].rows_where("run_id = ?", [run_id], order_by="id"))
@@ -480,5 +535,5 @@ class RunRecorder:
     def get(self, key: str) -> CachedReply | None:
         return self.store.cached_reply(key)
 
-    def put(self, key: str, reply: CachedReply) -> None:
-        self.store.put_reply(key, reply)
+    def put(self, key: str, reply: CachedReply, record: CallRecord | None = None) -> None:
+        self.store.put_reply(key, reply, self.run_id, record)

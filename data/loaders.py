@@ -304,6 +304,7 @@ def _id(source: str, stem: str, record: _Record) -> str:
         return f"{stem}-{record.number}"
     if not isinstance(value, str):
         raise _error(source, "field 'id' must be text or a whole number", record.where)
+    _check_unicode(source, record, value, "id")
     return value.strip()
 
 
@@ -330,7 +331,18 @@ def _text(source: str, record: _Record, aliases: tuple[str, ...], label: str) ->
     if not text:
         raise _error(source, f"{label} is empty", record.where)
     _check_length(source, record, text, label)
+    _check_unicode(source, record, text, label)
     return text
+
+
+def _check_unicode(source: str, record: _Record, text: str, label: str) -> None:
+    # JSON can spell a lone surrogate ("\ud800"), which is not a character: it would fail much
+    # later, when the text is sent to a model server or written to the run store.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        detail = f"{label} is not valid Unicode (a lone surrogate at character {exc.start + 1})"
+        raise _error(source, detail, record.where) from None
 
 
 def _check_length(source: str, record: _Record, text: str, label: str) -> None:

@@ -22,6 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from drpo.backends.errors import LLMCallError
 from drpo.backends.factory import build_role_models
+from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever
 from drpo.checkpoints.saver import open_checkpointer
 from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
@@ -40,6 +41,7 @@ from drpo.state.types import Example, Query, RunResult
 
 EventHandler = Callable[[dict[str, Any]], None]
 RECURSION_LIMIT = 100_000
+WAITING = "waiting for a review decision"
 
 
 class RunError(RuntimeError):
@@ -160,7 +162,7 @@ async def _drive(
     snapshot = await graph.aget_state(config)
     if snapshot.next:
         store.update_run(run_id, status="waiting")
-        raise RunPaused(run_id, "waiting for a review decision")
+        raise RunPaused(run_id, WAITING)
     result = snapshot.values.get("result")
     if not isinstance(result, RunResult):
         store.update_run(run_id, status="failed", error="the graph ended without a result")
@@ -173,14 +175,19 @@ async def optimize_async(
 ) -> RunResult:
     """Run a whole optimization (stage A, then stage B, then the final pick)."""
     run_id = run_id or new_run_id()
-    data = load_run_data(settings)  # fail on bad data before anything is written
+    data = load_run_data(settings)  # fail on bad data or settings before anything is written
+    await asyncio.to_thread(check_settings, settings)
     store = RunStore(settings.store)
     try:
         store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
-        async with open_run(settings, run_id, store) as (graph, context, _):
-            return await _drive(graph, context, {"run_id": run_id}, store, on_event)
+        try:
+            async with open_run(settings, run_id, store) as (graph, context, _):
+                return await _drive(graph, context, {"run_id": run_id}, store, on_event)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            store.update_run(run_id, status="paused", error="interrupted by the user")
+            raise
     finally:
         store.close()
 
@@ -201,6 +208,8 @@ async def resume_async(
             raise RunError(f"no run {run_id!r} in {store_path}")
         if row["status"] == "completed":
             raise RunError(f"run {run_id} is already completed")
+        if on_event is not None:
+            on_event({"event": "start", "run_id": run_id, "store": str(store_path)})
         settings = settings_from_stored(json.loads(row["settings"]))
         async with open_run(settings, run_id, store) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))

@@ -21,6 +21,7 @@ from drpo.graph.routing import (
     route_scoring,
     route_validation,
 )
+from drpo.nodes.approve import approve
 from drpo.nodes.beam import beam_select, record_proposals
 from drpo.nodes.context import RunContext
 from drpo.nodes.evaluate import evaluate
@@ -48,7 +49,19 @@ def build_graph(
     graph.add_node("rewrite", rewrite)
     graph.add_node("record_proposals", record_proposals)
     graph.add_node("generate", generate, destinations=("evaluate",))
-    graph.add_node("evaluate", evaluate, destinations=("beam_select", "finalize"))
+    graph.add_node("evaluate", evaluate, destinations=("beam_select", "approve", "finalize"))
+    graph.add_node(
+        "approve",
+        approve,
+        destinations=(
+            "generate",
+            "approve",
+            "beam_select",
+            "start_level",
+            "start_validation",
+            "finalize",
+        ),
+    )
     graph.add_node("beam_select", beam_select)
     graph.add_node("start_validation", start_validation)
     graph.add_node("finalize", finalize)
@@ -64,7 +77,7 @@ def build_graph(
         "record_proposals", route_scoring, ["generate", "beam_select", "finalize"]
     )
     graph.add_conditional_edges(
-        "beam_select", route_after_level, ["start_level", "start_validation"]
+        "beam_select", route_after_level, ["approve", "start_level", "start_validation"]
     )
     graph.add_conditional_edges(
         "start_validation", route_validation, ["select_rewards", "finalize"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,15 +18,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from drpo.backends.errors import CredentialError, LLMError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
-from drpo.graph.api import RunError, RunPaused, optimize_async, resume_async
+from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
 from drpo.graph.cli_model import model_app
+from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
 from drpo.state.settings import ROLES, ConfigError, Settings, load_settings
-from drpo.state.types import RunResult
+from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
 
 app = typer.Typer(
     help="drpo: align a language model without training it (DRPO prompt search).",
@@ -51,6 +54,8 @@ def user_errors() -> Iterator[None]:
     """Turn every expected failure into one line and an exit code, never a traceback."""
     try:
         yield
+    except typer.Exit:
+        raise  # an exit already decided on (click's Exit is a RuntimeError)
     except RunPaused as exc:
         console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_PAUSED) from None
@@ -115,6 +120,8 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
         overrides["cache"] = False
     if flags["skip_examples"]:
         overrides["examples"] = {"enabled": False}
+    if flags["review_policy"] is not None:
+        overrides["review"] = {"policy": flags["review_policy"]}
     if flags["seed"] is not None:
         overrides["seed"] = flags["seed"]
     if flags["max_concurrency"] is not None:
@@ -127,8 +134,9 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
 class ProgressPrinter:
     """Prints the search's progress: stages, each level's beam, and the cost so far."""
 
-    def __init__(self, store_path: Path) -> None:
+    def __init__(self, store_path: Path, summary: str = "") -> None:
         self.store_path = store_path
+        self.summary = summary
         self.run_id = ""
         self.examples_done = 0
         self.nodes = 0
@@ -150,6 +158,8 @@ class ProgressPrinter:
         kind = event.get("event")
         if kind == "start":
             self.run_id = event["run_id"]
+            if self.summary:
+                console.print(self.summary, highlight=False, soft_wrap=True)
             console.print(f"run [bold]{self.run_id}[/] (store: {event['store']})", highlight=False)
         elif kind == "node":
             node = event["node"]
@@ -188,11 +198,22 @@ def print_result(result: RunResult, store: Path) -> None:
 
 
 def _run(coro_factory: Callable[[], Any]) -> Any:
+    """Run a coroutine; Ctrl-C and SIGTERM cancel it cleanly and leave the run resumable."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro_factory()
+
     try:
-        return asyncio.run(coro_factory())
+        return asyncio.run(main())
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the run is saved — resume it with drpo resume RUN[/]")
         raise typer.Exit(130) from None
+    except asyncio.CancelledError:
+        console.print("[yellow]terminated; the run is saved — resume it with drpo resume RUN[/]")
+        raise typer.Exit(143) from None
 
 
 @app.command()
@@ -219,6 +240,9 @@ def optimize(
         bool, typer.Option("--no-cache", help="don't reuse other runs' replies")
     ] = False,
     skip_examples: Annotated[bool, typer.Option("--skip-examples", help="skip stage A")] = False,
+    review_policy: Annotated[
+        str | None, typer.Option("--review", help="human approval: none, final, every, threshold")
+    ] = None,
     set_values: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.max_tokens=300")
     ] = None,
@@ -242,25 +266,24 @@ def optimize(
             max_concurrency=max_concurrency,
             no_cache=no_cache,
             skip_examples=skip_examples,
+            review_policy=review_policy,
             set_values=set_values,
         )
         settings = load_settings(config, preset, overrides)
-        describe_settings(settings)
-        printer = ProgressPrinter(settings.store)
+        printer = ProgressPrinter(settings.store, summary=describe_settings(settings))
         result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
 
 
-def describe_settings(settings: Settings) -> None:
+def describe_settings(settings: Settings) -> str:
     s = settings.search
     roles = {r: settings.role(r) for r in ROLES}
     names = sorted({f"{r.model}@{r.endpoint}" for r in roles.values()})
-    console.print(
+    return (
         f"preset {settings.preset}: width {s.width}, {s.actions} actions, depth {s.depth}, "
         f"{s.batch_size} queries/level, stage A "
         f"{'off' if not settings.examples.enabled else f'{settings.examples.rounds} round(s)'}; "
-        f"models: {', '.join(names)}",
-        highlight=False,
+        f"models: {', '.join(names)}"
     )
 
 
@@ -273,7 +296,6 @@ def resume(
     with user_errors():
         printer = ProgressPrinter(store)
         printer.run_id = run_id
-        console.print(f"resuming run {run_id}", highlight=False)
         result = _run(lambda: resume_async(run_id, store_path=store, on_event=printer))
         print_result(result, store)
 
@@ -291,13 +313,15 @@ def runs(
     """List runs: id, status, best value, cost."""
     with user_errors():
         db = open_store(store)
-        table = Table("run", "status", "preset", "train value", "validation", "calls", "tokens")
+        table = Table("preset", "train value", "validation", "calls", "tokens")
+        table.columns.insert(0, Column("status", no_wrap=True))
+        table.columns.insert(0, Column("run", no_wrap=True))
         for row in db.runs():
             cost = db.run_cost(row["id"])
             fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
             table.add_row(
                 row["id"],
-                row["status"],
+                shown_status(row),
                 row["preset"],
                 fmt(row["train_value"]),
                 fmt(row["validation_value"]),
@@ -305,6 +329,19 @@ def runs(
                 str(cost["prompt_tokens"] + cost["completion_tokens"]),
             )
         out.print(table)
+
+
+def shown_status(row: dict[str, Any]) -> str:
+    """A 'running' run whose process is gone was killed: say so (it can be resumed)."""
+    pid = row.get("pid")
+    if row["status"] == "running" and pid:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:
+            pass
+    return str(row["status"])
 
 
 def load_run(store: Path, run_id: str) -> tuple[RunStore, dict[str, Any]]:
@@ -329,13 +366,16 @@ def show(
             out.print("no candidate has been scored yet")
             return
         out.print("\n[bold]Best prompt[/]", highlight=False)
-        prompt = row["final_prompt"] or db.db["candidates"].get(best)["prompt"]
+        best_row = db.candidate(run_id, best)
+        prompt = row["final_prompt"] or (best_row["prompt"] if best_row else "")
         out.print(prompt, markup=False, highlight=False)
         out.print("\n[bold]Lineage[/]")
         chain: list[dict[str, Any]] = []
         current: str | None = best
         while current is not None:
-            candidate = db.db["candidates"].get(current)
+            candidate = db.candidate(run_id, current)
+            if candidate is None:  # a fork's first prompt descends from its parent run's tree
+                break
             chain.append(candidate)
             current = candidate["parent_id"]
         for candidate in reversed(chain):
@@ -379,6 +419,235 @@ def export(
         else:
             output.write_text(text, encoding="utf-8")
             console.print(f"wrote {output}")
+
+
+# ---- human review ---------------------------------------------------------------------------
+
+
+def render_request(request: ReviewRequest) -> None:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    what = "final prompt" if request.kind == "final" else f"edit at level {request.level}"
+    out.print(
+        f"\n[bold]run {request.run_id}[/] · {what} · candidate [bold]{request.candidate_id}[/] "
+        f"({request.position} of {request.pending}) · value {fmt(request.value)} "
+        f"(parent {fmt(request.parent_value)}) · so far {request.calls} calls, "
+        f"{request.tokens} tokens",
+        highlight=False,
+    )
+    out.print(Panel(request.prompt, title="proposed prompt", expand=False), markup=False)
+    if request.diff:
+        out.print(Syntax(request.diff, "diff", theme="ansi_dark", word_wrap=True))
+    for item in request.evidence:
+        out.print("[bold]query:[/]", end=" ")
+        out.print(item.query, highlight=False, markup=False)
+        out.print(f"  answer: {item.answer[:400]}", highlight=False, markup=False)
+        for score in item.scores:
+            shown = "missing" if score.score is None else f"{score.score}/5"
+            out.print(
+                f"  {score.aspect}: {shown} — {score.rationale}", highlight=False, markup=False
+            )
+
+
+def read_prompt_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunError(f"prompt file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise RunError(f"prompt file {path} is not UTF-8 text") from None
+    except IsADirectoryError:
+        raise RunError(f"prompt file {path} is a directory") from None
+    if not text.strip():
+        raise RunError(f"prompt file {path} is empty")
+    return text
+
+
+def edit_text(initial: str) -> str:
+    """Let the person edit a prompt: in $EDITOR when set, else typed in, ending with '.'."""
+    import subprocess
+    import tempfile
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if editor:
+        with tempfile.NamedTemporaryFile("w+", suffix=".txt", delete=False) as handle:
+            handle.write(initial)
+        subprocess.run([*editor.split(), handle.name], check=False)
+        text = Path(handle.name).read_text(encoding="utf-8")
+        Path(handle.name).unlink(missing_ok=True)
+        return text
+    out.print("Type the new prompt; end with a line holding a single '.':")
+    lines: list[str] = []
+    while (line := input()) != ".":
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
+    printer = ProgressPrinter(store)
+    printer.run_id = run_id
+    result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))
+    print_result(result, store)
+
+
+@app.command()
+def review(
+    run_id: Annotated[str, typer.Argument(help="a run waiting for review")],
+    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+) -> None:
+    """Review a waiting run's prompt edits interactively (approve, reject, edit, stop)."""
+    from rich.prompt import Prompt
+
+    printer = ProgressPrinter(store)
+    printer.run_id = run_id
+
+    async def loop() -> RunResult | None:
+        # One event loop for the whole session: model clients cache connections per loop.
+        while True:
+            request = await pending_request(run_id, store)
+            if request is None:
+                raise RunError(f"run {run_id} is not waiting for a review decision")
+            render_request(request)
+            choice = Prompt.ask(
+                "(a)pprove, (r)eject, (e)dit, (s)top the run, (q)uit and decide later",
+                choices=["a", "r", "e", "s", "q"],
+                console=out,
+            )
+            if choice == "q":
+                return None
+            kind = {"a": "approve", "r": "reject", "e": "edit", "s": "stop"}[choice]
+            prompt = edit_text(request.prompt) if kind == "edit" else None
+            comment = Prompt.ask("comment (optional)", default="", console=out)
+            decision = ReviewDecision(
+                candidate_id=request.candidate_id, decision=kind, prompt=prompt, comment=comment
+            )
+            try:
+                return await decide_async(run_id, decision, store_path=store, on_event=printer)
+            except RunPaused as paused:
+                if paused.reason != WAITING:
+                    raise
+                # The run reached its next question: keep reviewing.
+
+    with user_errors():
+        result = _run(loop)
+        if result is not None:
+            print_result(result, store)
+
+
+def _decide(
+    run_id: str, candidate: str, kind: str, store: Path, comment: str, prompt: str | None = None
+) -> None:
+    with user_errors():
+        decision = ReviewDecision(
+            candidate_id=candidate,
+            decision=kind,  # type: ignore[arg-type]
+            prompt=prompt,
+            comment=comment,
+        )
+        submit(run_id, decision, store)
+
+
+StoreOption = Annotated[Path, typer.Option(help="run store database")]
+CandidateOption = Annotated[str, typer.Option("--candidate", help="the candidate under review")]
+CommentOption = Annotated[str, typer.Option(help="why (kept with the decision)")]
+
+
+@app.command()
+def approve(
+    run_id: str,
+    candidate: CandidateOption,
+    comment: CommentOption = "",
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Approve the candidate a run is waiting on, and let the run go on."""
+    _decide(run_id, candidate, "approve", store, comment)
+
+
+@app.command()
+def reject(
+    run_id: str,
+    candidate: CandidateOption,
+    comment: CommentOption = "",
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Reject the candidate a run is waiting on: it is dropped and the search goes on."""
+    _decide(run_id, candidate, "reject", store, comment)
+
+
+@app.command()
+def edit(
+    run_id: str,
+    candidate: CandidateOption,
+    file: Annotated[Path, typer.Option("--file", help="the replacement prompt")],
+    comment: CommentOption = "",
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Replace the candidate's prompt with your text (it is scored like any candidate)."""
+    with user_errors():
+        text = read_prompt_file(file)
+    _decide(run_id, candidate, "edit", store, comment, prompt=text)
+
+
+@app.command()
+def stop(
+    run_id: str,
+    candidate: CandidateOption,
+    comment: CommentOption = "",
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Stop a waiting run cleanly: it ends with the best prompt so far."""
+    _decide(run_id, candidate, "stop", store, comment)
+
+
+@app.command()
+def history(run_id: str, store: StoreOption = DEFAULT_STORE) -> None:
+    """List a run's transitions (level, parent → child, value, decision) and its steps."""
+    with user_errors():
+        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        table = Table(
+            "level", "parent → child", "reward", "value", "kept", "decision", title="transitions"
+        )
+        for t in transitions(run_id, store):
+            table.add_row(
+                str(t.level),
+                f"{t.parent_id or '—'} → {t.candidate_id}",
+                fmt(t.level_reward),
+                fmt(t.value),
+                "yes" if t.survived else "",
+                t.decision,
+            )
+        out.print(table)
+        checkpoints = Table("step", "level", "phase", "next", title="steps (fork points)")
+        for s in asyncio.run(steps(run_id, store)):
+            checkpoints.add_row(
+                str(s.step),
+                "" if s.level is None else str(s.level),
+                s.phase,
+                ", ".join(s.next) or "(end)",
+            )
+        out.print(checkpoints)
+
+
+@app.command()
+def fork(
+    run_id: str,
+    at: Annotated[int, typer.Option("--at", help="the step to start from (see drpo history)")],
+    prompt_file: Annotated[Path | None, typer.Option(help="a prompt to continue with")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    run: Annotated[bool, typer.Option("--run/--no-run", help="continue the fork now")] = True,
+) -> None:
+    """Start a new run from a past step, optionally with your prompt; the original is untouched."""
+    with user_errors():
+        text = read_prompt_file(prompt_file) if prompt_file is not None else None
+        fork_id = asyncio.run(fork_async(run_id, at, store_path=store, prompt=text))
+        console.print(f"forked {run_id} at step {at} into run {fork_id}", highlight=False)
+        if run:
+            printer = ProgressPrinter(store)
+            printer.run_id = fork_id
+            result = _run(lambda: resume_async(fork_id, store_path=store, on_event=printer))
+            print_result(result, store)
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ def _version() -> str:
 def export_record(db: RunStore, row: dict[str, Any]) -> dict[str, Any]:
     if not row.get("final_prompt") and not row.get("best_candidate_id"):
         raise RunError(f"run {row['id']} has no scored prompt yet")
-    prompt = row.get("final_prompt") or db.db["candidates"].get(row["best_candidate_id"])["prompt"]
+    best = (
+        db.candidate(row["id"], row["best_candidate_id"]) if row.get("best_candidate_id") else None
+    )
+    prompt = row.get("final_prompt") or (best["prompt"] if best else "")
     settings = json.loads(row["settings"])
     # The whole example set the prompt was optimized with (stage A's rewrites included).
     examples = json.loads(row["examples"]) if row.get("examples") else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from drpo.nodes.approve import needs_review, next_after_level
 from drpo.nodes.context import RunContext
 from drpo.state.graph_state import GenerateTask, RewriteTask, SearchState, SelectTask
 
@@ -78,7 +79,8 @@ def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send
     return "beam_select" if stage == "search" else "finalize"
 
 
-def route_after_level(state: SearchState) -> str:
-    if state.get("stop_requested") or state["level"] >= state["depth_limit"]:
-        return "start_validation"
-    return "start_level"
+def route_after_level(state: SearchState, runtime: Runtime[RunContext]) -> str:
+    """After ranking: a person reviews the new beam if the policy says so, else go on."""
+    if needs_review(state, runtime.context.settings):
+        return "approve"
+    return next_after_level(state)

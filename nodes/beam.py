@@ -74,6 +74,8 @@ def merge_leaders(
 async def record_proposals(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Join point after the level's selections and rewrites: store every proposal."""
     ctx = runtime.context
+    if state.get("phase") == "validate":
+        return {}  # the finalists are already in the run store with their search records
     for proposal in state.get("proposals", []):
         ctx.recorder.record_candidate(
             ctx.run_id, proposal.candidate, state.get("level", 0), None, survived=False
@@ -86,7 +88,15 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     search = ctx.settings.search
     level = state["level"]
     scores = state.get("scores", [])
-    proposals = unique_proposals(state.get("proposals", []), search.dedupe)
+    # A person's reject (or edit, which replaces the proposal) takes a candidate out of the race.
+    excluded = {
+        cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")
+    }
+    proposals = [
+        p
+        for p in unique_proposals(state.get("proposals", []), search.dedupe)
+        if p.candidate.id not in excluded
+    ]
     rewards = level_rewards(scores)
     children = [
         p.candidate.model_copy(
@@ -99,8 +109,17 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     if not beam:
         # Nothing at this level could be scored (e.g. the judge failed throughout): keep the
         # previous beam so the search can go on with the next queries.
-        beam = list(state["beam"])
+        beam = list(state.get("parents") or state["beam"])
     survivors = {c.id for c in beam}
+    for proposal in state.get("proposals", []):
+        if proposal.candidate.id in excluded:
+            ctx.recorder.record_candidate(
+                ctx.run_id,
+                proposal.candidate,
+                level,
+                rewards.get(proposal.candidate.id),
+                survived=False,
+            )
     for proposal in proposals:
         scored = next((c for c in children if c.id == proposal.candidate.id), proposal.candidate)
         ctx.recorder.record_candidate(
@@ -110,16 +129,17 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
             rewards.get(proposal.candidate.id),
             survived=proposal.candidate.id in survivors,
         )
-    depth_limit = state["depth_limit"]
-    extensions = state.get("extensions", 0)
+    # Computed from the level's starting count, so re-ranking after a review stays idempotent.
+    extensions = state.get("extensions_before_level", state.get("extensions", 0))
     if (
         level > 0
         and any(p.candidate.carried for p in proposals)
         and extensions < search.max_extension
     ):
-        depth_limit += 1
         extensions += 1
-    leaders = merge_leaders(state.get("leaders", []), children, max(search.finalists, 1))
+    depth_limit = search.depth + extensions
+    previous = [c for c in state.get("leaders", []) if c.id not in excluded]
+    leaders = merge_leaders(previous, children, max(search.finalists, 1))
     feedback = {c.id: fb for c in beam if (fb := worst_feedback(scores, c.id)) is not None}
     if leaders:
         ctx.recorder.update_run(

@@ -31,5 +31,8 @@ async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[
         feedback=Feedback(query=query.query, answer=task["answer"], judgement=judgement),
     )
     # Every evaluation task names the same next node, which therefore runs once, after all.
-    next_node = "beam_select" if task["stage"] == "search" else "finalize"
+    if task["stage"] == "search":
+        next_node = "beam_select"
+    else:
+        next_node = "approve" if ctx.settings.review.policy == "final" else "finalize"
     return Command(update={"scores": [score]}, goto=next_node)

@@ -11,31 +11,24 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.nodes.beam import level_rewards
+from drpo.nodes.approve import final_candidate, validated
 from drpo.nodes.context import RunContext
 from drpo.state.graph_state import SearchState
 from drpo.state.types import Candidate, RunResult
 
 
-def pick_final(state: SearchState, mode: str) -> tuple[Candidate, float | None]:
-    """Return the final candidate and, when it was validated, its validation value."""
-    beam = state.get("beam", [])
-    leaders = state.get("leaders", []) or beam
-    if mode == "last_on_best_path":
-        return beam[0], None
-    validated = [(c, v) for c, v in _validated(state) if c.id != "baseline"]
-    if not validated:
-        return leaders[0], None
-    # Ties on validation fall back to the training path value.
-    best, value = max(validated, key=lambda pair: (pair[1], pair[0].value))
-    return best, value
-
-
 async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = runtime.context
-    best, validation_value = pick_final(state, ctx.settings.search.final)
-    baseline_value = next(
-        (v for c, v in _validated(state) if c.prompt == ctx.settings.search.initial_prompt), None
+    initial = ctx.settings.search.initial_prompt
+    # Without a person's choice this is the best validated prompt (or, in the paper preset, the
+    # last prompt on the best path); if a person rejected every finalist, the starting prompt.
+    best = final_candidate(state, ctx.settings) or Candidate(id="baseline", prompt=initial)
+    values = {c.id: v for c, v in validated(state)} if state.get("phase") == "validate" else {}
+    validation_value = values.get(best.id)
+    baseline_value = (
+        next((v for c, v in validated(state) if c.prompt == initial), None)
+        if state.get("phase") == "validate"
+        else None
     )
     cost = ctx.recorder.run_cost(ctx.run_id)
     status = "stopped" if state.get("stop_requested") else "completed"
@@ -66,15 +59,3 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         examples=json.dumps([e.model_dump() for e in result.examples]),
     )
     return {"result": result, "phase": "done"}
-
-
-def _validated(state: SearchState) -> list[tuple[Candidate, float]]:
-    """The finalists with their mean validation reward, when a validation round ran."""
-    if state.get("phase") != "validate":
-        return []
-    values = level_rewards(state.get("scores", []))
-    return [
-        (p.candidate, values[p.candidate.id])
-        for p in state.get("proposals", [])
-        if p.candidate.id in values
-    ]

@@ -33,6 +33,9 @@ async def start_level(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     return {
         "phase": "search",
         "level": level,
+        "parents": list(state["beam"]),
+        "extensions_before_level": state.get("extensions", 0),
+        "reviewed": Reset(),
         "level_queries": queries,
         "selections": Reset(),
         "retrieved": Reset(),
@@ -61,6 +64,7 @@ async def start_validation(state: SearchState, runtime: Runtime[RunContext]) -> 
     candidates = finalists(state, search.finalists, baseline)
     return {
         "phase": "validate",
+        "reviewed": Reset(),
         "level_queries": ctx.validation[: search.validation_size],
         "selections": Reset(),
         "retrieved": Reset(),

@@ -26,8 +26,10 @@ def should_skip(candidate: Candidate, task: RewriteTask, threshold: float) -> bo
     """The paper's skip rule: a prompt already scoring above the threshold is carried forward."""
     feedback = task["last_feedback"]
     last = candidate.path_rewards[-1] if candidate.path_rewards else None
-    return (last is not None and last > threshold) or (
-        feedback is not None and all_perfect(feedback.judgement)
+    # A threshold of 5 turns the rule off (for judges that rate nearly everything 5).
+    return threshold < 5.0 and (
+        (last is not None and last > threshold)
+        or (feedback is not None and all_perfect(feedback.judgement))
     )
 
 

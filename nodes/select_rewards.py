@@ -86,15 +86,23 @@ def normalise_choice(choice: AspectChoice, query: Query, ctx: RunContext) -> Asp
     """Map names onto the catalogue, accept defined new aspects, and respect the 2–5 bounds."""
     rewards = ctx.settings.rewards
     chosen: list[Aspect] = []
-    for item in choice.aspects:
-        name = canonical_name(item.name)
-        if not name or any(a.name.lower() == name.lower() for a in chosen):
-            continue
-        known = catalogue_aspect(name)
-        if known is not None:
+
+    def taken(name: str) -> bool:
+        return not name or any(a.name.lower() == name.lower() for a in chosen)
+
+    for raw in choice.aspects:
+        known = catalogue_aspect(raw)
+        if known is not None and not taken(known.name):
             chosen.append(known)
-        elif rewards.allow_new_aspects and item.definition.strip():
-            chosen.append(Aspect(name=name, definition=item.definition.strip(), proposed=True))
+    if rewards.allow_new_aspects:
+        for new in choice.new_aspects:
+            name = canonical_name(new.name)
+            known = catalogue_aspect(name)
+            if known is not None:
+                if not taken(known.name):
+                    chosen.append(known)
+            elif not taken(name) and new.definition.strip():
+                chosen.append(Aspect(name=name, definition=new.definition.strip(), proposed=True))
     if query.harmful and not any(a.name == "Safety" for a in chosen):
         safety = catalogue_aspect("Safety")
         assert safety is not None

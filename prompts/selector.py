@@ -21,21 +21,22 @@ SELECT_ASPECTS = PromptTemplate(
 )
 
 NEW_ASPECTS_ALLOWED = (
-    "If an important quality is missing from the list, you may add one new aspect with a short "
-    "name and a one-sentence definition."
+    "List the chosen aspect names in `aspects`. If an important quality is missing from the "
+    "list, you may add it under `new_aspects` with a short name and a one-sentence definition."
 )
-NEW_ASPECTS_FORBIDDEN = "Use only aspect names from the list."
+NEW_ASPECTS_FORBIDDEN = "List the chosen aspect names in `aspects`; use only names from the list."
 
 
-class ChosenAspect(BaseModel):
+class NewAspect(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=40)
-    definition: str = Field(default="", max_length=150)
+    definition: str = Field(max_length=150)
 
 
 class AspectChoice(BaseModel):
-    """The selector's reply."""
+    """The selector's reply: catalogue aspects by name, new aspects with a definition."""
 
     model_config = ConfigDict(extra="forbid", title="AspectChoice")
     analysis: str = Field(max_length=240)
-    aspects: list[ChosenAspect] = Field(min_length=1, max_length=8)
+    aspects: list[str] = Field(min_length=1, max_length=8)
+    new_aspects: list[NewAspect] = Field(default_factory=list, max_length=2)

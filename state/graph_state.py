@@ -19,6 +19,7 @@ from drpo.state.types import (
     LevelScore,
     Proposal,
     Query,
+    ReviewDecision,
     RunResult,
 )
 
@@ -88,8 +89,11 @@ class SearchState(TypedDict, total=False):
     retrieved: Annotated[dict[str, list[Example]], merge_by_key]
     proposals: Annotated[list[Proposal], accumulate]
     scores: Annotated[list[LevelScore], accumulate]
-    # Human review
-    pending_review: list[str]
+    parents: list[Candidate]
+    extensions_before_level: int
+    # Human review: decisions of the current level (or of the final pick), by candidate id
+    reviewed: Annotated[dict[str, ReviewDecision], merge_by_key]
+    final_choice: str | None
     stop_requested: bool
     # Finalize
     result: RunResult | None

@@ -80,7 +80,12 @@ class SearchSettings(_Strict):
     max_extension: int = Field(
         default=10, ge=0, description="extra levels granted by the skip rule"
     )
-    skip_threshold: float = Field(default=4.5, ge=1.0, le=5.0)
+    skip_threshold: float = Field(
+        default=4.5,
+        ge=1.0,
+        le=5.0,
+        description="skip rule: carry prompts scoring above this; 5 = off",
+    )
     batch_size: int = Field(default=2, ge=1, le=64, description="training queries per level")
     history: int = Field(
         default=5, ge=0, le=20, description="prompt versions shown to the optimizer"
@@ -117,6 +122,18 @@ class RewardSettings(_Strict):
         return self
 
 
+class ReviewSettings(_Strict):
+    """When a person approves prompt edits (human in the loop)."""
+
+    policy: Literal["none", "final", "every", "threshold"] = "none"
+    change_threshold: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="'threshold' asks when an edit changes more than this fraction of the prompt",
+    )
+
+
 class DataSettings(_Strict):
     """Where the examples and queries come from; None means the seed data shipped with drpo."""
 
@@ -151,6 +168,7 @@ class Settings(BaseSettings):
     examples: ExampleSettings = ExampleSettings()
     rewards: RewardSettings = RewardSettings()
     data: DataSettings = DataSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -176,9 +194,19 @@ class Settings(BaseSettings):
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tuned so the embedded 1.5B model finishes a whole run within about 20 minutes on 2 cores.
+    # Sized for the embedded 1.5B model on 2 cores (a whole run in about a quarter of an hour).
+    # Its judge rates nearly every answer 5, so the skip rule would carry the starting prompt
+    # forward level after level: it is off here (threshold 5) and on in `paper`.
     "default": {
         "base": {"max_tokens": 256},
-        "search": {"width": 2, "actions": 2, "depth": 2, "batch_size": 1, "validation_size": 3},
+        "search": {
+            "width": 2,
+            "actions": 2,
+            "depth": 2,
+            "batch_size": 1,
+            "validation_size": 2,
+            "skip_threshold": 5.0,
+        },
         "examples": {"rounds": 1, "limit": 4},
     },
     # The released code's schedule: one query per level, last prompt on the best path.
@@ -243,10 +271,13 @@ def _environment_layer(environ: dict[str, str]) -> dict[str, Any]:
     )
     source.env_vars = {k.lower(): v for k, v in environ.items()}
     values: dict[str, Any] = source()
+    # Only nested names (DRPO_SECTION__FIELD) are surely meant as settings; other DRPO_*
+    # variables (DRPO_CACHE_DIR, a user's key variable) are not ours to reject.
     unknown = sorted(
         k
         for k in environ
         if k.upper().startswith("DRPO_")
+        and "__" in k
         and k[5:].split("__")[0].lower() not in Settings.model_fields
     )
     if unknown:
@@ -291,7 +322,9 @@ def load_settings(
 def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     # Nested models given as partial dicts replace their default wholesale in pydantic, so the
     # role-specific defaults (e.g. the optimizer's temperature) are merged in explicitly.
-    return {key: defaults[key] for key in (*ROLES, "search", "examples", "rewards", "data")}
+    return {
+        key: defaults[key] for key in (*ROLES, "search", "examples", "rewards", "data", "review")
+    }
 
 
 def settings_from_stored(data: dict[str, Any]) -> Settings:

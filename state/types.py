@@ -141,3 +141,41 @@ class RunResult(_Frozen):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+
+
+class ReviewScore(_Frozen):
+    """One answer behind a proposed prompt, as a reviewer sees it."""
+
+    query: str
+    answer: str
+    reward: float | None
+    scores: tuple[AspectScore, ...] = ()
+
+
+class ReviewRequest(_Frozen):
+    """What a person is asked to decide on: the interrupt payload of the approve node."""
+
+    kind: Literal["edit", "final"]
+    run_id: str
+    candidate_id: str
+    parent_id: str | None
+    level: int
+    prompt: str
+    parent_prompt: str
+    diff: str
+    value: float | None
+    parent_value: float | None
+    evidence: tuple[ReviewScore, ...] = ()
+    calls: int = 0
+    tokens: int = 0
+    position: int = 1
+    pending: int = 1
+
+
+class ReviewDecision(_Frozen):
+    """A person's decision; `prompt` is the replacement text of an edit."""
+
+    candidate_id: str
+    decision: Literal["approve", "reject", "edit", "stop"]
+    prompt: str | None = None
+    comment: str = ""

@@ -43,6 +43,14 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+@pytest.fixture(autouse=True)
+def _restore_sigterm_handler() -> Iterator[None]:
+    """A pool turns SIGTERM into SystemExit; keep that out of the pytest process afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
 def _alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (exited, not yet reaped by its new parent) counts as gone."""
     try:
@@ -141,8 +149,11 @@ def test_start_failure_is_one_line_with_the_cause(tmp_path: Path) -> None:
 
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import signal, sys, time
     from drpo.backends.embedded import EmbeddedServerPool
+
+    # A shell's background job starts with SIGINT ignored; restore Python's Ctrl-C behaviour.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     pool = EmbeddedServerPool(slots=1, ctx=1024)
     pool.url_for(sys.argv[1])

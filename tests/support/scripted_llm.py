@@ -56,19 +56,22 @@ class ScriptedLLM:
             first = system.split("\n\nExamples of how you answer:")[0]
             return f"PROMPT[{first}] answer to: {request.text_of('user')[:60]}"
         if role == "AspectChoice":
-            aspects = [
-                {"name": "Helpfulness", "definition": ""},
-                {"name": "clarity", "definition": ""},
-            ]
-            if self.new_aspect:
-                aspects.append({"name": "Humor", "definition": "Is funny where it fits."})
-            return json.dumps({"analysis": "scripted", "aspects": aspects})
+            new = [{"name": "Humor", "definition": "Is funny where it fits."}]
+            return json.dumps(
+                {
+                    "analysis": "scripted",
+                    "aspects": ["Helpfulness", "clarity"],
+                    "new_aspects": new if self.new_aspect else [],
+                }
+            )
         if role == "Judgement":
             answer = between(request.text_of("user"), "answer")
             prompt = prompt_of_answer(answer)
             if self.garbage_for is not None and self.garbage_for in prompt:
                 return "I refuse to produce JSON {"
             score = self.scores.get(last_action(prompt), 3)
+            if answer.startswith("Improved answer"):
+                score = 4  # stage A's rewrites beat the seed answers (scored as "root")
             names = aspect_names(request.schema or {})
             return json.dumps(
                 {"scores": {n: {"rationale": f"r{score}", "score": score} for n in names}}

@@ -192,7 +192,8 @@ def _fit_length(text: str, min_length: int, max_length: int | None, filler: str)
 def _string_for(key: str, rng: random.Random, seed: str, path: str) -> str:
     tag = stable_hex(seed, path)
     lowered = key.lower()
-    if lowered == "name":
+    # "aspects" is drpo's list of chosen aspect names: plain strings from the catalogue.
+    if lowered in {"name", "aspects"}:
         return rng.choice(_NAMES)
     if lowered in {"prompt", "system_prompt"}:
         bullets = rng.sample(_SENTENCES, 3)
@@ -274,6 +275,9 @@ def _fake(node: Mapping[str, Any], root: Mapping[str, Any], seed: str, path: str
             for name, sub in (schema.get("properties") or {}).items()
         }
     if kind == "array":
+        # drpo's optional extras (new aspects) stay empty unless a test scripts them.
+        if key == "new_aspects" and not schema.get("minItems"):
+            return []
         return _fake_array(schema, root, seed, path, key)
     if kind in {"integer", "number"}:
         return _fake_number(schema, kind, key, rng)

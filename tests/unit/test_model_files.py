@@ -305,3 +305,33 @@ def test_status_moves_from_not_installed_to_ready(
 
 def test_get_spec_returns_the_catalogue_entry() -> None:
     assert get_spec("smollm2-135m") is CATALOGUE["smollm2-135m"]
+
+
+# the `drpo model` commands on the same fake catalogue
+
+
+def test_cli_pull_prints_the_file_and_list_shows_it_ready(fake: ModelSpec, cache: Path) -> None:
+    from typer.testing import CliRunner
+
+    from drpo.graph.cli_model import model_app
+
+    runner = CliRunner()
+    pulled = runner.invoke(model_app, ["pull", fake.name])
+    assert pulled.exit_code == 0, pulled.output
+    assert f"{fake.name}: {cache / 'fake-tiny.gguf'}" in pulled.stdout
+    listed = runner.invoke(model_app, ["list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0
+    row = next(line for line in listed.stdout.splitlines() if fake.name in line)
+    assert "ready" in row
+
+
+def test_cli_errors_are_one_line_without_traceback(cache: Path) -> None:
+    from typer.testing import CliRunner
+
+    from drpo.graph.cli_model import model_app
+
+    result = CliRunner().invoke(model_app, ["pull", "no-such-model"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: unknown model 'no-such-model'")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output

@@ -13,9 +13,9 @@ from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
 from drpo.nodes.rewrite import child_id, should_skip
 from drpo.nodes.select_rewards import normalise_choice
-from drpo.prompts.aspects import ASPECT_DEFINITIONS, canonical_name
+from drpo.prompts.aspects import ASPECT_DEFINITIONS, canonical_name, catalogue_aspect
 from drpo.prompts.judge import fence, judgement_schema
-from drpo.prompts.selector import AspectChoice, ChosenAspect
+from drpo.prompts.selector import AspectChoice, NewAspect
 from drpo.state.graph_state import RewriteTask
 from drpo.state.settings import load_settings
 from drpo.state.types import (
@@ -422,9 +422,12 @@ def _ctx(**rewards: object) -> types.SimpleNamespace:
 
 
 def _choice(*aspects: tuple[str, str]) -> AspectChoice:
+    """Catalogue names (or undefined names) go to `aspects`; defined new names to `new_aspects`."""
+    new = [(n, d) for n, d in aspects if d.strip() and catalogue_aspect(n) is None]
     return AspectChoice(
         analysis="analysis",
-        aspects=[ChosenAspect(name=name, definition=definition) for name, definition in aspects],
+        aspects=[n for n, d in aspects if (n, d) not in new] or ["(none)"],
+        new_aspects=[NewAspect(name=n, definition=d) for n, d in new],
     )
 
 
@@ -530,3 +533,9 @@ def test_normalise_choice_reaches_a_high_configured_minimum() -> None:
     )
     assert len(selection.aspects) == 5
     assert len(set(_names(selection.aspects))) == 5
+
+
+def test_a_skip_threshold_of_five_turns_the_skip_rule_off() -> None:
+    perfect = Candidate(id="p", prompt="p", path_rewards=(5.0,))
+    assert should_skip(perfect, _task(perfect, _feedback("x", 5, 5)), 4.5)
+    assert not should_skip(perfect, _task(perfect, _feedback("x", 5, 5)), 5.0)

@@ -207,7 +207,7 @@ def test_aspect_choice_names_are_distinct_catalogue_names(stub: StubServer) -> N
     for query in ("tides", "taxes", "poems", "pasta"):
         choice = model.with_structured_output(AspectChoice, method="json_schema").invoke(query)
         assert isinstance(choice, AspectChoice)
-        names = [a.name for a in choice.aspects]
+        names = list(choice.aspects)
         assert len(names) == len(set(names)) == 2
         assert set(names) <= catalogue
 

@@ -1,0 +1,243 @@
+"""Approve: a person reviews the level's surviving prompt edits, or the final prompt.
+
+The node calls `interrupt()` before anything else happens: on resume LangGraph re-runs it from
+the top and replays the decisions already given, so nothing here may call a model or write to
+the run store before the last interrupt. The LLM call that proposed an edit ran in `rewrite`,
+an earlier node, and is never repeated.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send, interrupt
+
+from drpo.nodes.beam import level_rewards
+from drpo.nodes.context import RunContext
+from drpo.state.graph_state import GenerateTask, SearchState
+from drpo.state.settings import Settings
+from drpo.state.types import (
+    Candidate,
+    Proposal,
+    ReviewDecision,
+    ReviewRequest,
+    ReviewScore,
+)
+
+
+def changed_fraction(before: str, after: str) -> float:
+    return 1.0 - difflib.SequenceMatcher(None, before, after).ratio()
+
+
+def prompt_diff(before: str, after: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), "parent", "proposed", lineterm=""
+    )
+    return "\n".join(lines)
+
+
+def rejected_ids(state: SearchState) -> set[str]:
+    return {cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")}
+
+
+def validated(state: SearchState) -> list[tuple[Candidate, float]]:
+    """The validation round's candidates with their mean reward, best first."""
+    values = level_rewards(state.get("scores", []))
+    pairs = [
+        (p.candidate, values[p.candidate.id])
+        for p in state.get("proposals", [])
+        if p.candidate.id in values and p.candidate.id not in rejected_ids(state)
+    ]
+    return sorted(pairs, key=lambda pair: (-pair[1], -pair[0].value))
+
+
+def final_candidate(state: SearchState, settings: Settings) -> Candidate | None:
+    """The prompt finalize would choose now, leaving out what a person rejected."""
+    for cid, decision in state.get("reviewed", {}).items():
+        if decision.decision == "approve":
+            return next(
+                (p.candidate for p in state.get("proposals", []) if p.candidate.id == cid), None
+            )
+    excluded = rejected_ids(state)
+    if settings.search.final == "last_on_best_path" or state.get("phase") != "validate":
+        pool = [c for c in state.get("beam", []) if c.id not in excluded]
+        return pool[0] if pool else None
+    ranked = [c for c, _ in validated(state) if c.id != "baseline"]
+    if ranked:
+        return ranked[0]
+    leaders = [c for c in state.get("leaders", []) if c.id not in excluded]
+    return leaders[0] if leaders else None
+
+
+def needs_review(state: SearchState, settings: Settings) -> list[Candidate]:
+    """The candidates a person must decide on before the search may go on."""
+    policy = settings.review.policy
+    reviewed = state.get("reviewed", {})
+    if policy == "none" or state.get("stop_requested"):
+        return []
+    if state.get("phase") == "validate":
+        # Under 'every' and 'threshold' each edit was already reviewed as it survived a level.
+        if policy != "final" or any(d.decision == "approve" for d in reviewed.values()):
+            return []
+        final = final_candidate(state, settings)
+        return [] if final is None or final.id in reviewed else [final]
+    if policy not in ("every", "threshold") or state.get("level", 0) == 0:
+        return []
+    parents = {p.id: p for p in state.get("parents", [])}
+    pending: list[Candidate] = []
+    for candidate in state.get("beam", []):
+        if candidate.carried or candidate.id in reviewed or candidate.parent_id not in parents:
+            continue
+        if policy == "threshold":
+            parent = parents[candidate.parent_id]
+            lowered = (
+                len(candidate.path_rewards) >= 2
+                and parent.path_rewards
+                and candidate.path_rewards[-1] < parent.path_rewards[-1]
+            )
+            if (
+                changed_fraction(parent.prompt, candidate.prompt)
+                <= settings.review.change_threshold
+                and not lowered
+            ):
+                continue
+        pending.append(candidate)
+    return pending
+
+
+def _evidence(state: SearchState, candidate: Candidate) -> tuple[ReviewScore, ...]:
+    return tuple(
+        ReviewScore(
+            query=s.feedback.query,
+            answer=s.feedback.answer,
+            reward=s.reward,
+            scores=s.feedback.judgement.scores,
+        )
+        for s in state.get("scores", [])
+        if s.candidate_id == candidate.id
+    )
+
+
+def review_request(
+    state: SearchState, candidate: Candidate, position: int, pending: int, ctx: RunContext
+) -> ReviewRequest:
+    parents = {p.id: p for p in state.get("parents", [])}
+    parent = parents.get(candidate.parent_id or "")
+    if state.get("phase") == "validate":
+        parent_prompt = ctx.settings.search.initial_prompt
+        value = dict((c.id, v) for c, v in validated(state)).get(candidate.id)
+        parent_value = next(
+            (v for c, v in validated(state) if c.prompt == parent_prompt and c.id != candidate.id),
+            None,
+        )
+    else:
+        parent_prompt = parent.prompt if parent else ""
+        value = candidate.path_rewards[-1] if candidate.path_rewards else None
+        parent_value = parent.path_rewards[-1] if parent and parent.path_rewards else None
+    cost = ctx.recorder.run_cost(ctx.run_id)  # a read: safe to repeat when the node re-runs
+    return ReviewRequest(
+        kind="final" if state.get("phase") == "validate" else "edit",
+        run_id=ctx.run_id,
+        candidate_id=candidate.id,
+        parent_id=candidate.parent_id,
+        level=state.get("level", 0),
+        prompt=candidate.prompt,
+        parent_prompt=parent_prompt,
+        diff=prompt_diff(parent_prompt, candidate.prompt),
+        value=value,
+        parent_value=parent_value,
+        evidence=_evidence(state, candidate),
+        calls=int(cost.get("calls") or 0),  # type: ignore[call-overload]
+        tokens=int(cost.get("prompt_tokens") or 0) + int(cost.get("completion_tokens") or 0),  # type: ignore[call-overload]
+        position=position,
+        pending=pending,
+    )
+
+
+def edited_candidate(original: Candidate, prompt: str) -> Candidate:
+    # The edit takes the original's place in the tree: same parent, same path so far.
+    return original.model_copy(
+        update={
+            "id": f"{original.id}-edit",
+            "prompt": prompt.strip(),
+            "path_rewards": original.path_rewards[:-1],
+            "carried": False,
+        }
+    )
+
+
+def next_after_level(state: SearchState) -> str:
+    if state.get("stop_requested") or state["level"] >= state["depth_limit"]:
+        return "start_validation"
+    return "start_level"
+
+
+async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[Any]:
+    ctx = runtime.context
+    pending = needs_review(state, ctx.settings)
+    decisions: list[ReviewDecision] = []
+    for position, candidate in enumerate(pending, start=1):
+        answer = interrupt(review_request(state, candidate, position, len(pending), ctx))
+        decision = ReviewDecision.model_validate(answer)
+        decisions.append(decision)
+        if decision.decision == "stop":
+            break
+    # Past the last interrupt: the decisions are final, so they can be recorded.
+    for decision in decisions:
+        ctx.recorder.record_decision(
+            ctx.run_id, decision.candidate_id, decision.decision, decision.comment, decision.prompt
+        )
+    reviewed = {d.candidate_id: d for d in decisions}
+    stop = any(d.decision == "stop" for d in decisions)
+    update: dict[str, Any] = {"reviewed": reviewed}
+    if stop:
+        update["stop_requested"] = True
+    by_id = {c.id: c for c in pending}
+    edits = [
+        edited_candidate(by_id[d.candidate_id], d.prompt or "")
+        for d in decisions
+        if d.decision == "edit"
+    ]
+    validating = state.get("phase") == "validate"
+    if edits and not stop:
+        for edit in edits:
+            reviewed[edit.id] = ReviewDecision(
+                candidate_id=edit.id, decision="approve", comment="written by the reviewer"
+            )
+        update["proposals"] = [Proposal(candidate=e) for e in edits]
+        return Command(update=update, goto=_score(state, edits, validating))
+    if validating:
+        if any(d.decision == "reject" for d in decisions) and not stop:
+            return Command(update=update, goto="approve")
+        everything = {**state.get("reviewed", {}), **reviewed}
+        update["final_choice"] = next(
+            (cid for cid, d in everything.items() if d.decision == "approve"), None
+        )
+        return Command(update=update, goto="finalize")
+    if any(d.decision == "reject" for d in decisions):
+        # Re-rank without the rejected prompts; the next ones up are reviewed in turn.
+        return Command(update=update, goto="beam_select")
+    return Command(update=update, goto=next_after_level({**state, **update}))  # type: ignore[typeddict-item]
+
+
+def _score(state: SearchState, candidates: Sequence[Candidate], validating: bool) -> list[Send]:
+    selections = state.get("selections", {})
+    retrieved = state.get("retrieved", {})
+    return [
+        Send(
+            "generate",
+            GenerateTask(
+                proposal=Proposal(candidate=c),
+                query=q,
+                selection=selections[q.id],
+                examples=retrieved.get(q.id, []),
+                level=state.get("level", 0),
+                stage="validate" if validating else "search",
+            ),
+        )
+        for c in candidates
+        for q in state.get("level_queries", [])
+    ]

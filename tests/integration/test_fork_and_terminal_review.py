@@ -1,0 +1,207 @@
+"""Forking a run from a past step, and reviewing in a real terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stub_server import StubProcess
+
+from drpo.checkpoints.store import RunStore
+from drpo.graph.review import steps
+
+pytestmark = pytest.mark.integration
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
+DRPO = [sys.executable, "-m", "drpo.graph.cli"]
+
+
+def optimize_args(url: str, tmp: Path, *extra: str) -> list[str]:
+    return [
+        "optimize",
+        "--endpoint",
+        url,
+        "--model",
+        "stub-model",
+        "--store",
+        str(tmp / "runs.db"),
+        "--checkpoints",
+        str(tmp / "ck.db"),
+        "--width",
+        "2",
+        "--actions",
+        "2",
+        "--depth",
+        "2",
+        "--batch-size",
+        "1",
+        "--skip-examples",
+        "--set",
+        "data.retrieval=bm25",
+        "--set",
+        "search.validation_size=1",
+        *extra,
+    ]
+
+
+def run_fingerprint(tmp: Path, run_id: str) -> str:
+    """A digest of every row that belongs to the run, in the run store and its thread."""
+    digest = hashlib.sha256()
+    store = sqlite3.connect(tmp / "runs.db")
+    for table, column in [
+        ("runs", "id"),
+        ("candidates", "run_id"),
+        ("answers", "run_id"),
+        ("judgements", "run_id"),
+        ("llm_calls", "run_id"),
+        ("decisions", "run_id"),
+        ("examples", "run_id"),
+    ]:
+        rows = store.execute(f"select * from {table} where {column} = ? order by 1, 2", [run_id])
+        digest.update(json.dumps(rows.fetchall(), default=repr).encode())
+    checkpoints = sqlite3.connect(tmp / "ck.db")
+    for table in ("checkpoints", "writes"):
+        rows = checkpoints.execute(
+            f"select * from {table} where thread_id = ? order by 1, 2, 3, 4", [run_id]
+        )
+        digest.update(json.dumps(rows.fetchall(), default=repr).encode())
+    return digest.hexdigest()
+
+
+def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Path) -> None:
+    with StubProcess(SCRIPT) as stub:
+        done = subprocess.run(
+            [*DRPO, *optimize_args(stub.base_url, tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        (row,) = RunStore(tmp_path / "runs.db").runs()
+        parent = row["id"]
+        before = run_fingerprint(tmp_path, parent)
+        history = subprocess.run(
+            [*DRPO, "history", parent, "--store", str(tmp_path / "runs.db")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert history.returncode == 0 and "L1-" in history.stdout
+        boundary = next(
+            s
+            for s in asyncio.run(steps(parent, tmp_path / "runs.db"))
+            if s.next == ("start_level",) and s.level == 1
+        )
+        mine = tmp_path / "mine.txt"
+        mine.write_text("You are a meticulous assistant. | a1", encoding="utf-8")
+        forked = subprocess.run(
+            [
+                *DRPO,
+                "fork",
+                parent,
+                "--at",
+                str(boundary.step),
+                "--prompt-file",
+                str(mine),
+                "--store",
+                str(tmp_path / "runs.db"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert forked.returncode == 0, forked.stderr
+    assert run_fingerprint(tmp_path, parent) == before
+    store = RunStore(tmp_path / "runs.db")
+    child = next(r for r in store.runs() if r["id"] != parent)
+    assert child["parent_run"] == parent and child["status"] == "completed"
+    # The person's prompt was expanded at level 2 of the fork: its children carry its text.
+    kids = list(store.db["candidates"].rows_where("run_id = ? and level = 2", [child["id"]]))
+    assert kids and all(k["prompt"].startswith("You are a meticulous assistant.") for k in kids)
+
+
+def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
+    with StubProcess(SCRIPT) as stub:
+        done = subprocess.run(
+            [*DRPO, *optimize_args(stub.base_url, tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    (row,) = RunStore(tmp_path / "runs.db").runs()
+    inner = next(
+        s
+        for s in asyncio.run(steps(row["id"], tmp_path / "runs.db"))
+        if s.next and s.next[0] == "generate"
+    )
+    mine = tmp_path / "mine.txt"
+    mine.write_text("x prompt", encoding="utf-8")
+    refused = subprocess.run(
+        [
+            *DRPO,
+            "fork",
+            row["id"],
+            "--at",
+            str(inner.step),
+            "--prompt-file",
+            str(mine),
+            "--store",
+            str(tmp_path / "runs.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "level boundary" in refused.stderr
+
+
+def test_interactive_review_in_a_real_terminal(tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    with StubProcess(SCRIPT) as stub:
+        done = subprocess.run(
+            [*DRPO, *optimize_args(stub.base_url, tmp_path, "--review", "every")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 3, done.stderr
+        (row,) = RunStore(tmp_path / "runs.db").runs()
+        terminal = pexpect.spawn(
+            sys.executable,
+            ["-m", "drpo.graph.cli", "review", row["id"], "--store", str(tmp_path / "runs.db")],
+            env={"COLUMNS": "120", "TERM": "xterm", "PATH": "/usr/bin:/bin"},
+            encoding="utf-8",
+            timeout=60,
+            dimensions=(50, 120),
+        )
+        screen = io.StringIO()
+        terminal.logfile_read = screen
+        # First question: reject it with a comment; then approve everything that follows.
+        terminal.expect("proposed prompt")
+        terminal.expect("decide later")
+        terminal.sendline("r")
+        terminal.expect("comment")
+        terminal.sendline("off topic")
+        for _ in range(8):
+            index = terminal.expect(["decide later", "Final alignment prompt", pexpect.EOF])
+            if index != 0:
+                break
+            terminal.sendline("a")
+            terminal.expect("comment")
+            terminal.sendline("")
+        terminal.expect(pexpect.EOF)
+        terminal.close()
+        assert terminal.exitstatus == 0, screen.getvalue()[-2000:]
+    store = RunStore(tmp_path / "runs.db")
+    decisions = [(d["decision"], d["comment"]) for d in store.db["decisions"].rows]
+    assert decisions[0] == ("reject", "off topic")
+    assert all(d == "approve" for d, _ in decisions[1:]) and len(decisions) >= 2
+    assert store.run(row["id"])["status"] == "completed"  # type: ignore[index]
