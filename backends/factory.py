@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
 from langchain_core.language_models import BaseLanguageModel
 from langchain_openai import ChatOpenAI, OpenAI
 
@@ -50,6 +51,9 @@ def build_langchain_model(
     settings: RoleSettings, base_url: str, api_key: str, model_name: str
 ) -> BaseLanguageModel[Any]:
     common: dict[str, Any] = {
+        # A client per model, not LangChain's process-wide one: that one is bound to the first
+        # event loop, so a second `optimize()` in the same process would fail.
+        "http_async_client": httpx.AsyncClient(timeout=settings.timeout),
         "model": model_name,
         "base_url": base_url,
         "api_key": api_key,
@@ -73,6 +77,12 @@ class RoleModels:
 
     def __getitem__(self, role: RoleName) -> RoleClient:
         return self.clients[role]
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            http = getattr(client.model, "http_async_client", None)
+            if isinstance(http, httpx.AsyncClient):
+                await http.aclose()
 
 
 def build_role_models(

@@ -69,6 +69,7 @@ async def open_checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
         try:
             connection = await stack.enter_async_context(aiosqlite.connect(str(path), timeout=30))
             await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")  # see RunStore: crash-safe in WAL
             saver = AsyncSqliteSaver(connection, serde=serializer())
             await saver.setup()
         except (OSError, sqlite3.Error) as exc:

@@ -59,13 +59,20 @@ class RunStore:
         try:
             create_private_file(self.path)
             connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         self.db = sqlite_utils.Database(connection)
         self._lock = threading.RLock()
-        self._refuse_foreign_database()
+        self._refuse_foreign_database()  # before WAL mode, which rewrites the file header
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives any process crash (kill -9 included); only a power
+            # loss can drop the last commits, and it saves an fsync per write.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         self._ensure_schema()
 
     def _refuse_foreign_database(self) -> None:

@@ -101,6 +101,7 @@ async def open_run(
         models = await asyncio.to_thread(
             build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
         )
+        stack.push_async_callback(models.aclose)
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.checkpoints))
         retrieval = settings.data.retrieval
 

@@ -25,6 +25,7 @@ from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
 from drpo.graph.cli_model import model_app
+from drpo.graph.cli_serve import serve_command
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
 from drpo.state.settings import ROLES, ConfigError, Settings, load_settings
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
@@ -36,6 +37,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(model_app, name="model", help="Install, list and serve the embedded local models.")
+app.command("serve", help="Serve the aligned model as an OpenAI-compatible endpoint.")(
+    serve_command
+)
 console = Console(stderr=True)
 out = Console()
 

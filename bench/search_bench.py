@@ -1,0 +1,317 @@
+"""Benchmarks of the search itself: schedule speed-up, orchestration overhead, checkpoint growth,
+orchestrator memory, resume cost, and (with --embedded) efficiency against the model server.
+
+    .venv/bin/python bench/search_bench.py               # stub-server figures (about a minute)
+    .venv/bin/python bench/search_bench.py --embedded    # + server-bound efficiency on SmolLM2
+
+Every ratio is measured side by side in one run, since these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+from scripted_llm import ScriptedLLM  # noqa: E402
+from stub_server import StubProcess, StubServer  # noqa: E402
+
+from drpo.checkpoints.store import RunStore  # noqa: E402
+from drpo.graph.api import optimize  # noqa: E402
+from drpo.state.settings import ROLES, Settings, load_settings  # noqa: E402
+
+SEARCH = {"width": 2, "actions": 3, "depth": 3, "batch_size": 2, "validation_size": 2}
+SCRIPT = f"{ROOT / 'tests' / 'support' / 'scripted_llm.py'}:default()"
+
+
+def stub_settings(url: str, folder: Path, **overrides: Any) -> Settings:
+    roles = {role: {"endpoint": url, "model": "stub-model"} for role in ROLES}
+    layer = {
+        **roles,
+        "store": str(folder / "runs.db"),
+        "checkpoints": str(folder / "ck.db"),
+        "data": {"retrieval": "bm25"},
+        "search": SEARCH,
+        "examples": {"rounds": 1, "limit": 4},
+        "cache": False,
+        **overrides,
+    }
+    return load_settings(overrides=layer, environ={})
+
+
+def timed_run(settings: Settings) -> tuple[float, int]:
+    started = time.perf_counter()
+    result = optimize(settings)
+    wall = time.perf_counter() - started
+    calls = sum(1 for c in RunStore(settings.store).calls(result.run_id) if c["outcome"] == "ok")
+    return wall, calls
+
+
+def schedule_speedup(latency: float) -> dict[str, float]:
+    """The released code's schedule (one call at a time) vs the default concurrency."""
+    figures: dict[str, float] = {}
+    with StubServer(ScriptedLLM(), latency=latency) as stub:
+        for concurrency in (1, 4):
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, calls = timed_run(
+                    stub_settings(stub.base_url, Path(tmp), max_concurrency=concurrency)
+                )
+            figures[f"wall_c{concurrency}"] = wall
+            figures["calls"] = calls
+        figures["peak_concurrency"] = stub.peak_concurrency
+    figures["speedup"] = figures["wall_c1"] / figures["wall_c4"]
+    return figures
+
+
+def overhead_and_growth() -> dict[str, Any]:
+    """Per-call orchestration cost on a zero-latency stub; checkpoint size against depth."""
+    figures: dict[str, Any] = {"checkpoint_bytes": {}}
+    with StubServer(ScriptedLLM(), latency=0.0) as stub:
+        for depth in (2, 4, 8):
+            with tempfile.TemporaryDirectory() as tmp:
+                settings = stub_settings(
+                    stub.base_url, Path(tmp), search={**SEARCH, "depth": depth}
+                )
+                stub.reset()
+                wall, calls = timed_run(settings)
+                figures.setdefault("per_call_ms", []).append(1000 * wall / max(calls, 1))
+                size = sum(p.stat().st_size for p in Path(tmp).glob("ck.db*") if p.is_file())
+                figures["checkpoint_bytes"][depth] = size
+    sizes = figures["checkpoint_bytes"]
+    figures["bytes_per_level"] = {
+        "2→4": (sizes[4] - sizes[2]) / 2,
+        "4→8": (sizes[8] - sizes[4]) / 4,
+    }
+    return figures
+
+
+def orchestrator_rss(retrieval: str) -> float:
+    """Peak RSS (MB) of a drpo process running a search against a stub server."""
+    with StubProcess(SCRIPT) as stub, tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "drpo.graph.cli",
+                "optimize",
+                "--endpoint",
+                stub.base_url,
+                "--model",
+                "stub-model",
+                "--store",
+                f"{tmp}/r.db",
+                "--checkpoints",
+                f"{tmp}/c.db",
+                "--depth",
+                "3",
+                "--set",
+                f"data.retrieval={retrieval}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the maximum over all waited-for children (KB on Linux).
+    return max(after, before) / 1024
+
+
+def resume_cost() -> dict[str, float]:
+    """Kill a run mid-level with SIGKILL, resume it: calls re-issued and time to finish."""
+    with StubProcess(SCRIPT, latency=0.1) as stub, tempfile.TemporaryDirectory() as tmp:
+        args = [
+            sys.executable,
+            "-m",
+            "drpo.graph.cli",
+            "optimize",
+            "--endpoint",
+            stub.base_url,
+            "--model",
+            "stub-model",
+            "--store",
+            f"{tmp}/r.db",
+            "--checkpoints",
+            f"{tmp}/c.db",
+            "--depth",
+            "3",
+            "--set",
+            "data.retrieval=bm25",
+        ]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        run_id = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            if not (Path(tmp) / "r.db").exists():
+                continue
+            runs = RunStore(Path(tmp) / "r.db").runs()
+            if runs and len(RunStore(Path(tmp) / "r.db").calls(runs[0]["id"])) >= 12:
+                run_id = runs[0]["id"]
+                break
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        store = RunStore(Path(tmp) / "r.db")
+        run_id = run_id or store.runs()[0]["id"]
+        done_before = len([c for c in store.calls(run_id) if c["outcome"] == "ok"])
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "drpo.graph.cli", "resume", run_id, "--store", f"{tmp}/r.db"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        seconds = time.perf_counter() - started
+        paid = [
+            c["cache_key"]
+            for c in RunStore(Path(tmp) / "r.db").calls(run_id)
+            if c["outcome"] == "ok"
+        ]
+        return {
+            "calls_before_kill": done_before,
+            "reissued": len(paid) - len(set(paid)),
+            "resume_seconds": seconds,
+        }
+
+
+async def _peak_throughput(url: str, prompt_tokens_hint: int = 400) -> float:
+    """Tokens (prompt + completion) per second with every slot busy, measured now."""
+    import httpx
+
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * (prompt_tokens_hint // 10))
+    body = {
+        "model": "local",
+        "max_tokens": 128,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": text + " Summarise this."}],
+        "ignore_eos": True,
+    }
+    async with httpx.AsyncClient(timeout=600) as client:
+        started = time.perf_counter()
+        replies = await asyncio.gather(
+            *[
+                client.post(
+                    f"{url}/chat/completions",
+                    json={**body, "messages": [{"role": "user", "content": f"{i} " + text}]},
+                )
+                for i in range(4)
+            ]
+        )
+        wall = time.perf_counter() - started
+    tokens = sum(
+        r.json()["usage"]["prompt_tokens"] + r.json()["usage"]["completion_tokens"] for r in replies
+    )
+    return tokens / wall
+
+
+def embedded_efficiency(model: str) -> dict[str, float]:
+    """Wall time of a fixed search over the server-bound lower bound, measured in one run."""
+    from drpo.backends.embedded import EmbeddedServerPool
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedServerPool(slots=4, ctx=8192) as pool:
+        url = pool.url_for(model)
+        peak = asyncio.run(_peak_throughput(url))
+        roles = {role: {"model": model, "max_tokens": 160} for role in ROLES}
+        settings = load_settings(
+            overrides={
+                **roles,
+                "store": f"{tmp}/r.db",
+                "checkpoints": f"{tmp}/c.db",
+                "cache": False,
+                "data": {"retrieval": "bm25"},
+                "examples": {"rounds": 1, "limit": 4},
+                "search": {
+                    "width": 2,
+                    "actions": 2,
+                    "depth": 2,
+                    "batch_size": 2,
+                    "validation_size": 2,
+                    "skip_threshold": 5.0,
+                },
+            },
+            environ={},
+        )
+        started = time.perf_counter()
+        result = optimize(settings)
+        wall = time.perf_counter() - started
+        calls = [c for c in RunStore(settings.store).calls(result.run_id) if c["outcome"] == "ok"]
+        tokens = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
+        peak_after = asyncio.run(_peak_throughput(url))
+    bound = tokens / max(peak, peak_after)
+    return {
+        "wall": wall,
+        "tokens": tokens,
+        "calls": len(calls),
+        "peak_tok_s": max(peak, peak_after),
+        "lower_bound": bound,
+        "ratio": wall / bound,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--embedded", action="store_true", help="also measure on SmolLM2")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--latency", type=float, default=0.2, help="stub seconds per call")
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    report["schedule"] = schedule_speedup(args.latency)
+    s = report["schedule"]
+    print(
+        f"1. schedule: {s['calls']:.0f} calls at {args.latency}s each: concurrency 1 "
+        f"{s['wall_c1']:.1f}s vs default (4) {s['wall_c4']:.1f}s → speed-up "
+        f"{s['speedup']:.2f}× (peak {s['peak_concurrency']:.0f} in flight)"
+    )
+    report["overhead"] = overhead_and_growth()
+    o = report["overhead"]
+    print(
+        f"2. orchestration per call on a zero-latency stub: "
+        f"{statistics.median(o['per_call_ms']):.1f} ms (depths 2/4/8: "
+        f"{', '.join(f'{v:.1f}' for v in o['per_call_ms'])} ms)"
+    )
+    print(
+        f"3. checkpoint database: {o['checkpoint_bytes']} bytes by depth; per level "
+        f"{o['bytes_per_level']['2→4']:.0f} B (2→4) vs {o['bytes_per_level']['4→8']:.0f} B (4→8)"
+    )
+    report["rss_mb"] = {kind: orchestrator_rss(kind) for kind in ("bm25", "auto")}
+    print(
+        f"4. orchestrator peak RSS: {report['rss_mb']['bm25']:.0f} MB with BM25 retrieval, "
+        f"{report['rss_mb']['auto']:.0f} MB with sentence embeddings (torch) when installed"
+    )
+    report["resume"] = resume_cost()
+    r = report["resume"]
+    print(
+        f"5. resume after SIGKILL ({r['calls_before_kill']:.0f} calls done): "
+        f"{r['reissued']:.0f} calls re-issued, resumed run finished in {r['resume_seconds']:.1f}s"
+    )
+    if args.embedded:
+        report["embedded"] = embedded_efficiency(args.model)
+        e = report["embedded"]
+        print(
+            f"6. server-bound efficiency ({args.model}): {e['calls']:.0f} calls, "
+            f"{e['tokens']:.0f} tokens in {e['wall']:.0f}s; peak batched throughput "
+            f"{e['peak_tok_s']:.0f} tok/s → lower bound {e['lower_bound']:.0f}s; "
+            f"ratio {e['ratio']:.2f}"
+        )
+    print(json.dumps(report, default=str))
+    print(
+        "reproduce: .venv/bin/python bench/search_bench.py"
+        + (" --embedded" if args.embedded else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
