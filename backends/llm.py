@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -279,8 +280,8 @@ class RoleClient:
         for attempt in range(attempts):
             t0 = time.perf_counter()
             try:
-                result = await self.model.agenerate(
-                    [prompt] if isinstance(prompt, str) else [list(prompt)],  # type: ignore[list-item]
+                result = await self.model.agenerate(  # type: ignore[attr-defined]
+                    [prompt] if isinstance(prompt, str) else [list(prompt)],
                     stop=stop,
                     **kwargs,
                 )
@@ -324,7 +325,7 @@ class RoleClient:
             tag=tag,
             started_at=started,
         )
-        if self.cache is not None and self.cache is self.sink:
+        if self.cache is not None and _same_object(self.cache, self.sink):
             # One store is both cache and call log (the run recorder): one transaction, so a
             # kill can never leave a paid call recorded without its reply, or the reverse.
             self.cache.put(key, reply, record)
@@ -341,9 +342,7 @@ class RoleClient:
         if isinstance(exc, openai.APITimeoutError):
             return f"no reply within {self.settings.timeout:g} s ({after})"
         if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__
-            reason = _one_line(cause) if cause is not None else _one_line(exc)
-            return f"endpoint unreachable: {reason} ({after})"
+            return f"endpoint unreachable: {_root_reason(exc)} ({after})"
         if isinstance(exc, openai.APIStatusError):
             retried = f", {after}" if exc.status_code == 429 or exc.status_code >= 500 else ""
             return f"HTTP {exc.status_code}{retried}: {_one_line(exc)}"
@@ -386,9 +385,33 @@ def _message_json(message: BaseMessage) -> dict[str, str]:
     return {"type": message.type, "content": str(message.content)}
 
 
+def _same_object(first: object, second: object) -> bool:
+    return first is second
+
+
 def backoff_seconds(attempt: int) -> float:
     """The SDK's backoff for retry `attempt` (0-based): 0.5 s doubling to 8 s, less ≤25 % jitter."""
     return min(0.5 * 2.0**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The reason at the bottom of an exception chain ("Connection refused"), in one line.
+
+    The SDK and LangChain wrap a refused connection as "Connection error."; the socket error
+    underneath says what actually happened.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for error in reversed(chain):
+        if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+            return os.strerror(error.errno)
+        text = _one_line(error)
+        if text and text != type(error).__name__:
+            return text
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

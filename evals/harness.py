@@ -1,0 +1,347 @@
+"""Run an evaluation: answer every query under every condition, then judge the answers.
+
+Work is three phases, each a set of independent model calls run concurrently up to
+`max_concurrency` (the embedded server has that many slots): base answers, absolute judgements
+(just-eval aspects), and pairwise judgements in both orders. Every call goes through the
+project's role clients, so replies are cached in the run store: re-running the same evaluation
+replays them instead of paying again, and an interrupted one resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
+from drpo.backends.factory import RoleModels, endpoint_identity
+from drpo.evals.conditions import Condition, Overlap
+from drpo.evals.records import EvalRecorder
+from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict, fence_pair
+from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR, catalogue_aspect
+from drpo.prompts.judge import fence, format_aspects, judgement_schema
+from drpo.state.settings import Settings
+from drpo.state.types import Aspect, Query
+
+
+class Progress(Protocol):
+    """What the harness reports while it works (the CLI draws progress bars from it)."""
+
+    def phase(self, name: str, total: int) -> None: ...
+
+    def advance(self, name: str) -> None: ...
+
+
+class _Silent:
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, name: str) -> None:
+        pass
+
+
+@dataclass
+class EvalPlan:
+    """Everything that defines an evaluation, fixed before the first model call."""
+
+    eval_id: str
+    settings: Settings
+    conditions: list[Condition]
+    queries: list[Query]
+    pairs: list[tuple[str, str]]
+    drpo_run: str | None = None
+    overlap: list[Overlap] = field(default_factory=list)
+    seed: int = 0
+
+
+def aspects_for(query: Query) -> tuple[Aspect, ...]:
+    """The paper's protocol: five quality aspects for a regular query, Safety for a harmful one."""
+    names = EVAL_ASPECTS_HARMFUL if query.harmful else EVAL_ASPECTS_REGULAR
+    aspects = tuple(catalogue_aspect(name) for name in names)
+    return tuple(a for a in aspects if a is not None)
+
+
+def answer_id(condition: str, query_id: str) -> str:
+    return f"{condition}:{query_id}"
+
+
+def judge_identity(settings: Settings) -> tuple[str, str]:
+    """The judge's model and endpoint, as recorded next to every score."""
+    judge = settings.judge
+    model = str(judge.model_path) if judge.model_path is not None else judge.model
+    return model, endpoint_identity(judge)
+
+
+def judge_is_base(settings: Settings) -> bool:
+    """Self-preference probe: is the judge the very model under evaluation?"""
+    base, judge = settings.base, settings.judge
+    return (endpoint_identity(base), base.model) == (endpoint_identity(judge), judge.model)
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+async def run_evaluation(
+    plan: EvalPlan,
+    models: RoleModels,
+    recorder: EvalRecorder,
+    progress: Progress | None = None,
+) -> None:
+    """Answer, judge and compare; rows go to the evaluation tables as they arrive."""
+    progress = progress or _Silent()
+    settings = plan.settings
+    judge_model, judge_endpoint = judge_identity(settings)
+    recorder.start(
+        drpo_run=plan.drpo_run,
+        settings=settings.public_dict(),
+        conditions=[c.record() for c in plan.conditions],
+        queries=[q.model_dump() for q in plan.queries],
+        pairs=[list(p) for p in plan.pairs],
+        overlap=[dataclasses.asdict(o) for o in plan.overlap],
+        base_model=f"{settings.base.model} ({endpoint_identity(settings.base)})",
+        judge_model=f"{judge_model} ({judge_endpoint})",
+        judge_is_base=int(judge_is_base(settings)),
+        absolute_template=f"{EVAL_JUDGE.name}@{EVAL_JUDGE.version}",
+        pairwise_template=f"{PAIRWISE_JUDGE.name}@{PAIRWISE_JUDGE.version}",
+        seed=plan.seed,
+    )
+    limiter = asyncio.Semaphore(settings.max_concurrency)
+    try:
+        answers = await _answer_all(plan, models, recorder, progress, limiter)
+        await _judge_all(
+            plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
+        )
+        await _compare_all(
+            plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
+        )
+    except EndpointDown as exc:
+        recorder.update(status="failed", error=str(exc), finished_at=time.time())
+        raise
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM (SystemExit), a cancelled task or a bug: never leave the row saying
+        # "running". Replies received so far are cached: the same command replays them.
+        reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+        recorder.update(status="interrupted", error=reason, finished_at=time.time())
+        raise
+    recorder.update(status="completed", finished_at=time.time())
+
+
+async def _bounded(
+    limiter: asyncio.Semaphore,
+    jobs: Sequence[Callable[[], Awaitable[Any]]],
+    progress: Progress,
+    phase: str,
+) -> list[Any]:
+    """Run jobs concurrently, at most `limiter` at a time, advancing the phase's progress."""
+    progress.phase(phase, len(jobs))
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with limiter:
+            result = await job()
+        progress.advance(phase)
+        return result
+
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        # One failure (an endpoint down) ends the phase: cancel the rest rather than leave
+        # requests running against a server that is about to be stopped.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _answer_all(
+    plan: EvalPlan,
+    models: RoleModels,
+    recorder: EvalRecorder,
+    progress: Progress,
+    limiter: asyncio.Semaphore,
+) -> dict[str, str | None]:
+    base = models["base"]
+    base_name = f"{plan.settings.base.model} ({endpoint_identity(plan.settings.base)})"
+
+    def job(condition: Condition, query: Query) -> Callable[[], Awaitable[tuple[str, str | None]]]:
+        async def run() -> tuple[str, str | None]:
+            key = answer_id(condition.name, query.id)
+            prompt = condition.prompt.build(query.query)
+            text: str | None
+            try:
+                text = (await base.text(prompt, tag=f"eval:answer:{key}"))[0].strip()
+                error = None
+            except EndpointDown:
+                raise
+            except LLMCallError as exc:
+                # A request the endpoint rejects (e.g. too long) is a missing answer, not a crash.
+                text, error = None, str(exc)
+            recorder.answer(
+                {
+                    "id": key,
+                    "condition": condition.name,
+                    "query_id": query.id,
+                    "query": query.query,
+                    "harmful": int(query.harmful),
+                    "category": query.category,
+                    "answer": text,
+                    "error": error,
+                    "length_chars": None if text is None else len(text),
+                    "length_words": None if text is None else word_count(text),
+                    "base_model": base_name,
+                }
+            )
+            return key, text
+
+        return run
+
+    jobs = [job(c, q) for q in plan.queries for c in plan.conditions]
+    return dict(await _bounded(limiter, jobs, progress, "answering"))
+
+
+async def _judge_all(
+    plan: EvalPlan,
+    models: RoleModels,
+    recorder: EvalRecorder,
+    progress: Progress,
+    limiter: asyncio.Semaphore,
+    answers: dict[str, str | None],
+    judge_model: str,
+    judge_endpoint: str,
+) -> None:
+    judge = models["judge"]
+
+    def job(condition: Condition, query: Query) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            key = answer_id(condition.name, query.id)
+            text = answers.get(key)
+            aspects = aspects_for(query)
+            scores: dict[str, tuple[int | None, str]] = {}
+            error: str | None = None
+            if text is None:
+                error = "no answer to judge"
+            else:
+                system, user = EVAL_JUDGE.render(
+                    aspects=format_aspects(aspects), query=fence(query.query), answer=fence(text)
+                )
+                try:
+                    reply = (
+                        await judge.structured(
+                            system, user, judgement_schema(aspects), tag=f"eval:judge:{key}"
+                        )
+                    )[0]
+                    verdicts = reply.model_dump()["scores"]
+                    scores = {
+                        a.name: (verdicts[a.name]["score"], verdicts[a.name]["rationale"])
+                        for a in aspects
+                    }
+                except EndpointDown:
+                    raise
+                except (StructuredOutputError, LLMCallError) as exc:
+                    error = str(exc)  # missing scores, recorded with the reason — never 0
+            length = None if text is None else word_count(text)
+            recorder.scores(
+                [
+                    {
+                        "answer_id": key,
+                        "condition": condition.name,
+                        "query_id": query.id,
+                        "aspect": a.name,
+                        "score": scores.get(a.name, (None, ""))[0],
+                        "rationale": scores.get(a.name, (None, ""))[1],
+                        "error": error,
+                        "length_words": length,
+                        "judge_model": judge_model,
+                        "judge_endpoint": judge_endpoint,
+                        "template": EVAL_JUDGE.name,
+                        "template_hash": EVAL_JUDGE.version,
+                    }
+                    for a in aspects
+                ]
+            )
+
+        return run
+
+    jobs = [job(c, q) for q in plan.queries for c in plan.conditions]
+    await _bounded(limiter, jobs, progress, "judging")
+
+
+async def _compare_all(
+    plan: EvalPlan,
+    models: RoleModels,
+    recorder: EvalRecorder,
+    progress: Progress,
+    limiter: asyncio.Semaphore,
+    answers: dict[str, str | None],
+    judge_model: str,
+    judge_endpoint: str,
+) -> None:
+    judge = models["judge"]
+
+    def job(x: str, y: str, query: Query, order: str) -> Callable[[], Awaitable[None]]:
+        first, second = (x, y) if order == "xy" else (y, x)
+
+        async def run() -> None:
+            text_first = answers.get(answer_id(first, query.id))
+            text_second = answers.get(answer_id(second, query.id))
+            verdict: str | None = None
+            rationale = ""
+            error: str | None = None
+            if text_first is None or text_second is None:
+                error = "an answer is missing"
+            else:
+                system, user = PAIRWISE_JUDGE.render(
+                    query=fence_pair(query.query),
+                    answer_a=fence_pair(text_first),
+                    answer_b=fence_pair(text_second),
+                )
+                try:
+                    reply = (
+                        await judge.structured(
+                            system,
+                            user,
+                            PairVerdict,
+                            tag=f"eval:pair:{x}:{y}:{order}:{query.id}",
+                        )
+                    )[0]
+                    verdict, rationale = reply.verdict, reply.rationale
+                except EndpointDown:
+                    raise
+                except (StructuredOutputError, LLMCallError) as exc:
+                    error = str(exc)
+            winner = {"A": first, "B": second, "tie": "tie"}.get(verdict or "")
+            recorder.pair(
+                {
+                    "query_id": query.id,
+                    "x": x,
+                    "y": y,
+                    "shown_order": order,
+                    "first": first,
+                    "second": second,
+                    "verdict": verdict,
+                    "winner": winner,
+                    "rationale": rationale,
+                    "error": error,
+                    "length_first": None if text_first is None else word_count(text_first),
+                    "length_second": None if text_second is None else word_count(text_second),
+                    "judge_model": judge_model,
+                    "judge_endpoint": judge_endpoint,
+                    "template": PAIRWISE_JUDGE.name,
+                    "template_hash": PAIRWISE_JUDGE.version,
+                }
+            )
+
+        return run
+
+    jobs = [
+        job(x, y, query, order)
+        for x, y in plan.pairs
+        for query in plan.queries
+        for order in ("xy", "yx")
+    ]
+    if jobs:
+        await _bounded(limiter, jobs, progress, "comparing")

