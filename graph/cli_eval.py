@@ -8,6 +8,8 @@ user can cause ends with one `error: …` line and exit code 2; Ctrl-C exits wit
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +42,9 @@ from drpo.graph.inference import PromptFileError
 from drpo.state.settings import ConfigError, deep_merge, load_settings
 
 err = Console(stderr=True)
-out = Console()
+# Result tables are wide (one column per aspect): when stdout is a file or a pipe, rich's
+# 80-column default would truncate them, so use a wider page unless COLUMNS says otherwise.
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
