@@ -51,8 +51,6 @@ class Case:
     own_endpoint: bool = False  # the case is about endpoints: the stub is not added
 
 
-
-
 # Placeholders: {tmp} a scratch folder with the bad files, {store} the run store copy (in
 # {store_dir}), {stub} the stub server, {done} the completed run, {waiting} the waiting run and
 # {candidate} the candidate it waits on.
