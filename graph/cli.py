@@ -168,25 +168,36 @@ class ProgressPrinter:
         if kind == "start":
             self.run_id = event["run_id"]
             if self.summary:
-                console.print(self.summary, highlight=False, soft_wrap=True)
-            console.print(f"run [bold]{self.run_id}[/] (store: {event['store']})", highlight=False)
+                self._say(self.summary)
+            self._say(f"run [bold]{self.run_id}[/] (store: {event['store']})")
         elif kind == "node":
-            node = event["node"]
-            if node == "optimize_example":
-                self.examples_done += 1
-                console.print(f"  stage A: example {self.examples_done} optimized · {self.cost()}")
-            elif node == "collect_examples":
-                console.print("stage A done; stage B: searching system prompts")
-            elif node == "start_validation":
-                console.print("validating the best prompts on held-out queries")
+            self._on_node(event["node"])
         elif kind == "level":
             beam = ", ".join(f"{cid} {value:.2f}" for cid, value, _ in event["beam"])
             unscored = f" ({event['unscored']} unscored)" if event["unscored"] else ""
-            console.print(
+            self._say(
                 f"  level {event['level']}/{event['depth_limit']}: {event['children']} candidates"
-                f"{unscored} · beam [{beam}] · {self.cost()}",
-                highlight=False,
+                f"{unscored} · beam [{beam}] · {self.cost()}"
             )
+
+    def _on_node(self, node: str) -> None:
+        # A phase can take minutes on a local model, so its start is announced, not only its end.
+        if node == "prepare":
+            self._say("data loaded and indexed; the search begins")
+        elif node == "optimize_example":
+            self.examples_done += 1
+            self._say(f"  stage A: example {self.examples_done} optimized · {self.cost()}")
+        elif node == "collect_examples":
+            self._say("stage A done; stage B: searching system prompts")
+        elif node == "start_level":
+            self._say("  next level: choosing rewards, rewriting prompts, scoring answers…")
+        elif node == "start_validation":
+            self._say("validating the best prompts on held-out queries")
+
+    @staticmethod
+    def _say(line: str) -> None:
+        # soft_wrap: a log file or pipe gets whole lines, not lines cut at 80 columns.
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_result(result: RunResult, store: Path) -> None:
@@ -676,6 +687,7 @@ def main() -> None:
         message = exc.format_message()  # type: ignore[attr-defined]
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
+
 
 if __name__ == "__main__":
     main()

@@ -131,11 +131,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
         )
     # Computed from the level's starting count, so re-ranking after a review stays idempotent.
     extensions = state.get("extensions_before_level", state.get("extensions", 0))
-    if (
-        level > 0
-        and any(p.candidate.carried for p in proposals)
-        and extensions < search.max_extension
-    ):
+    if level > 0 and any(p.skipped for p in proposals) and extensions < search.max_extension:
         extensions += 1
     depth_limit = search.depth + extensions
     previous = [c for c in state.get("leaders", []) if c.id not in excluded]

@@ -54,9 +54,11 @@ async def rewrite(task: RewriteTask, runtime: Runtime[RunContext]) -> dict[str, 
     parent = task["candidate"]
     level = task["level"]
     feedback = task["last_feedback"]
-    if feedback is None or should_skip(parent, task, search.skip_threshold):
+    skipped = feedback is not None and should_skip(parent, task, search.skip_threshold)
+    if feedback is None or skipped:
         carried = _child(parent, level, 0, parent.prompt, search.history, carried=True)
-        return {"proposals": [Proposal(candidate=carried, parent_feedback=feedback)]}
+        proposal = Proposal(candidate=carried, parent_feedback=feedback, skipped=skipped)
+        return {"proposals": [proposal]}
     history = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(parent.ancestry)) or "(none)"
     system, user = REWRITE_PROMPT.render(
         max_new_bullets=str(search.max_new_bullets),

@@ -163,7 +163,9 @@ class Settings(BaseSettings):
     base: RoleSettings = RoleSettings(max_tokens=384)
     selector: RoleSettings = RoleSettings(max_tokens=320)
     judge: RoleSettings = RoleSettings(max_tokens=400)
-    optimizer: RoleSettings = RoleSettings(temperature=0.2, top_p=0.95, max_tokens=400)
+    # A full-length PromptProposal (analysis + a prompt of up to PROMPT_MAX_CHARS) needs ~650
+    # tokens; a reply cut off at max_tokens is unparseable and every retry of it is wasted.
+    optimizer: RoleSettings = RoleSettings(temperature=0.2, top_p=0.95, max_tokens=800)
     search: SearchSettings = SearchSettings()
     examples: ExampleSettings = ExampleSettings()
     rewards: RewardSettings = RewardSettings()
@@ -193,8 +195,7 @@ class Settings(BaseSettings):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tuned so the embedded 1.5B model finishes a whole run within about 20 minutes on 2 cores.
-    # Sized for the embedded 1.5B model on 2 cores (a whole run in about a quarter of an hour).
+    # Sized for the embedded 1.5B model on 2 cores (a whole run within 20 minutes).
     # Its judge rates nearly every answer 5, so the skip rule would carry the starting prompt
     # forward level after level: it is off here (threshold 5) and on in `paper`.
     "default": {

@@ -119,6 +119,9 @@ class Proposal(_Frozen):
 
     candidate: Candidate
     parent_feedback: Feedback | None = None
+    # True only when the skip rule carried the parent forward; a parent carried because the
+    # optimizer failed must not earn the depth extension the skip rule grants.
+    skipped: bool = False
 
 
 RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "stopped"]

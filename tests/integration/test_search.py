@@ -133,3 +133,17 @@ def test_paper_preset_reproduces_the_released_schedule(
     assert result.prompt.endswith("| a1")
     # One query per level: the selector is asked at most once per level.
     assert calls["AspectChoice"] <= levels + 1
+
+
+def test_an_optimizer_that_always_fails_carries_the_beam_without_extending_the_depth(
+    stub: StubServer, make_settings: Callable[..., Settings]
+) -> None:
+    # The skip rule's extension is for prompts too good to rewrite, not for a failing optimizer:
+    # otherwise every failed rewrite would buy the run another level, up to max_extension.
+    stub.set_responder(ScriptedLLM(optimizer_fails=True))
+    search = {**SEARCH_323, "depth": 2, "skip_threshold": 4.5, "max_extension": 10}
+    result = optimize(make_settings(search=search, examples={"enabled": False}))
+    assert result.status == "completed"
+    assert result.levels == 2
+    assert result.prompt == ROOT
+    assert roles(stub)["PromptProposal"] > 0

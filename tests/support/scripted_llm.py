@@ -44,10 +44,12 @@ class ScriptedLLM:
         scores: dict[str, int] | None = None,
         new_aspect: bool = False,
         garbage_for: str | None = None,
+        optimizer_fails: bool = False,
     ) -> None:
         self.scores = dict(SCORES if scores is None else scores)
         self.new_aspect = new_aspect
         self.garbage_for = garbage_for
+        self.optimizer_fails = optimizer_fails
 
     def __call__(self, request: StubRequest) -> str | StubError:
         role = request.role
@@ -77,6 +79,8 @@ class ScriptedLLM:
                 {"scores": {n: {"rationale": f"r{score}", "score": score} for n in names}}
             )
         if role == "PromptProposal":
+            if self.optimizer_fails:
+                return '{"analysis": "cut off at max_tok'
             current = between(request.text_of("user"), "prompt")
             return json.dumps(
                 {"analysis": "scripted", "prompt": f"{current} | a{request.choice_index}"}

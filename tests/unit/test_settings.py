@@ -167,7 +167,7 @@ def test_role_defaults_survive_a_partial_file_table(tmp_path: Path) -> None:
     settings = load_settings(config_file=config, environ={})
     assert settings.optimizer.endpoint == "http://localhost:9000/v1"
     assert settings.optimizer.temperature == 0.2
-    assert settings.optimizer.max_tokens == 400
+    assert settings.optimizer.max_tokens == 800
 
 
 def test_role_defaults_survive_a_partial_environment_override() -> None:
@@ -280,3 +280,13 @@ def test_public_dict_holds_no_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert secret not in dumped
     assert public["judge"]["api_key_env"] == "MY_KEY"
     assert public["judge"]["endpoint"] == "https://api.example.org/v1"
+
+
+def test_optimizer_default_fits_a_full_length_proposal() -> None:
+    # ~3 characters per token for English JSON: a reply the schema allows must not be cut off
+    # by max_tokens, or every attempt at it is paid for and then discarded as unparseable.
+    from drpo.prompts.optimizer import PROMPT_MAX_CHARS, PromptProposal
+
+    analysis_max = PromptProposal.model_fields["analysis"].metadata[0].max_length
+    settings = load_settings(environ={})
+    assert settings.optimizer.max_tokens * 3 >= PROMPT_MAX_CHARS + analysis_max + 40
