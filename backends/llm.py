@@ -219,23 +219,34 @@ class RoleClient:
                 self._record(self._hit(key, tag, started))
                 return list(hit.texts[:n])
         if n > 1 and not self.settings.supports_n:
-            # One request per choice, each cached under its own key as soon as it arrives, so a
-            # crash after some of them replays those and pays only for the rest.
-            texts: list[str] = []
-            prompt_tokens = completion_tokens = 0
-            for index in range(n):
+            # One request per choice, all in flight at once (they are independent samples, and
+            # a server with parallel slots serves them side by side), each cached under its own
+            # key as soon as it arrives, so a crash after some replays those and pays the rest.
+            async def choice(index: int) -> CachedReply:
                 part_key = hashlib.sha256(f"{key}/choice{index}".encode()).hexdigest()
                 part = self.cache.get(part_key) if self.cache is not None else None
                 if part is not None and part.texts:
                     self._record(self._hit(part_key, tag, started))
-                else:
-                    part = await self._request(
-                        prompt, 1, stop, response_format, part_key, tag, started, index
-                    )
-                texts += part.texts[:1]
-                prompt_tokens += part.prompt_tokens
-                completion_tokens += part.completion_tokens
-            reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
+                    return part
+                return await self._request(
+                    prompt, 1, stop, response_format, part_key, tag, started, index
+                )
+
+            # Every sibling is awaited before an error propagates, so none is left running
+            # (and unrecorded) when the run pauses.
+            outcomes = await asyncio.gather(
+                *(choice(index) for index in range(n)), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            parts = [outcome for outcome in outcomes if isinstance(outcome, CachedReply)]
+            texts = [part.texts[0] for part in parts if part.texts]
+            reply = CachedReply(
+                tuple(texts),
+                sum(part.prompt_tokens for part in parts),
+                sum(part.completion_tokens for part in parts),
+            )
             if self.cache is not None:
                 self.cache.put(key, reply)
             return texts
