@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drpo.prompts.template import PromptTemplate
 
@@ -59,6 +61,48 @@ class PromptProposal(BaseModel):
     model_config = ConfigDict(extra="forbid", title="PromptProposal")
     analysis: str = Field(max_length=300)
     prompt: str = Field(min_length=10, max_length=PROMPT_MAX_CHARS)
+
+    @field_validator("prompt")
+    @classmethod
+    def _tidy(cls, prompt: str) -> str:
+        return tidy_prompt(prompt)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+
+def _sentence_key(sentence: str) -> str:
+    return " ".join(_BULLET.sub("", sentence).lower().split()).rstrip(".!?")
+
+
+def tidy_prompt(prompt: str, max_chars: int = PROMPT_MAX_CHARS) -> str:
+    """Drop repeated sentences and a sentence cut off by the length limit.
+
+    Small optimizer models fall into loops ("You do not X. You do not X. ..."), which the
+    schema's length limit then cuts mid-sentence; a repeated rule adds nothing to a system
+    prompt and a half sentence only confuses the base model.
+    """
+    seen: set[str] = set()
+    lines: list[str] = []
+    for line in prompt.strip().splitlines():
+        kept = []
+        for sentence in _SENTENCE_END.split(line):
+            key = _sentence_key(sentence)
+            if not key:
+                kept.append(sentence)
+            elif key not in seen:
+                seen.add(key)
+                kept.append(sentence)
+        if any(_sentence_key(s) for s in kept) or not line.strip():
+            lines.append(" ".join(kept).rstrip() if kept else "")
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    if len(prompt.strip()) >= max_chars - 1 and text and text[-1] not in ".!?)\"'":
+        # Cut off by the limit: end at the last complete sentence, if there is one.
+        last_end = max(text.rfind(". "), text.rfind(".\n"), text.rfind("!"), text.rfind("?"))
+        if last_end > len(text) // 3:
+            text = text[: last_end + 1].rstrip()
+    return text
 
 
 class ExampleRewrite(BaseModel):
