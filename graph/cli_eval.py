@@ -123,12 +123,24 @@ class BarProgress:
             transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
+        # Bars are drawn only on a terminal; a log file or pipe gets a line per tenth instead,
+        # so a long evaluation run in the background still shows where it is.
+        self.lines = not err.is_terminal
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
 
     def phase(self, name: str, total: int) -> None:
         self.tasks[name] = self.bars.add_task(name, total=total)
+        self.totals[name], self.done[name] = total, 0
+        if self.lines:
+            err.print(f"{name}: 0/{total}", highlight=False, soft_wrap=True)
 
     def advance(self, name: str) -> None:
         self.bars.advance(self.tasks[name])
+        self.done[name] += 1
+        done, total = self.done[name], self.totals[name]
+        if self.lines and (done == total or done * 10 // total > (done - 1) * 10 // total):
+            err.print(f"{name}: {done}/{total}", highlight=False, soft_wrap=True)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

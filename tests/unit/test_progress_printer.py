@@ -23,3 +23,17 @@ def test_each_phase_is_announced_on_one_unwrapped_line(
     assert lines[5].startswith("  next level")
     assert "level 1/2: 4 candidates (1 unscored)" in lines[6] and "4.00] · " in lines[6]
     assert lines[7] == "validating the best prompts on held-out queries"
+
+
+def test_eval_progress_off_a_terminal_prints_a_line_per_tenth(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from drpo.graph.cli_eval import BarProgress
+
+    progress = BarProgress()
+    assert progress.lines  # pytest's captured stderr is not a terminal
+    progress.phase("answering", 20)
+    for _ in range(20):
+        progress.advance("answering")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("answ")]
+    assert lines == [f"answering: {n}/20" for n in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)]
