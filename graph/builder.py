@@ -1,23 +1,39 @@
 """The DRPO state machine, wired in one place. It reads like the algorithm:
 
 prepare → [stage A: optimize_example × examples] → collect_examples
-→ start_level → select_rewards × queries (+ rewrite × beam after the root level)
-→ record_proposals → generate × (proposal, query) → evaluate → beam_select
+→ start_level (retrieves each query's examples) → select_rewards × queries
+  (+ rewrite × beam after the root level; at the root, prefetch_aspects × validation queries
+  in the slots it leaves idle) → record_proposals
+→ score × (proposal, query), each task its own generate → evaluate chain → beam_select
 → (next level | start_validation → select_rewards → … → finalize)
+
+Scoring is a compiled subgraph rather than two fan-outs of the parent graph: LangGraph runs a
+graph in supersteps, and every task of one superstep waits for the whole previous one, so a
+judgement sent from `generate` could not start before the level's slowest answer arrived. Inside
+the subgraph each task goes on to its judgement as soon as its own answer exists.
+
+The subgraph keeps no checkpoints of its own (inheriting the parent's checkpointer would add
+four per (candidate, query) pair and 65 % to the checkpoint database): the parent records each
+finished scoring task's score with its checkpoint, and a task cut short by a crash is run again
+from its start, its answer replayed from the run's reply ledger rather than paid for twice.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
 from drpo.graph.routing import (
     route_after_level,
     route_examples,
     route_level,
+    route_scored,
     route_scoring,
     route_validation,
 )
@@ -27,12 +43,51 @@ from drpo.nodes.context import RunContext
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.examples import collect_examples, optimize_example
 from drpo.nodes.finalize import finalize
-from drpo.nodes.generate import generate
+from drpo.nodes.generate import SCORE_NODE, generate
 from drpo.nodes.level import start_level, start_validation
 from drpo.nodes.prepare import prepare
 from drpo.nodes.rewrite import rewrite
-from drpo.nodes.select_rewards import select_rewards
-from drpo.state.graph_state import RunInput, RunOutput, SearchState
+from drpo.nodes.select_rewards import prefetch_aspects, select_rewards
+from drpo.state.graph_state import (
+    GenerateTask,
+    RunInput,
+    RunOutput,
+    ScoreOutput,
+    ScoreState,
+    SearchState,
+)
+
+
+def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTask, ScoreOutput]:
+    """One (candidate, query) pair: the base model answers, then the judge scores the answer."""
+    graph = StateGraph(
+        ScoreState, context_schema=RunContext, input_schema=GenerateTask, output_schema=ScoreOutput
+    )
+    graph.add_node("generate", generate, destinations=("evaluate",))
+    graph.add_node("evaluate", evaluate)
+    graph.add_edge(START, "generate")
+    graph.add_edge("evaluate", END)
+    return graph.compile(checkpointer=False, name=SCORE_NODE)
+
+
+SCORE_GRAPH = build_score_graph()
+
+# LangGraph warns whenever a durability is given to a graph without a checkpointer, which is
+# exactly the intent below.
+warnings.filterwarnings(
+    "ignore", message="`durability` has no effect when no checkpointer", category=UserWarning
+)
+
+
+async def score(
+    task: GenerateTask, runtime: Runtime[RunContext], config: RunnableConfig
+) -> ScoreOutput:
+    """The fan-out's target: one pair's whole chain, started as soon as a slot is free."""
+    # Without an explicit durability the subgraph inherits the parent's "sync" and, in LangGraph
+    # 1.2, then waits for a checkpoint it never makes (an AttributeError); so it runs called
+    # from this node rather than attached as one.
+    result = await SCORE_GRAPH.ainvoke(task, config, context=runtime.context, durability="exit")
+    return ScoreOutput(scores=result["scores"])
 
 
 def build_graph(
@@ -46,15 +101,15 @@ def build_graph(
     graph.add_node("collect_examples", collect_examples)
     graph.add_node("start_level", start_level)
     graph.add_node("select_rewards", select_rewards)
+    graph.add_node("prefetch_aspects", prefetch_aspects)
     graph.add_node("rewrite", rewrite)
     graph.add_node("record_proposals", record_proposals)
-    graph.add_node("generate", generate, destinations=("evaluate",))
-    graph.add_node("evaluate", evaluate, destinations=("beam_select", "approve", "finalize"))
+    graph.add_node(SCORE_NODE, score)
     graph.add_node(
         "approve",
         approve,
         destinations=(
-            "generate",
+            SCORE_NODE,
             "approve",
             "beam_select",
             "start_level",
@@ -70,12 +125,16 @@ def build_graph(
     graph.add_conditional_edges("prepare", route_examples, ["optimize_example", "start_level"])
     graph.add_edge("optimize_example", "collect_examples")
     graph.add_edge("collect_examples", "start_level")
-    graph.add_conditional_edges("start_level", route_level, ["select_rewards", "rewrite"])
+    graph.add_conditional_edges(
+        "start_level", route_level, ["select_rewards", "prefetch_aspects", "rewrite"]
+    )
     graph.add_edge("select_rewards", "record_proposals")
+    graph.add_edge("prefetch_aspects", "record_proposals")
     graph.add_edge("rewrite", "record_proposals")
     graph.add_conditional_edges(
-        "record_proposals", route_scoring, ["generate", "beam_select", "finalize"]
+        "record_proposals", route_scoring, [SCORE_NODE, "beam_select", "finalize"]
     )
+    graph.add_conditional_edges(SCORE_NODE, route_scored, ["beam_select", "approve", "finalize"])
     graph.add_conditional_edges(
         "beam_select", route_after_level, ["approve", "start_level", "start_validation"]
     )

@@ -6,8 +6,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from drpo.nodes.approve import needs_review, next_after_level
+from drpo.nodes.beam import unique_proposals
 from drpo.nodes.context import RunContext
-from drpo.state.graph_state import GenerateTask, RewriteTask, SearchState, SelectTask
+from drpo.nodes.generate import scoring_tasks
+from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
 
 
 def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
@@ -20,14 +22,17 @@ def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Sen
     return [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
 
 
-def route_level(state: SearchState) -> list[Send]:
+def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
     """A level selects aspects for its queries and, past the root, expands every beam prompt."""
-    examples = state.get("examples", [])
-    sends = [
-        Send("select_rewards", SelectTask(query=q, examples=examples))
-        for q in state["level_queries"]
-    ]
-    if state["level"] > 0:
+    sends = [Send("select_rewards", SelectTask(query=q)) for q in state["level_queries"]]
+    if state["level"] == 0:
+        # The root level only selects, leaving slots idle; the validation round (which every
+        # run reaches) would otherwise spend a step of its own on the same selector calls.
+        ctx = runtime.context
+        idle = max(ctx.settings.max_concurrency - len(sends), 0)
+        validation = ctx.validation[: min(ctx.settings.search.validation_size, idle)]
+        sends += [Send("prefetch_aspects", SelectTask(query=q)) for q in validation]
+    else:
         feedback = state.get("feedback", {})
         sends += [
             Send(
@@ -42,41 +47,25 @@ def route_level(state: SearchState) -> list[Send]:
 def route_validation(state: SearchState) -> list[Send] | str:
     if not state["level_queries"]:
         return "finalize"
-    examples = state.get("examples", [])
-    return [
-        Send("select_rewards", SelectTask(query=q, examples=examples))
-        for q in state["level_queries"]
-    ]
+    return [Send("select_rewards", SelectTask(query=q)) for q in state["level_queries"]]
 
 
 def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
     """Score every (distinct) proposal on every query of the level, one task each."""
-    from drpo.nodes.beam import unique_proposals
-
     phase = state.get("phase", "search")
     stage = "validate" if phase == "validate" else "search"
     dedupe = runtime.context.settings.search.dedupe or stage == "validate"
-    proposals = unique_proposals(state.get("proposals", []), dedupe)
-    selections = state.get("selections", {})
-    retrieved = state.get("retrieved", {})
-    sends = [
-        Send(
-            "generate",
-            GenerateTask(
-                proposal=p,
-                query=q,
-                selection=selections[q.id],
-                examples=retrieved.get(q.id, []),
-                level=state.get("level", 0),
-                stage=stage,
-            ),
-        )
-        for p in proposals
-        for q in state["level_queries"]
-    ]
+    sends = scoring_tasks(state, unique_proposals(state.get("proposals", []), dedupe), stage)
     if sends:
         return sends
     return "beam_select" if stage == "search" else "finalize"
+
+
+def route_scored(state: SearchState, runtime: Runtime[RunContext]) -> str:
+    """After the level's scoring: rank the search's children, or pick the final prompt."""
+    if state.get("phase") != "validate":
+        return "beam_select"
+    return "approve" if runtime.context.settings.review.policy == "final" else "finalize"
 
 
 def route_after_level(state: SearchState, runtime: Runtime[RunContext]) -> str:

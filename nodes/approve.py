@@ -9,15 +9,15 @@ an earlier node, and is never repeated.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send, interrupt
+from langgraph.types import Command, interrupt
 
 from drpo.nodes.beam import level_rewards
 from drpo.nodes.context import RunContext
-from drpo.state.graph_state import GenerateTask, SearchState
+from drpo.nodes.generate import scoring_tasks
+from drpo.state.graph_state import SearchState
 from drpo.state.settings import Settings
 from drpo.state.types import (
     Candidate,
@@ -207,8 +207,10 @@ async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[A
             reviewed[edit.id] = ReviewDecision(
                 candidate_id=edit.id, decision="approve", comment="written by the reviewer"
             )
-        update["proposals"] = [Proposal(candidate=e) for e in edits]
-        return Command(update=update, goto=_score(state, edits, validating))
+        proposals = [Proposal(candidate=e) for e in edits]
+        update["proposals"] = proposals
+        stage = "validate" if validating else "search"
+        return Command(update=update, goto=scoring_tasks(state, proposals, stage))
     if validating:
         if any(d.decision == "reject" for d in decisions) and not stop:
             return Command(update=update, goto="approve")
@@ -221,23 +223,3 @@ async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[A
         # Re-rank without the rejected prompts; the next ones up are reviewed in turn.
         return Command(update=update, goto="beam_select")
     return Command(update=update, goto=next_after_level({**state, **update}))  # type: ignore[typeddict-item]
-
-
-def _score(state: SearchState, candidates: Sequence[Candidate], validating: bool) -> list[Send]:
-    selections = state.get("selections", {})
-    retrieved = state.get("retrieved", {})
-    return [
-        Send(
-            "generate",
-            GenerateTask(
-                proposal=Proposal(candidate=c),
-                query=q,
-                selection=selections[q.id],
-                examples=retrieved.get(q.id, []),
-                level=state.get("level", 0),
-                stage="validate" if validating else "search",
-            ),
-        )
-        for c in candidates
-        for q in state.get("level_queries", [])
-    ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import judge_answer
@@ -11,8 +12,8 @@ from drpo.state.graph_state import EvaluateTask
 from drpo.state.types import Feedback, LevelScore
 
 
-async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[str]:
-    """Judge one answer and add its score to the level; then the level's ranking step runs."""
+async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Judge one answer and add its score to the level."""
     ctx = runtime.context
     query = task["query"]
     judgement = await judge_answer(
@@ -30,9 +31,4 @@ async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[
         reward=judgement.reward,
         feedback=Feedback(query=query.query, answer=task["answer"], judgement=judgement),
     )
-    # Every evaluation task names the same next node, which therefore runs once, after all.
-    if task["stage"] == "search":
-        next_node = "beam_select"
-    else:
-        next_node = "approve" if ctx.settings.review.policy == "final" else "finalize"
-    return Command(update={"scores": [score]}, goto=next_node)
+    return {"scores": [score]}

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from drpo.nodes.context import RunContext
 from drpo.prompts.base import format_base_prompt
-from drpo.state.graph_state import EvaluateTask, GenerateTask
+from drpo.state.graph_state import EvaluateTask, GenerateTask, SearchState
+from drpo.state.types import Proposal
+
+# The scoring subgraph (generate → evaluate) that every (candidate, query) task runs on its own.
+SCORE_NODE = "score"
+
+
+def scoring_tasks(
+    state: SearchState, proposals: Sequence[Proposal], stage: Literal["search", "validate"]
+) -> list[Send]:
+    """One scoring task per (proposal, query of the level): the level's whole fan-out."""
+    selections = state.get("selections", {})
+    retrieved = state.get("retrieved", {})
+    return [
+        Send(
+            SCORE_NODE,
+            GenerateTask(
+                proposal=p,
+                query=q,
+                selection=selections[q.id],
+                examples=retrieved.get(q.id, []),
+                level=state.get("level", 0),
+                stage=stage,
+            ),
+        )
+        for p in proposals
+        for q in state.get("level_queries", [])
+    ]
 
 
 def answer_id(task: GenerateTask) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from drpo.nodes.context import RunContext
 from drpo.state.graph_state import Reset, SearchState
-from drpo.state.types import Candidate, Proposal, Query
+from drpo.state.types import Candidate, Example, Proposal, Query
 
 
 def level_batch(order: list[str], queries: list[Query], level: int, size: int) -> list[Query]:
@@ -21,6 +22,18 @@ def level_batch(order: list[str], queries: list[Query], level: int, size: int) -
     if missing:
         raise ValueError(f"training query {missing[0]!r} of this run is no longer in the data")
     return [by_id[qid] for qid in picked]
+
+
+async def retrieve(
+    ctx: RunContext, examples: list[Example], queries: list[Query]
+) -> dict[str, list[Example]]:
+    """Each query's in-context examples, found here once so the level's tasks carry only those."""
+
+    def top_k() -> dict[str, list[Example]]:
+        retriever = ctx.retriever_for(examples)
+        return {q.id: retriever.top_k(q.query, ctx.settings.data.top_k) for q in queries}
+
+    return await asyncio.to_thread(top_k)
 
 
 async def start_level(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -38,7 +51,7 @@ async def start_level(state: SearchState, runtime: Runtime[RunContext]) -> dict[
         "reviewed": Reset(),
         "level_queries": queries,
         "selections": Reset(),
-        "retrieved": Reset(),
+        "retrieved": await retrieve(ctx, state.get("examples", []), queries),
         "proposals": proposals,
         "scores": Reset(),
     }
@@ -62,12 +75,13 @@ async def start_validation(state: SearchState, runtime: Runtime[RunContext]) -> 
     search = ctx.settings.search
     baseline = Candidate(id="baseline", prompt=search.initial_prompt)
     candidates = finalists(state, search.finalists, baseline)
+    queries = ctx.validation[: search.validation_size]
     return {
         "phase": "validate",
         "reviewed": Reset(),
-        "level_queries": ctx.validation[: search.validation_size],
+        "level_queries": queries,
         "selections": Reset(),
-        "retrieved": Reset(),
+        "retrieved": await retrieve(ctx, state.get("examples", []), queries),
         "proposals": [Reset(), *(Proposal(candidate=c) for c in candidates)],
         "scores": Reset(),
     }

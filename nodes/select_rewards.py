@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
@@ -26,13 +25,19 @@ FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
 
 
 async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Choose the aspects for one query and retrieve its in-context examples."""
-    ctx = runtime.context
+    """Choose the aspects for one query."""
     query = task["query"]
-    selection = await choose_aspects(ctx, query)
-    retriever = await asyncio.to_thread(ctx.retriever_for, task["examples"])
-    examples = await asyncio.to_thread(retriever.top_k, query.query, ctx.settings.data.top_k)
-    return {"selections": {query.id: selection}, "retrieved": {query.id: examples}}
+    return {"selections": {query.id: await choose_aspects(runtime.context, query)}}
+
+
+async def prefetch_aspects(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Choose a later round's aspects in a slot this step leaves idle.
+
+    The choice goes to the run store's selection cache, where that round's `select_rewards`
+    finds it without a call; nothing is written to this level's state.
+    """
+    await choose_aspects(runtime.context, task["query"])
+    return {}
 
 
 def selection_key(ctx: RunContext, query: str) -> str:

@@ -86,7 +86,8 @@ class SearchState(TypedDict, total=False):
     leaders: list[Candidate]
     level_queries: list[Query]
     selections: Annotated[dict[str, AspectSelection], merge_by_key]
-    retrieved: Annotated[dict[str, list[Example]], merge_by_key]
+    # Written whole when a level starts (retrieval needs no model call), never merged.
+    retrieved: dict[str, list[Example]]
     proposals: Annotated[list[Proposal], accumulate]
     scores: Annotated[list[LevelScore], accumulate]
     parents: list[Candidate]
@@ -106,7 +107,6 @@ class RunOutput(TypedDict, total=False):
 
 class SelectTask(TypedDict):
     query: Query
-    examples: list[Example]
 
 
 class RewriteTask(TypedDict):
@@ -122,6 +122,16 @@ class GenerateTask(TypedDict):
     examples: list[Example]
     level: int
     stage: Literal["search", "validate"]
+
+
+class ScoreOutput(TypedDict):
+    """What one (candidate, query) scoring task hands back to the search."""
+
+    scores: Annotated[list[LevelScore], accumulate]
+
+
+class ScoreState(GenerateTask, ScoreOutput):
+    """The scoring subgraph's state: its input task plus the score it produces."""
 
 
 class EvaluateTask(TypedDict):

@@ -140,7 +140,7 @@ def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
     inner = next(
         s
         for s in asyncio.run(steps(row["id"], tmp_path / "runs.db"))
-        if s.next and s.next[0] == "generate"
+        if s.next and s.next[0] == "score"
     )
     mine = tmp_path / "mine.txt"
     mine.write_text("x prompt", encoding="utf-8")

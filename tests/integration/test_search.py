@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from scripted_llm import ROOT, ScriptedLLM
-from stub_server import StubServer
+from stub_server import StubError, StubRequest, StubServer
 
 from drpo.checkpoints.store import RunStore
 from drpo.graph.api import optimize
@@ -147,3 +148,40 @@ def test_an_optimizer_that_always_fails_carries_the_beam_without_extending_the_d
     assert result.levels == 2
     assert result.prompt == ROOT
     assert roles(stub)["PromptProposal"] > 0
+
+
+class SlowAnswer(ScriptedLLM):
+    """One base answer takes a second; every call's start and end times are kept."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.spans: list[tuple[str, str, float, float]] = []
+
+    def __call__(self, request: StubRequest) -> str | StubError:
+        started = time.monotonic()
+        if request.role == "base" and request.text_of("system").split("\n\n")[0].endswith(
+            self.slow
+        ):
+            time.sleep(1.0)
+        reply = super().__call__(request)
+        self.spans.append((request.role, request.prompt_text, started, time.monotonic()))
+        return reply
+
+
+def test_a_judgement_starts_as_soon_as_its_own_answer_exists(
+    stub: StubServer, make_settings: Callable[..., Settings]
+) -> None:
+    responder = SlowAnswer(slow="| a0")
+    stub.set_responder(responder)
+    optimize(make_settings(search={**SEARCH_323, "depth": 1}, examples={"enabled": False}))
+    spans = responder.spans
+    (slow_end,) = [end for role, text, _, end in spans if role == "base" and "| a0" in text]
+    # The level's other two children were judged while a0's answer was still being written:
+    # no step waits for the slowest answer of the level before judging the others.
+    early = [
+        start
+        for role, text, start, _ in spans
+        if role == "Judgement" and ("| a1" in text or "| a2" in text)
+    ]
+    assert len(early) == 2 and max(early) < slow_end - 0.5
