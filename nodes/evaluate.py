@@ -5,7 +5,9 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
+from drpo.nodes.generate import scope_of
 from drpo.nodes.judging import judge_answer
 from drpo.state.graph_state import EvaluateTask
 from drpo.state.types import Feedback, LevelScore
@@ -15,13 +17,14 @@ async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[
     """Judge one answer and add its score to the level; then the level's ranking step runs."""
     ctx = runtime.context
     query = task["query"]
-    judgement = await judge_answer(
-        ctx,
-        query.query,
-        task["answer"],
-        task["selection"].aspects,
-        tag=f"judge:{task['answer_id']}",
-    )
+    with call_scope(*scope_of(task)):
+        judgement = await judge_answer(
+            ctx,
+            query.query,
+            task["answer"],
+            task["selection"].aspects,
+            tag=f"judge:{task['answer_id']}",
+        )
     ctx.recorder.record_judgement(ctx.run_id, task["answer_id"], judgement)
     score = LevelScore(
         candidate_id=task["proposal"].candidate.id,

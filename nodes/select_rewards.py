@@ -9,6 +9,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.prompts.aspects import CATALOGUE, canonical_name, catalogue_aspect, format_catalogue
 from drpo.prompts.selector import (
@@ -29,7 +30,8 @@ async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict
     """Choose the aspects for one query and retrieve its in-context examples."""
     ctx = runtime.context
     query = task["query"]
-    selection = await choose_aspects(ctx, query)
+    with call_scope(task.get("stage", "search"), task.get("level")):
+        selection = await choose_aspects(ctx, query)
     retriever = await asyncio.to_thread(ctx.retriever_for, task["examples"])
     examples = await asyncio.to_thread(retriever.top_k, query.query, ctx.settings.data.top_k)
     return {"selections": {query.id: selection}, "retrieved": {query.id: examples}}
