@@ -23,11 +23,19 @@ from rich.table import Column, Table
 from drpo.backends.errors import CredentialError, LLMError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
-from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
+from drpo.graph.api import (
+    WAITING,
+    RunError,
+    RunPaused,
+    load_run_data,
+    optimize_async,
+    resume_async,
+)
 from drpo.graph.cli_cost import cost_command, level_line
 from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
+from drpo.graph.estimate import describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
 from drpo.state.settings import ROLES, ConfigError, Settings, load_settings
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
@@ -263,6 +271,10 @@ def optimize(
     set_values: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.max_tokens=300")
     ] = None,
+    estimate_only: Annotated[
+        bool,
+        typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
+    ] = False,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -287,7 +299,14 @@ def optimize(
             set_values=set_values,
         )
         settings = load_settings(config, preset, overrides)
-        printer = ProgressPrinter(settings.store, summary=describe_settings(settings))
+        forecast = describe(estimate_run(settings, load_run_data(settings)))
+        if estimate_only:
+            out.print(describe_settings(settings), highlight=False, soft_wrap=True)
+            out.print(forecast, highlight=False, soft_wrap=True)
+            return
+        printer = ProgressPrinter(
+            settings.store, summary=f"{describe_settings(settings)}\n{forecast}"
+        )
         result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
 

@@ -104,7 +104,7 @@ def test_drpo_cost_prints_tables_per_role_and_level(
         [sys.executable, "-m", "drpo.graph.cli", "cost", result.run_id, "--store", settings.store],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     for label in ("per role", "per stage and level", "stage A", "level 2", "validation", "judge"):
@@ -116,7 +116,7 @@ def test_drpo_cost_prints_tables_per_role_and_level(
         [sys.executable, "-m", "drpo.graph.cli", "cost", "nope", "--store", settings.store],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("error: no run 'nope'")
