@@ -36,6 +36,7 @@ from drpo.data.loaders import (
     validation_queries,
 )
 from drpo.graph.builder import build_graph
+from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
 from drpo.state.types import Example, Query, RunResult
@@ -52,8 +53,9 @@ class RunError(RuntimeError):
 class RunPaused(RunError):
     """The run stopped before finishing and can be resumed with `drpo resume`."""
 
-    def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__(f"run {run_id} paused: {reason} (resume with: drpo resume {run_id})")
+    def __init__(self, run_id: str, reason: str, resume_flags: str = "") -> None:
+        command = f"drpo resume {run_id}{resume_flags}"
+        super().__init__(f"run {run_id} paused: {reason} (resume with: {command})")
         self.run_id = run_id
         self.reason = reason
 
@@ -109,7 +111,14 @@ async def open_run(
         def retriever_for(examples: list[Example]) -> Any:
             return build_retriever(examples, retrieval)
 
+        row = store.run(run_id) or {}
+        budget = BudgetGate(
+            settings.budget,
+            spent=lambda: store.spent(run_id),
+            active_before=row.get("active_seconds") or 0.0,
+        )
         context = RunContext(
+            budget=budget,
             run_id=run_id,
             settings=settings,
             models=models,
@@ -180,6 +189,10 @@ async def _stream(
                 else:
                     for node in chunk:
                         on_event({"event": "node", "node": node})
+    except BudgetReached as exc:
+        store.update_run(run_id, status="paused", error=str(exc))
+        # Twice the spent budget as an example of a larger one.
+        raise RunPaused(run_id, str(exc), f" {exc.flag} {int(exc.limit * 2)}") from None
     except LLMCallError as exc:
         store.update_run(run_id, status="paused", error=str(exc))
         raise RunPaused(run_id, str(exc)) from None
@@ -224,8 +237,12 @@ async def resume_async(
     *,
     store_path: Path = Path("drpo-runs/runs.db"),
     on_event: EventHandler | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Continue a run from its last checkpoint with the settings it was started with."""
+    """Continue a run from its last checkpoint with the settings it was started with.
+
+    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes.
+    """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
     store = RunStore(store_path)
@@ -238,12 +255,31 @@ async def resume_async(
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(store_path)})
         settings = settings_from_stored(json.loads(row["settings"]))
+        if budget:
+            settings = raise_budget(settings, budget, store, row)
         async with open_run(settings, run_id, store) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
             return await _drive(graph, context, run_input, store, on_event)
     finally:
         store.close()
+
+
+def raise_budget(
+    settings: Settings, budget: dict[str, Any], store: RunStore, row: dict[str, Any]
+) -> Settings:
+    """The stored settings with new budget limits, each above what the run has already spent."""
+    merged = {**settings.budget.model_dump(), **budget}
+    updated = settings_from_stored({**settings.public_dict(), "budget": merged})
+    spent = {**store.spent(row["id"]), "wall_seconds": row.get("active_seconds") or 0.0}
+    for name, limit in budget.items():
+        if limit is not None and spent[name] >= limit:
+            raise ConfigError(
+                f"budget.{name} {limit:g} is already used up (the run has spent "
+                f"{spent[name]:.0f}); give a larger one"
+            )
+    store.update_run(row["id"], settings=json.dumps(updated.public_dict()))
+    return updated
 
 
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:

@@ -37,7 +37,7 @@ from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
 from drpo.graph.estimate import describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
-from drpo.state.settings import ROLES, ConfigError, Settings, load_settings
+from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
 
 app = typer.Typer(
@@ -271,6 +271,15 @@ def optimize(
     set_values: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.max_tokens=300")
     ] = None,
+    budget_tokens: Annotated[
+        int | None, typer.Option(help="pause once the run has spent this many tokens")
+    ] = None,
+    budget_calls: Annotated[
+        int | None, typer.Option(help="pause once the run has made this many paid calls")
+    ] = None,
+    budget_time: Annotated[
+        str | None, typer.Option(help="pause after this long running: 90, 90s, 15m, 2h")
+    ] = None,
     estimate_only: Annotated[
         bool,
         typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
@@ -298,6 +307,9 @@ def optimize(
             review_policy=review_policy,
             set_values=set_values,
         )
+        budget = budget_flags(budget_tokens, budget_calls, budget_time)
+        if budget:
+            overrides = deep_merge(overrides, {"budget": budget})
         settings = load_settings(config, preset, overrides)
         forecast = describe(estimate_run(settings, load_run_data(settings)))
         if estimate_only:
@@ -309,6 +321,35 @@ def optimize(
         )
         result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `2h` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:], 1)
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ConfigError(
+            f"--budget-time expects seconds or a number with s, m or h, got {text!r}"
+        ) from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--budget-time must be positive, got {text!r}")
+    return seconds
+
+
+def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dict[str, Any]:
+    budget: dict[str, Any] = {}
+    for name, value in (("tokens", tokens), ("calls", calls)):
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--budget-{name} must be at least 1, got {value}")
+            budget[name] = value
+    if time is not None:
+        budget["wall_seconds"] = parse_duration(time)
+    return budget
 
 
 def describe_settings(settings: Settings) -> str:
@@ -327,12 +368,20 @@ def describe_settings(settings: Settings) -> str:
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run to continue")],
     store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    budget_tokens: Annotated[int | None, typer.Option(help="a new token budget")] = None,
+    budget_calls: Annotated[int | None, typer.Option(help="a new call budget")] = None,
+    budget_time: Annotated[
+        str | None, typer.Option(help="a new running-time budget: 90, 90s, 15m, 2h")
+    ] = None,
 ) -> None:
     """Continue a paused, interrupted or killed run from its last checkpoint."""
     with user_errors():
+        budget = budget_flags(budget_tokens, budget_calls, budget_time)
         printer = ProgressPrinter(store)
         printer.run_id = run_id
-        result = _run(lambda: resume_async(run_id, store_path=store, on_event=printer))
+        result = _run(
+            lambda: resume_async(run_id, store_path=store, on_event=printer, budget=budget)
+        )
         print_result(result, store)
 
 

@@ -16,6 +16,7 @@ from drpo.state.types import Feedback, LevelScore
 async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> Command[str]:
     """Judge one answer and add its score to the level; then the level's ranking step runs."""
     ctx = runtime.context
+    ctx.check_budget()
     query = task["query"]
     with call_scope(*scope_of(task)):
         judgement = await judge_answer(

@@ -32,6 +32,7 @@ def _is_better(new: Judgement, old: Judgement) -> bool:
 
 
 async def optimize_example(task: ExampleTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    runtime.context.check_budget()
     with call_scope("examples"):
         return await _optimize_example(task, runtime.context)
 

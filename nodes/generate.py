@@ -23,6 +23,7 @@ def answer_id(task: GenerateTask) -> str:
 async def generate(task: GenerateTask, runtime: Runtime[RunContext]) -> Command[str]:
     """Answer one query, record it, and hand it straight to its own evaluation task."""
     ctx = runtime.context
+    ctx.check_budget()
     candidate = task["proposal"].candidate
     query = task["query"]
     prompt = format_base_prompt(

@@ -29,6 +29,7 @@ FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
 async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Choose the aspects for one query and retrieve its in-context examples."""
     ctx = runtime.context
+    ctx.check_budget()
     query = task["query"]
     with call_scope(task.get("stage", "search"), task.get("level")):
         selection = await choose_aspects(ctx, query)

@@ -145,6 +145,16 @@ class DataSettings(_Strict):
     train_limit: int | None = Field(default=None, ge=1)
 
 
+class BudgetSettings(_Strict):
+    """Limits that pause a run (resumable with a larger budget); None means no limit."""
+
+    tokens: int | None = Field(default=None, ge=1, description="paid prompt + completion tokens")
+    calls: int | None = Field(default=None, ge=1, description="paid model calls")
+    wall_seconds: float | None = Field(
+        default=None, gt=0, description="time spent running, summed over resumes"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs. Stored with the run (without secrets) so it can be resumed."""
 
@@ -169,6 +179,7 @@ class Settings(BaseSettings):
     rewards: RewardSettings = RewardSettings()
     data: DataSettings = DataSettings()
     review: ReviewSettings = ReviewSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -323,7 +334,8 @@ def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     # Nested models given as partial dicts replace their default wholesale in pydantic, so the
     # role-specific defaults (e.g. the optimizer's temperature) are merged in explicitly.
     return {
-        key: defaults[key] for key in (*ROLES, "search", "examples", "rewards", "data", "review")
+        key: defaults[key]
+        for key in (*ROLES, "search", "examples", "rewards", "data", "review", "budget")
     }
 
 
