@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
 from drpo.backends.json_reply import ReplyParseError, parse_reply
+from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
 from drpo.prompts.base import BasePrompt
 from drpo.state.settings import RoleSettings
 
@@ -104,6 +105,8 @@ class RoleClient:
     sink: CallSink | None = None
     share_cache: bool = True
     run_id: str = ""
+    # Several replicas of the endpoint; `model` is then the first replica's client.
+    pool: ReplicaPool | None = None
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -303,11 +306,7 @@ class RoleClient:
         for attempt in range(attempts):
             t0 = time.perf_counter()
             try:
-                result = await self.model.agenerate(  # type: ignore[attr-defined]
-                    [prompt] if isinstance(prompt, str) else [list(prompt)],
-                    stop=stop,
-                    **kwargs,
-                )
+                result, replica = await self._generate(prompt, stop, kwargs, key, tag, started)
                 break
             except (
                 openai.APIConnectionError,
@@ -338,6 +337,7 @@ class RoleClient:
         reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
         record = self._new_record(
             "ok",
+            replica=replica,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency=time.perf_counter() - t0,
@@ -355,6 +355,45 @@ class RoleClient:
             self._record(record)
         return reply
 
+    async def _generate(
+        self,
+        prompt: Sequence[BaseMessage] | str,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        key: str,
+        tag: str,
+        started: float,
+    ) -> tuple[LLMResult, str]:
+        """Send the request, to the role's one endpoint or to one of its replicas.
+
+        With replicas, a failing replica is marked unhealthy and the request moves on to the
+        next one, each failure recorded; the last failure is raised like a single endpoint's.
+        """
+        batch: list[Any] = [prompt] if isinstance(prompt, str) else [list(prompt)]
+        if self.pool is None:
+            result = await self.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
+            return result, ""
+        attempts = len(self.pool.replicas) + self.settings.retries
+        tried: set[str] = set()
+        for attempt in range(attempts):
+            if len(tried) >= len(self.pool.replicas):
+                await asyncio.sleep(backoff_seconds(attempt - len(self.pool.replicas)))
+            async with self.pool.use(tried) as replica:
+                t0 = time.perf_counter()
+                try:
+                    result = await replica.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
+                except FAILOVER_ERRORS as exc:
+                    self.pool.mark_unhealthy(replica)
+                    tried.add(replica.url)
+                    if attempt + 1 == attempts:
+                        raise
+                    message = f"{self._describe(exc)}; trying another replica"
+                    self._record_error(key, tag, started, t0, message, replica=replica.url)
+                    continue
+            self.pool.mark_healthy(replica)
+            return result, replica.url
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _describe(self, exc: openai.OpenAIError) -> str:
         """One line saying what failed, after how many retries, and why."""
         retries = self.settings.retries
@@ -368,10 +407,13 @@ class RoleClient:
             return f"HTTP {exc.status_code}{retried}: {_one_line(exc)}"
         return _one_line(exc)
 
-    def _record_error(self, key: str, tag: str, started: float, t0: float, message: str) -> None:
+    def _record_error(
+        self, key: str, tag: str, started: float, t0: float, message: str, replica: str = ""
+    ) -> None:
         self._record(
             self._new_record(
                 "error",
+                replica=replica,
                 latency=time.perf_counter() - t0,
                 cache_key=key,
                 error=message,

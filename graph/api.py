@@ -216,12 +216,14 @@ async def optimize_async(
     """Run a whole optimization (stage A, then stage B, then the final pick)."""
     run_id = run_id or new_run_id()
     data = load_run_data(settings)  # fail on bad data or settings before anything is written
-    await asyncio.to_thread(check_settings, settings)
+    warnings = await asyncio.to_thread(check_settings, settings)
     store = RunStore(settings.store)
     try:
         store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
+            for warning in warnings:
+                on_event({"event": "warning", "message": warning})
         try:
             async with open_run(settings, run_id, store) as (graph, context, _):
                 return await _drive(graph, context, {"run_id": run_id}, store, on_event)

@@ -186,6 +186,8 @@ class ProgressPrinter:
             if self.summary:
                 console.print(self.summary, highlight=False, soft_wrap=True)
             console.print(f"run [bold]{self.run_id}[/] (store: {event['store']})", highlight=False)
+        elif kind == "warning":
+            console.print(f"[yellow]warning:[/] {event['message']}", highlight=False)
         elif kind == "node":
             node = event["node"]
             if node == "optimize_example":
@@ -355,7 +357,9 @@ def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dic
 def describe_settings(settings: Settings) -> str:
     s = settings.search
     roles = {r: settings.role(r) for r in ROLES}
-    names = sorted({f"{r.model}@{r.endpoint}" for r in roles.values()})
+    names = sorted(
+        {f"{r.model}@{'+'.join(x.url for x in r.endpoints) or r.endpoint}" for r in roles.values()}
+    )
     return (
         f"preset {settings.preset}: width {s.width}, {s.actions} actions, depth {s.depth}, "
         f"{s.batch_size} queries/level, stage A "

@@ -35,6 +35,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class ReplicaSettings(_Strict):
+    """One replica of a role's model server (e.g. one vLLM instance)."""
+
+    url: str = Field(description="OpenAI-compatible base URL of this replica")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=1024, description="calls in flight on this replica at most"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
 class RoleSettings(_Strict):
     """One LLM role's endpoint and decoding settings."""
 
@@ -58,6 +78,28 @@ class RoleSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=20, description="retries of a failed request")
     structured_output: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     supports_n: bool = Field(default=True, description="the endpoint honours the 'n' parameter")
+    endpoints: list[ReplicaSettings] = Field(
+        default_factory=list,
+        description="several replicas serving the same model, instead of one endpoint",
+    )
+
+    @model_validator(mode="after")
+    def _one_form_of_endpoint(self) -> RoleSettings:
+        if not self.endpoints:
+            return self
+        urls = [r.url for r in self.endpoints]
+        if len(set(urls)) != len(urls):
+            raise ValueError("endpoints lists the same URL twice")
+        if self.endpoint not in (EMBEDDED, urls[0]):
+            raise ValueError("give either endpoint or endpoints, not both")
+        # `endpoint` names the first replica, for what needs a single URL (drpo serve).
+        self.__dict__["endpoint"] = urls[0]
+        return self
+
+    @property
+    def replicas(self) -> list[ReplicaSettings]:
+        """The servers to call (not for `embedded`, which drpo starts itself)."""
+        return list(self.endpoints) or [ReplicaSettings(url=self.endpoint)]
 
     @field_validator("endpoint")
     @classmethod
