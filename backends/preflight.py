@@ -29,7 +29,13 @@ def check_settings(settings: Settings, environ: Mapping[str, str] | None = None)
     # Both databases are checked before either is written: a run whose checkpoint file cannot
     # be created must not leave a half-started run in the run store.
     check_database_path("run store", Path(settings.store))
-    check_database_path("checkpoint database", Path(settings.checkpoints))
+    if settings.checkpoint.backend == "sqlite":
+        check_database_path("checkpoint database", Path(settings.checkpoints))
+    elif settings.checkpoint.password_env and not environ.get(settings.checkpoint.password_env):
+        raise CredentialError(
+            f"environment variable {settings.checkpoint.password_env} "
+            "(checkpoint.password_env) is not set"
+        )
     for role in ROLES:
         role_settings = settings.role(role)
         if role_settings.is_embedded:

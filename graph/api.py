@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from drpo.backends.errors import LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever
-from drpo.checkpoints.saver import open_checkpointer
+from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
 from drpo.data.loaders import (
     DataFileError,
@@ -90,7 +90,9 @@ def _uses_embedded(settings: Settings) -> bool:
 @asynccontextmanager
 async def open_run(
     settings: Settings, run_id: str, store: RunStore
-) -> AsyncIterator[tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, AsyncSqliteSaver]]:
+) -> AsyncIterator[
+    tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, BaseCheckpointSaver[Any]]
+]:
     """Everything a run needs while it executes: graph, context, checkpointer, model servers."""
     data = load_run_data(settings)
     async with AsyncExitStack() as stack:
@@ -105,7 +107,7 @@ async def open_run(
             build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
         )
         stack.push_async_callback(models.aclose)
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings.checkpoints))
+        checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         retrieval = settings.data.retrieval
 
         def retriever_for(examples: list[Example]) -> Any:

@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -187,6 +188,38 @@ class DataSettings(_Strict):
     train_limit: int | None = Field(default=None, ge=1)
 
 
+class CheckpointSettings(_Strict):
+    """Where LangGraph's checkpoints go: the SQLite file `checkpoints`, or a Postgres database."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    url: str | None = Field(
+        default=None, description="postgresql://user@host:port/database, without a password"
+    )
+    password_env: str | None = Field(
+        default=None, description="name of the environment variable holding the password"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        if parsed.password is not None or "password=" in parsed.query.lower():
+            # A password here would be stored with the run's settings: it must come from the
+            # environment instead.
+            raise ValueError("must not contain a password: name its variable in password_env")
+        return value
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> CheckpointSettings:
+        if self.backend == "postgres" and self.url is None:
+            raise ValueError("backend 'postgres' needs checkpoint.url")
+        return self
+
+
 class BudgetSettings(_Strict):
     """Limits that pause a run (resumable with a larger budget); None means no limit."""
 
@@ -222,6 +255,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     review: ReviewSettings = ReviewSettings()
     budget: BudgetSettings = BudgetSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -377,7 +411,16 @@ def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     # role-specific defaults (e.g. the optimizer's temperature) are merged in explicitly.
     return {
         key: defaults[key]
-        for key in (*ROLES, "search", "examples", "rewards", "data", "review", "budget")
+        for key in (
+            *ROLES,
+            "search",
+            "examples",
+            "rewards",
+            "data",
+            "review",
+            "budget",
+            "checkpoint",
+        )
     }
 
 
