@@ -60,10 +60,13 @@ class BudgetGate:
         seconds = self.active_before + time.monotonic() - self.started
         return Spending(calls=paid["calls"], tokens=paid["tokens"], seconds=seconds)
 
+    @property
+    def unlimited(self) -> bool:
+        budget = self.budget
+        return budget.calls is None and budget.tokens is None and budget.wall_seconds is None
+
     def verdict(self) -> BudgetReached | None:
         budget = self.budget
-        if budget.calls is None and budget.tokens is None and budget.wall_seconds is None:
-            return None
         now = self.spending()
         for setting, limit, spent in (
             ("calls", budget.calls, now.calls),
@@ -76,6 +79,8 @@ class BudgetGate:
 
     def check(self) -> None:
         """Raise BudgetReached if this step must not start."""
+        if self.unlimited:
+            return
         step = get_config().get("metadata", {}).get("langgraph_step")
         if step not in self._verdicts:
             self._verdicts[step] = self.verdict()
