@@ -14,6 +14,7 @@ from langchain_openai import ChatOpenAI, OpenAI
 
 from drpo.backends.errors import CredentialError
 from drpo.backends.llm import CallSink, ReplyCache, RoleClient
+from drpo.backends.replicas import Replica, ReplicaBoard, ReplicaPool
 from drpo.state.settings import ROLES, RoleName, RoleSettings, Settings
 
 # llama.cpp ignores the key, but the OpenAI client insists on one.
@@ -44,6 +45,9 @@ def endpoint_identity(settings: RoleSettings) -> str:
     """
     if settings.is_embedded:
         return f"embedded:{settings.model_path or settings.model}"
+    if settings.endpoints:
+        # Whichever replica answers, the reply is the same model's: one identity for all.
+        return ",".join(sorted(r.url for r in settings.endpoints))
     return settings.endpoint
 
 
@@ -69,6 +73,22 @@ def build_langchain_model(
     return ChatOpenAI(**common)
 
 
+def build_pool(settings: RoleSettings, api_key: str, board: ReplicaBoard) -> ReplicaPool:
+    """One client per replica. The SDK does not retry on its own here: a failed request moves
+    to another replica at once, and the role's `retries` add attempts after every replica."""
+    single = settings.model_copy(update={"retries": 0})
+    return ReplicaPool(
+        board,
+        [
+            Replica(
+                state=board.state(r.url, r.max_concurrency),
+                model=build_langchain_model(single, r.url, api_key, settings.model),
+            )
+            for r in settings.endpoints
+        ],
+    )
+
+
 @dataclass
 class RoleModels:
     """The four role clients of a run."""
@@ -80,9 +100,11 @@ class RoleModels:
 
     async def aclose(self) -> None:
         for client in self.clients.values():
-            http = getattr(client.model, "http_async_client", None)
-            if isinstance(http, httpx.AsyncClient):
-                await http.aclose()
+            models = [r.model for r in client.pool.replicas] if client.pool else [client.model]
+            for model in models:
+                http = getattr(model, "http_async_client", None)
+                if isinstance(http, httpx.AsyncClient):
+                    await http.aclose()
 
 
 def build_role_models(
@@ -95,6 +117,7 @@ def build_role_models(
     environ: Mapping[str, str] | None = None,
 ) -> RoleModels:
     clients: dict[RoleName, RoleClient] = {}
+    board = ReplicaBoard()
     for role in ROLES:
         role_settings = settings.role(role)
         if role_settings.is_embedded:
@@ -109,10 +132,14 @@ def build_role_models(
             base_url = role_settings.endpoint
             model_name = role_settings.model
         api_key = api_key_for(role, role_settings, environ)
+        pool = build_pool(role_settings, api_key, board) if role_settings.endpoints else None
         clients[role] = RoleClient(
             role=role,
             settings=role_settings,
-            model=build_langchain_model(role_settings, base_url, api_key, model_name),
+            pool=pool,
+            model=pool.replicas[0].model
+            if pool
+            else build_langchain_model(role_settings, base_url, api_key, model_name),
             endpoint_id=endpoint_identity(role_settings),
             cache=cache,
             sink=sink,

@@ -14,8 +14,10 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -26,11 +28,26 @@ from pydantic import BaseModel
 
 from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
 from drpo.backends.json_reply import ReplyParseError, parse_reply
+from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
 from drpo.prompts.base import BasePrompt
 from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
+
+# Which part of the schedule the current task belongs to, so every call record can be summed by
+# stage and level. A context variable, because LangGraph runs each task in its own context.
+_SCOPE: ContextVar[tuple[str, int | None]] = ContextVar("drpo_call_scope", default=("", None))
+
+
+@contextmanager
+def call_scope(stage: str, level: int | None = None) -> Iterator[None]:
+    """Attribute the calls made inside the block to `stage` (examples/search/validate), `level`."""
+    token = _SCOPE.set((stage, level))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,9 @@ class CallRecord:
     error: str = ""
     tag: str = ""
     started_at: float = 0.0
+    stage: str = ""
+    level: int | None = None
+    replica: str = field(default="")
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class RoleClient:
     sink: CallSink | None = None
     share_cache: bool = True
     run_id: str = ""
+    # Several replicas of the endpoint; `model` is then the first replica's client.
+    pool: ReplicaPool | None = None
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -254,14 +276,18 @@ class RoleClient:
         return list(reply.texts)
 
     def _hit(self, key: str, tag: str, started: float) -> CallRecord:
+        return self._new_record("cache_hit", cache_key=key, tag=tag, started_at=started)
+
+    def _new_record(self, outcome: str, **fields: Any) -> CallRecord:
+        stage, level = _SCOPE.get()
         return CallRecord(
             self.role,
             self.settings.model,
             self.endpoint_id,
-            "cache_hit",
-            cache_key=key,
-            tag=tag,
-            started_at=started,
+            outcome,
+            stage=stage,
+            level=level,
+            **fields,
         )
 
     async def _request(
@@ -291,11 +317,7 @@ class RoleClient:
         for attempt in range(attempts):
             t0 = time.perf_counter()
             try:
-                result = await self.model.agenerate(  # type: ignore[attr-defined]
-                    [prompt] if isinstance(prompt, str) else [list(prompt)],
-                    stop=stop,
-                    **kwargs,
-                )
+                result, replica = await self._generate(prompt, stop, kwargs, key, tag, started)
                 break
             except (
                 openai.APIConnectionError,
@@ -324,11 +346,9 @@ class RoleClient:
                 raise LLMCallError(self.role, message) from None
         texts, prompt_tokens, completion_tokens = _read_result(result)
         reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
-        record = CallRecord(
-            self.role,
-            self.settings.model,
-            self.endpoint_id,
+        record = self._new_record(
             "ok",
+            replica=replica,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency=time.perf_counter() - t0,
@@ -346,6 +366,45 @@ class RoleClient:
             self._record(record)
         return reply
 
+    async def _generate(
+        self,
+        prompt: Sequence[BaseMessage] | str,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        key: str,
+        tag: str,
+        started: float,
+    ) -> tuple[LLMResult, str]:
+        """Send the request, to the role's one endpoint or to one of its replicas.
+
+        With replicas, a failing replica is marked unhealthy and the request moves on to the
+        next one, each failure recorded; the last failure is raised like a single endpoint's.
+        """
+        batch: list[Any] = [prompt] if isinstance(prompt, str) else [list(prompt)]
+        if self.pool is None:
+            result = await self.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
+            return result, ""
+        attempts = len(self.pool.replicas) + self.settings.retries
+        tried: set[str] = set()
+        for attempt in range(attempts):
+            if len(tried) >= len(self.pool.replicas):
+                await asyncio.sleep(backoff_seconds(attempt - len(self.pool.replicas)))
+            async with self.pool.use(tried) as replica:
+                t0 = time.perf_counter()
+                try:
+                    result = await replica.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
+                except FAILOVER_ERRORS as exc:
+                    self.pool.mark_unhealthy(replica)
+                    tried.add(replica.url)
+                    if attempt + 1 == attempts:
+                        raise
+                    message = f"{self._describe(exc)}; trying another replica"
+                    self._record_error(key, tag, started, t0, message, replica=replica.url)
+                    continue
+            self.pool.mark_healthy(replica)
+            return result, replica.url
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _describe(self, exc: openai.OpenAIError) -> str:
         """One line saying what failed, after how many retries, and why."""
         retries = self.settings.retries
@@ -359,13 +418,13 @@ class RoleClient:
             return f"HTTP {exc.status_code}{retried}: {_one_line(exc)}"
         return _one_line(exc)
 
-    def _record_error(self, key: str, tag: str, started: float, t0: float, message: str) -> None:
+    def _record_error(
+        self, key: str, tag: str, started: float, t0: float, message: str, replica: str = ""
+    ) -> None:
         self._record(
-            CallRecord(
-                self.role,
-                self.settings.model,
-                self.endpoint_id,
+            self._new_record(
                 "error",
+                replica=replica,
                 latency=time.perf_counter() - t0,
                 cache_key=key,
                 error=message,
@@ -376,10 +435,7 @@ class RoleClient:
 
     def _record_invalid(self, tag: str, error: str) -> None:
         self._record(
-            CallRecord(
-                self.role,
-                self.settings.model,
-                self.endpoint_id,
+            self._new_record(
                 "invalid",
                 error=error,
                 tag=tag,

@@ -19,34 +19,60 @@ from drpo.state.settings import ROLES, ConfigError, Settings
 PROBE_TIMEOUT = 10.0
 
 
-def check_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-    """Raise ConfigError / CredentialError naming the first problem found."""
+def check_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Raise ConfigError / CredentialError naming the first problem found; return warnings.
+
+    Every replica of a role is probed: a dead one is a warning while another one is alive (the
+    run fails over to the others), an error when none is.
+    """
     environ = os.environ if environ is None else environ
     # Both databases are checked before either is written: a run whose checkpoint file cannot
     # be created must not leave a half-started run in the run store.
     check_database_path("run store", Path(settings.store))
-    check_database_path("checkpoint database", Path(settings.checkpoints))
+    if settings.checkpoint.backend == "sqlite":
+        check_database_path("checkpoint database", Path(settings.checkpoints))
+    elif settings.checkpoint.password_env and not environ.get(settings.checkpoint.password_env):
+        raise CredentialError(
+            f"environment variable {settings.checkpoint.password_env} "
+            "(checkpoint.password_env) is not set"
+        )
     for role in ROLES:
         role_settings = settings.role(role)
         if role_settings.is_embedded:
             _check_embedded_model(role, role_settings.model, role_settings.model_path)
         else:
             api_key_for(role, role_settings, environ)
-    probed: dict[str, list[str] | None] = {}
+    probed: dict[str, list[str] | ConfigError | None] = {}
+    warnings: list[str] = []
     for role in ROLES:
         role_settings = settings.role(role)
         if role_settings.is_embedded:
             continue
         key = api_key_for(role, role_settings, environ)
-        if role_settings.endpoint not in probed:
-            probed[role_settings.endpoint] = _served_models(role, role_settings.endpoint, key)
-        served = probed[role_settings.endpoint]
-        if served is not None and role_settings.model not in served:
-            shown = ", ".join(served[:8]) + (" …" if len(served) > 8 else "")
-            raise ConfigError(
-                f"{role}: model {role_settings.model!r} is not served at "
-                f"{role_settings.endpoint} (it serves: {shown or 'nothing'})"
-            )
+        dead: list[ConfigError] = []
+        for replica in role_settings.replicas:
+            url = replica.url
+            if url not in probed:
+                try:
+                    probed[url] = _served_models(role, url, key)
+                except ConfigError as exc:
+                    probed[url] = exc
+            served = probed[url]
+            if isinstance(served, ConfigError):
+                dead.append(served)
+                continue
+            if served is not None and role_settings.model not in served:
+                shown = ", ".join(served[:8]) + (" …" if len(served) > 8 else "")
+                raise ConfigError(
+                    f"{role}: model {role_settings.model!r} is not served at "
+                    f"{url} (it serves: {shown or 'nothing'})"
+                )
+        if len(dead) == len(role_settings.replicas):
+            if len(dead) == 1:
+                raise dead[0]
+            raise ConfigError(f"{role}: no replica is reachable ({dead[0]}, …)")
+        warnings += [f"{error} — calls go to the other replicas" for error in dead]
+    return warnings
 
 
 def check_database_path(label: str, path: Path) -> None:

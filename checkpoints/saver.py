@@ -1,4 +1,4 @@
-"""Open LangGraph's stock SQLite checkpointer for a run database.
+"""Open LangGraph's stock checkpointer for a run: SQLite by default, Postgres when configured.
 
 The graph is async, so the async saver is used (the sync one fails under `ainvoke`). Only drpo's
 own state types may be deserialised from a checkpoint: the allow-list closes the door on
@@ -7,17 +7,22 @@ arbitrary classes named in a tampered file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from drpo.backends.errors import CredentialError
 from drpo.checkpoints.store import StoreError, create_private_file
 from drpo.state.graph_state import ExampleOutcome, Reset
+from drpo.state.settings import CheckpointSettings, Settings
 from drpo.state.types import (
     Aspect,
     AspectScore,
@@ -57,6 +62,63 @@ STATE_TYPES = (
 
 def serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=list(STATE_TYPES))
+
+
+@asynccontextmanager
+async def open_run_checkpointer(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The checkpointer the settings name: the SQLite file, or Postgres."""
+    if settings.checkpoint.backend == "postgres":
+        async with open_postgres_checkpointer(settings.checkpoint, environ) as saver:
+            yield saver
+    else:
+        async with open_checkpointer(settings.checkpoints) as sqlite_saver:
+            yield sqlite_saver
+
+
+def postgres_password(checkpoint: CheckpointSettings, environ: Mapping[str, str]) -> str | None:
+    name = checkpoint.password_env
+    if name is None:
+        return None
+    value = environ.get(name)
+    if not value:
+        raise CredentialError(f"environment variable {name} (checkpoint.password_env) is not set")
+    return value
+
+
+@asynccontextmanager
+async def open_postgres_checkpointer(
+    checkpoint: CheckpointSettings, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """LangGraph's Postgres saver on one connection; the password comes from the environment."""
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import AsyncConnection, Error
+        from psycopg.rows import dict_row
+    except ImportError:
+        raise StoreError(
+            "checkpoint.backend 'postgres' needs the postgres extra: pip install 'drpo[postgres]'"
+        ) from None
+    password = postgres_password(checkpoint, os.environ if environ is None else environ)
+    url = str(checkpoint.url)
+    extra = {"password": password} if password is not None else {}
+    try:
+        # autocommit and no prepared statements: what the saver's documentation requires.
+        connection = await AsyncConnection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **extra
+        )
+    except Error as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise StoreError(f"cannot open Postgres checkpoints at {url}: {reason}") from None
+    async with connection:
+        saver = AsyncPostgresSaver(connection, serde=serializer())  # type: ignore[arg-type]
+        try:
+            await saver.setup()
+        except Error as exc:
+            reason = " ".join(str(exc).split())[:300]
+            raise StoreError(f"cannot set up Postgres checkpoints at {url}: {reason}") from None
+        yield saver
 
 
 @asynccontextmanager

@@ -34,6 +34,33 @@ from drpo.state.types import AspectSelection, Candidate, Example, Judgement
 
 SCHEMA_VERSION = 1
 
+_ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
+    ("runs", "active_seconds", float),
+    ("llm_calls", "stage", str),
+    ("llm_calls", "level", int),
+    ("llm_calls", "replica", str),
+)
+
+# Spending by run, stage (examples / search / validate), level and role. Only `ok` calls were paid
+# for: a cache hit, a failed request or an unparsable reply adds no tokens. `seconds` is the sum
+# of call latencies (model time, overlapping when calls run in parallel); `first_started` and
+# `last_finished` bound the wall-clock span.
+COST_VIEW = """
+create view if not exists call_costs as
+select run_id, coalesce(stage, '') as stage, level, role,
+       sum(outcome = 'ok') as calls,
+       sum(outcome = 'cache_hit') as cache_hits,
+       sum(outcome = 'error') as errors,
+       sum(outcome = 'invalid') as invalid,
+       coalesce(sum(case when outcome = 'ok' then prompt_tokens end), 0) as prompt_tokens,
+       coalesce(sum(case when outcome = 'ok' then completion_tokens end), 0) as completion_tokens,
+       coalesce(sum(case when outcome in ('ok', 'error') then latency end), 0) as seconds,
+       min(started_at) as first_started,
+       max(started_at + latency) as last_finished
+from llm_calls
+group by run_id, coalesce(stage, ''), level, role
+"""
+
 
 class StoreError(RuntimeError):
     """The run store cannot be opened or written; one line for the user."""
@@ -114,6 +141,7 @@ class RunStore:
                     "note": str,
                     "pid": int,
                     "examples": str,
+                    "active_seconds": float,
                 },
                 pk="id",
                 if_not_exists=True,
@@ -197,6 +225,9 @@ class RunStore:
                     "error": str,
                     "tag": str,
                     "started_at": float,
+                    "stage": str,
+                    "level": int,
+                    "replica": str,
                 },
                 pk="id",
                 if_not_exists=True,
@@ -225,6 +256,11 @@ class RunStore:
                 pk="id",
                 if_not_exists=True,
             )
+            # Stores written before these columns existed gain them (NULL for old rows).
+            for table, column, kind in _ADDED_COLUMNS:
+                if column not in db[table].columns_dict:
+                    db[table].add_column(column, kind)
+            db.execute(COST_VIEW)
             db["llm_calls"].create_index(["run_id", "role"], if_not_exists=True)
             db["candidates"].create_index(["run_id", "level"], if_not_exists=True)
             db["answers"].create_index(["run_id", "candidate_id"], if_not_exists=True)
@@ -312,6 +348,30 @@ class RunStore:
             )
         )
         return dict(row)
+
+    def cost_breakdown(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's spending per stage, level and role (rows of the `call_costs` view)."""
+        return [
+            dict(row)
+            for row in self.db.query(
+                "select * from call_costs where run_id = ? "
+                "order by case stage when 'examples' then 0 when 'search' then 1 "
+                "when 'validate' then 2 else 3 end, level, role",
+                [run_id],
+            )
+        ]
+
+    def spent(self, run_id: str) -> dict[str, int]:
+        """Paid calls and tokens so far: what budgets are checked against."""
+        row = next(
+            self.db.query(
+                "select coalesce(sum(calls), 0) as calls, "
+                "coalesce(sum(prompt_tokens + completion_tokens), 0) as tokens "
+                "from call_costs where run_id = ?",
+                [run_id],
+            )
+        )
+        return {"calls": int(row["calls"]), "tokens": int(row["tokens"])}
 
     # ---- search records ---------------------------------------------------------------------
 
@@ -481,6 +541,9 @@ class RunStore:
                 "error": record.error,
                 "tag": record.tag,
                 "started_at": record.started_at,
+                "stage": record.stage,
+                "level": record.level,
+                "replica": record.replica or record.endpoint,
             }
         )
 

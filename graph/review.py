@@ -15,7 +15,7 @@ from typing import Any
 
 from langgraph.types import Command
 
-from drpo.checkpoints.saver import open_checkpointer
+from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunStore, new_run_id
 from drpo.graph.api import EventHandler, RunError, _drive, open_run, run_config
 from drpo.graph.builder import build_graph
@@ -38,7 +38,7 @@ async def pending_request(run_id: str, store_path: Path) -> ReviewRequest | None
     """The question a waiting run asks, or None when it waits for nothing."""
     store, _, settings = _open(store_path, run_id)
     store.close()
-    async with open_checkpointer(settings.checkpoints) as saver:
+    async with open_run_checkpointer(settings) as saver:
         snapshot = await build_graph(saver).aget_state(run_config(settings, run_id))
     for task in snapshot.tasks:
         for pending in task.interrupts:
@@ -131,7 +131,7 @@ async def steps(run_id: str, store_path: Path) -> list[Step]:
     """The run's checkpoints, oldest first: the points it can be forked from."""
     store, _, settings = _open(store_path, run_id)
     store.close()
-    async with open_checkpointer(settings.checkpoints) as saver:
+    async with open_run_checkpointer(settings) as saver:
         graph = build_graph(saver)
         history = [s async for s in graph.aget_state_history(run_config(settings, run_id))]
     return [
@@ -156,7 +156,7 @@ async def fork_async(
     """
     store, row, settings = _open(store_path, run_id)
     try:
-        async with open_checkpointer(settings.checkpoints) as saver:
+        async with open_run_checkpointer(settings) as saver:
             graph = build_graph(saver)
             chosen = next((s for s in await steps(run_id, store_path) if s.step == at_step), None)
             if chosen is None:

@@ -24,14 +24,20 @@ def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Sen
 
 def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
     """A level selects aspects for its queries and, past the root, expands every beam prompt."""
-    sends = [Send("select_rewards", SelectTask(query=q)) for q in state["level_queries"]]
-    if state["level"] == 0:
+    level = state["level"]
+    sends = [
+        Send("select_rewards", SelectTask(query=q, stage="search", level=level))
+        for q in state["level_queries"]
+    ]
+    if level == 0:
         # The root level only selects, leaving slots idle; the validation round (which every
         # run reaches) would otherwise spend a step of its own on the same selector calls.
         ctx = runtime.context
         idle = max(ctx.settings.max_concurrency - len(sends), 0)
         validation = ctx.validation[: min(ctx.settings.search.validation_size, idle)]
-        sends += [Send("prefetch_aspects", SelectTask(query=q)) for q in validation]
+        sends += [
+            Send("prefetch_aspects", SelectTask(query=q, stage="validate")) for q in validation
+        ]
     else:
         feedback = state.get("feedback", {})
         sends += [
@@ -47,7 +53,10 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
 def route_validation(state: SearchState) -> list[Send] | str:
     if not state["level_queries"]:
         return "finalize"
-    return [Send("select_rewards", SelectTask(query=q)) for q in state["level_queries"]]
+    return [
+        Send("select_rewards", SelectTask(query=q, stage="validate"))
+        for q in state["level_queries"]
+    ]
 
 
 def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
+from drpo.nodes.budget import BudgetGate
 from drpo.state.settings import Settings
 from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
 
@@ -74,3 +75,9 @@ class RunContext:
     train: list[Query] = field(default_factory=list)
     validation: list[Query] = field(default_factory=list)
     seed_examples: list[Example] = field(default_factory=list)
+    budget: BudgetGate | None = None
+
+    def check_budget(self) -> None:
+        """Called first by every model-calling node: raises BudgetReached at a step boundary."""
+        if self.budget is not None:
+            self.budget.check()

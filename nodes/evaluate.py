@@ -6,7 +6,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
+from drpo.nodes.generate import scope_of
 from drpo.nodes.judging import judge_answer
 from drpo.state.graph_state import EvaluateTask
 from drpo.state.types import Feedback, LevelScore
@@ -15,14 +17,16 @@ from drpo.state.types import Feedback, LevelScore
 async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Judge one answer and add its score to the level."""
     ctx = runtime.context
+    ctx.check_budget()
     query = task["query"]
-    judgement = await judge_answer(
-        ctx,
-        query.query,
-        task["answer"],
-        task["selection"].aspects,
-        tag=f"judge:{task['answer_id']}",
-    )
+    with call_scope(*scope_of(task)):
+        judgement = await judge_answer(
+            ctx,
+            query.query,
+            task["answer"],
+            task["selection"].aspects,
+            tag=f"judge:{task['answer_id']}",
+        )
     ctx.recorder.record_judgement(ctx.run_id, task["answer_id"], judgement)
     score = LevelScore(
         candidate_id=task["proposal"].candidate.id,

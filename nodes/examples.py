@@ -13,6 +13,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text, judge_answer
 from drpo.nodes.select_rewards import choose_aspects
@@ -31,7 +32,12 @@ def _is_better(new: Judgement, old: Judgement) -> bool:
 
 
 async def optimize_example(task: ExampleTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    ctx = runtime.context
+    runtime.context.check_budget()
+    with call_scope("examples"):
+        return await _optimize_example(task, runtime.context)
+
+
+async def _optimize_example(task: ExampleTask, ctx: RunContext) -> dict[str, Any]:
     stage = ctx.settings.examples
     example = task["example"]
     query = Query(

@@ -8,6 +8,7 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.prompts.base import format_base_prompt
 from drpo.state.graph_state import EvaluateTask, GenerateTask, SearchState
@@ -40,6 +41,11 @@ def scoring_tasks(
     ]
 
 
+def scope_of(task: GenerateTask | EvaluateTask) -> tuple[str, int | None]:
+    """The accounting scope of a scoring task: validation calls belong to no level."""
+    return task["stage"], task["level"] if task["stage"] == "search" else None
+
+
 def answer_id(task: GenerateTask) -> str:
     return f"{task['proposal'].candidate.id}:{task['query'].id}:{task['stage']}"
 
@@ -47,15 +53,18 @@ def answer_id(task: GenerateTask) -> str:
 async def generate(task: GenerateTask, runtime: Runtime[RunContext]) -> Command[str]:
     """Answer one query, record it, and hand it straight to its own evaluation task."""
     ctx = runtime.context
+    ctx.check_budget()
     candidate = task["proposal"].candidate
     query = task["query"]
     prompt = format_base_prompt(
         candidate.prompt, task["examples"], query.query, mode=ctx.settings.base.mode
     )
     identifier = answer_id(task)
-    answer = (
-        await ctx.models["base"].text(prompt, tag=f"answer:{identifier}", sample_key=identifier)
-    )[0].strip()
+    with call_scope(*scope_of(task)):
+        replies = await ctx.models["base"].text(
+            prompt, tag=f"answer:{identifier}", sample_key=identifier
+        )
+    answer = replies[0].strip()
     ctx.recorder.record_answer(
         ctx.run_id,
         identifier,

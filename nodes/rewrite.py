@@ -8,6 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text
 from drpo.prompts.judge import fence
@@ -49,7 +50,12 @@ def _child(
 
 
 async def rewrite(task: RewriteTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    ctx = runtime.context
+    runtime.context.check_budget()
+    with call_scope("search", task["level"]):
+        return await _rewrite(task, runtime.context)
+
+
+async def _rewrite(task: RewriteTask, ctx: RunContext) -> dict[str, Any]:
     search = ctx.settings.search
     parent = task["candidate"]
     level = task["level"]

@@ -8,6 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.prompts.aspects import CATALOGUE, canonical_name, catalogue_aspect, format_catalogue
 from drpo.prompts.selector import (
@@ -26,8 +27,12 @@ FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
 
 async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Choose the aspects for one query."""
+    ctx = runtime.context
+    ctx.check_budget()
     query = task["query"]
-    return {"selections": {query.id: await choose_aspects(runtime.context, query)}}
+    with call_scope(task.get("stage", "search"), task.get("level")):
+        selection = await choose_aspects(ctx, query)
+    return {"selections": {query.id: selection}}
 
 
 async def prefetch_aspects(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -36,7 +41,8 @@ async def prefetch_aspects(task: SelectTask, runtime: Runtime[RunContext]) -> di
     The choice goes to the run store's selection cache, where that round's `select_rewards`
     finds it without a call; nothing is written to this level's state.
     """
-    await choose_aspects(runtime.context, task["query"])
+    with call_scope(task.get("stage", "validate"), task.get("level")):
+        await choose_aspects(runtime.context, task["query"])
     return {}
 
 

@@ -4,7 +4,8 @@
 # build), and the local model(s). Safe to re-run: every step is idempotent.
 #
 #   scripts/install.sh                 # default model (Qwen2.5-Coder-1.5B-Instruct)
-#   scripts/install.sh --test          # + dev tools and the small test model (SmolLM2-135M)
+#   scripts/install.sh --test          # + dev tools, the Postgres checkpointer and the small
+#                                      #   test model (SmolLM2-135M)
 #   scripts/install.sh --models "qwen2.5-coder-0.5b smollm2-135m"
 #   scripts/install.sh --no-embeddings # BM25 retrieval only (no torch, ~1.4 GB less)
 set -euo pipefail
@@ -16,7 +17,7 @@ EXTRAS="embedded"
 EMBEDDINGS=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --test) EXTRAS="embedded,dev"; MODELS="smollm2-135m" ;;
+    --test) EXTRAS="embedded,dev,postgres"; MODELS="smollm2-135m" ;;
     --models) MODELS="$2"; shift ;;
     --no-embeddings) EMBEDDINGS=0 ;;
     *) echo "error: unknown option $1" >&2; exit 2 ;;

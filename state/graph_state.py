@@ -7,7 +7,7 @@ grow with depth; the full history is in the run store.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict, TypeVar
+from typing import Annotated, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -107,6 +107,9 @@ class RunOutput(TypedDict, total=False):
 
 class SelectTask(TypedDict):
     query: Query
+    # For cost accounting; absent in tasks checkpointed before it was added.
+    stage: NotRequired[Literal["search", "validate"]]
+    level: NotRequired[int]
 
 
 class RewriteTask(TypedDict):

@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -33,6 +34,26 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class ReplicaSettings(_Strict):
+    """One replica of a role's model server (e.g. one vLLM instance)."""
+
+    url: str = Field(description="OpenAI-compatible base URL of this replica")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=1024, description="calls in flight on this replica at most"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
 
 
 class RoleSettings(_Strict):
@@ -58,6 +79,28 @@ class RoleSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=20, description="retries of a failed request")
     structured_output: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     supports_n: bool = Field(default=True, description="the endpoint honours the 'n' parameter")
+    endpoints: list[ReplicaSettings] = Field(
+        default_factory=list,
+        description="several replicas serving the same model, instead of one endpoint",
+    )
+
+    @model_validator(mode="after")
+    def _one_form_of_endpoint(self) -> RoleSettings:
+        if not self.endpoints:
+            return self
+        urls = [r.url for r in self.endpoints]
+        if len(set(urls)) != len(urls):
+            raise ValueError("endpoints lists the same URL twice")
+        if self.endpoint not in (EMBEDDED, urls[0]):
+            raise ValueError("give either endpoint or endpoints, not both")
+        # `endpoint` names the first replica, for what needs a single URL (drpo serve).
+        self.__dict__["endpoint"] = urls[0]
+        return self
+
+    @property
+    def replicas(self) -> list[ReplicaSettings]:
+        """The servers to call (not for `embedded`, which drpo starts itself)."""
+        return list(self.endpoints) or [ReplicaSettings(url=self.endpoint)]
 
     @field_validator("endpoint")
     @classmethod
@@ -145,6 +188,48 @@ class DataSettings(_Strict):
     train_limit: int | None = Field(default=None, ge=1)
 
 
+class CheckpointSettings(_Strict):
+    """Where LangGraph's checkpoints go: the SQLite file `checkpoints`, or a Postgres database."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    url: str | None = Field(
+        default=None, description="postgresql://user@host:port/database, without a password"
+    )
+    password_env: str | None = Field(
+        default=None, description="name of the environment variable holding the password"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        if parsed.password is not None or "password=" in parsed.query.lower():
+            # A password here would be stored with the run's settings: it must come from the
+            # environment instead.
+            raise ValueError("must not contain a password: name its variable in password_env")
+        return value
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> CheckpointSettings:
+        if self.backend == "postgres" and self.url is None:
+            raise ValueError("backend 'postgres' needs checkpoint.url")
+        return self
+
+
+class BudgetSettings(_Strict):
+    """Limits that pause a run (resumable with a larger budget); None means no limit."""
+
+    tokens: int | None = Field(default=None, ge=1, description="paid prompt + completion tokens")
+    calls: int | None = Field(default=None, ge=1, description="paid model calls")
+    wall_seconds: float | None = Field(
+        default=None, gt=0, description="time spent running, summed over resumes"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs. Stored with the run (without secrets) so it can be resumed."""
 
@@ -171,6 +256,8 @@ class Settings(BaseSettings):
     rewards: RewardSettings = RewardSettings()
     data: DataSettings = DataSettings()
     review: ReviewSettings = ReviewSettings()
+    budget: BudgetSettings = BudgetSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -324,7 +411,17 @@ def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     # Nested models given as partial dicts replace their default wholesale in pydantic, so the
     # role-specific defaults (e.g. the optimizer's temperature) are merged in explicitly.
     return {
-        key: defaults[key] for key in (*ROLES, "search", "examples", "rewards", "data", "review")
+        key: defaults[key]
+        for key in (
+            *ROLES,
+            "search",
+            "examples",
+            "rewards",
+            "data",
+            "review",
+            "budget",
+            "checkpoint",
+        )
     }
 
 

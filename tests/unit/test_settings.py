@@ -290,3 +290,42 @@ def test_optimizer_default_fits_a_full_length_proposal() -> None:
     analysis_max = PromptProposal.model_fields["analysis"].metadata[0].max_length
     settings = load_settings(environ={})
     assert settings.optimizer.max_tokens * 3 >= PROMPT_MAX_CHARS + analysis_max + 40
+
+
+# Replicas and budgets
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_vllm_example_config_loads_with_two_replicas_and_a_budget() -> None:
+    settings = load_settings(EXAMPLES / "vllm.toml", environ={})
+    assert [(r.url, r.max_concurrency) for r in settings.base.replicas] == [
+        ("http://gpu-a:8000/v1", 12),
+        ("http://gpu-b:8000/v1", 12),
+    ]
+    assert settings.base.endpoint == "http://gpu-a:8000/v1" and not settings.base.is_embedded
+    assert settings.budget.tokens == 5_000_000 and settings.budget.calls is None
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ({"endpoints": [{"url": "gpu-a:8000"}]}, "base.endpoints.0.url"),
+        ({"endpoints": [{"url": "http://a/v1"}, {"url": "http://a/v1/"}]}, "same URL twice"),
+        (
+            {"endpoint": "http://b/v1", "endpoints": [{"url": "http://a/v1"}]},
+            "either endpoint or endpoints",
+        ),
+        ({"endpoints": [{"url": "http://a/v1", "max_concurrency": 0}]}, "max_concurrency"),
+    ],
+)
+def test_bad_replica_lists_are_one_line_errors(role: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(overrides={"base": role}, environ={})
+    assert message in _one_line(exc)
+
+
+def test_budgets_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(overrides={"budget": {"calls": 0}}, environ={})
+    assert "budget.calls" in _one_line(exc)

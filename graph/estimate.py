@@ -1,0 +1,239 @@
+"""The pre-run estimate: model calls per role from the schedule, and tokens from the prompts.
+
+Calls are counted exactly as the graph will make them when every reply parses: stage A's
+examples and rounds, each level's selections, rewrites, answers and judgements, and the
+validation round. Where a run can end up shorter the count is the maximum: stage A stops when
+an answer scores 5 on every aspect, identical proposals are scored once, the skip rule carries
+good prompts without an optimizer call, and a call identical to an earlier one (in this run, or
+a greedy call of another) is answered from the reply cache. Where a run can end up longer (the
+skip rule's extra levels) the maximum includes them. Replies that do not parse are asked again,
+which this does not foresee. Prompt tokens are rendered from the real templates and data at
+about four characters per token, with every model-written text (answers, prompts, rationales)
+at its `max_tokens`; completion tokens are `max_tokens` per reply. Both are upper bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from drpo.graph.api import RunData
+from drpo.nodes.examples import ANSWER_WORDS
+from drpo.nodes.level import level_batch
+from drpo.nodes.prepare import seeded_order
+from drpo.prompts.aspects import CATALOGUE, format_catalogue
+from drpo.prompts.base import format_base_prompt
+from drpo.prompts.judge import JUDGE_ANSWER, RATIONALE_MAX_CHARS, format_aspects
+from drpo.prompts.optimizer import (
+    ANSWER_MAX_CHARS,
+    PROMPT_MAX_CHARS,
+    REWRITE_ANSWER,
+    REWRITE_PROMPT,
+    PromptProposal,
+)
+from drpo.prompts.selector import NEW_ASPECTS_ALLOWED, NEW_ASPECTS_FORBIDDEN, SELECT_ASPECTS
+from drpo.state.settings import ROLES, RoleName, Settings
+from drpo.state.types import Example
+
+CHARS_PER_TOKEN = 4
+
+
+def tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass
+class RoleEstimate:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Estimate:
+    """Calls and tokens per role for a run with these settings, before it starts."""
+
+    roles: dict[RoleName, RoleEstimate] = field(
+        default_factory=lambda: {role: RoleEstimate() for role in ROLES}
+    )
+    levels: int = 0
+    max_levels: int = 0
+    examples: int = 0
+    validation_queries: int = 0
+    finalists: int = 0
+
+    @property
+    def calls(self) -> int:
+        return sum(r.calls for r in self.roles.values())
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(r.prompt_tokens for r in self.roles.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(r.completion_tokens for r in self.roles.values())
+
+
+class _Counter:
+    """Adds calls of one kind to the estimate: `replies` choices asked for in one logical call."""
+
+    def __init__(self, settings: Settings, estimate: Estimate) -> None:
+        self.settings = settings
+        self.estimate = estimate
+
+    def add(self, role: RoleName, prompt_text: str, replies: int = 1, times: int = 1) -> None:
+        settings = self.settings.role(role)
+        # The embedded server (and endpoints without `n`) get one request per choice.
+        per_choice = settings.is_embedded or not settings.supports_n
+        requests = replies if per_choice else 1
+        entry = self.estimate.roles[role]
+        entry.calls += requests * times
+        entry.prompt_tokens += tokens(prompt_text) * requests * times
+        entry.completion_tokens += settings.max_tokens * replies * times
+
+    def structured_text(self, role: RoleName, system: str, user: str, schema: object) -> str:
+        if self.settings.role(role).structured_output != "json_schema":
+            system += "\n\nThe reply must be one JSON object valid for this JSON schema:\n"
+            system += json.dumps(schema, ensure_ascii=False)
+        return system + user
+
+
+def _bounded(chars: int) -> str:
+    return "x" * chars
+
+
+def estimate_run(settings: Settings, data: RunData) -> Estimate:
+    """Count the calls per role the run will make at most, with token upper bounds."""
+    estimate = Estimate()
+    counter = _Counter(settings, estimate)
+    search, rewards = settings.search, settings.rewards
+    aspects = CATALOGUE[: rewards.max_aspects]
+    selected: set[str] = set()
+    choice_rule = NEW_ASPECTS_ALLOWED if rewards.allow_new_aspects else NEW_ASPECTS_FORBIDDEN
+
+    def select(query: str) -> None:
+        # A query's aspects are chosen once per run (and reused from earlier runs' records).
+        if query in selected:
+            return
+        selected.add(query)
+        system, user = SELECT_ASPECTS.render(
+            min_aspects=str(rewards.min_aspects),
+            max_aspects=str(rewards.max_aspects),
+            catalogue=format_catalogue(),
+            new_aspects_rule=choice_rule,
+            query=query,
+        )
+        counter.add("selector", counter.structured_text("selector", system, user, {}))
+
+    def answer_chars(role: RoleName) -> int:
+        return settings.role(role).max_tokens * CHARS_PER_TOKEN
+
+    def judge(query: str, answer_len: int, times: int = 1) -> None:
+        system, user = JUDGE_ANSWER.render(
+            aspects=format_aspects(aspects), query=query, answer=_bounded(answer_len)
+        )
+        counter.add("judge", counter.structured_text("judge", system, user, {}), times=times)
+
+    critique = "\n".join(f"- {a.name}: 1/5. {_bounded(RATIONALE_MAX_CHARS)}" for a in aspects)
+
+    # Stage A
+    stage = settings.examples
+    if stage.enabled and stage.rounds and data.examples:
+        count = len(data.examples) if stage.limit is None else min(stage.limit, len(data.examples))
+        estimate.examples = count
+        rewrite_len = min(answer_chars("optimizer"), ANSWER_MAX_CHARS)
+        for example in data.examples[:count]:
+            select(example.query)
+            judge(example.query, len(example.answer))
+            system, user = REWRITE_ANSWER.render(
+                max_words=str(ANSWER_WORDS),
+                query=example.query,
+                answer=example.answer,
+                critique=critique,
+            )
+            text = counter.structured_text("optimizer", system, user, {})
+            counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
+            judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
+
+    # Stage B
+    order = seeded_order([q.id for q in data.train], settings.seed)
+    skip_rule = search.skip_threshold < 5.0
+    estimate.levels = search.depth + 1
+    estimate.max_levels = search.depth + 1 + (search.max_extension if skip_rule else 0)
+    examples = _longest(data.examples, settings.data.top_k)
+    prompt_len = min(answer_chars("optimizer"), PROMPT_MAX_CHARS)
+    base_answer_len = answer_chars("base")
+    beam = 1
+    seen = 0
+    for level in range(estimate.max_levels):
+        queries = level_batch(order, data.train, level, search.batch_size)
+        for query in queries:
+            select(query.query)
+        prompt = search.initial_prompt if level == 0 else _bounded(prompt_len)
+        if level == 0:
+            children = 1
+        else:
+            history = "\n".join(
+                f"{i + 1}. {_bounded(prompt_len)}" for i in range(min(level, search.history))
+            )
+            system, user = REWRITE_PROMPT.render(
+                max_new_bullets=str(search.max_new_bullets),
+                max_bullets=str(search.max_bullets),
+                prompt=prompt,
+                history=history or "(none)",
+                query=queries[0].query if queries else "",
+                answer=_bounded(base_answer_len),
+                critique=critique,
+            )
+            text = counter.structured_text("optimizer", system, user, PromptProposal)
+            counter.add("optimizer", text, replies=search.actions, times=beam)
+            children = beam * search.actions
+        for query in queries:
+            base = format_base_prompt(prompt, examples, query.query, mode=settings.base.mode)
+            counter.add("base", base.rendered(), times=children)
+            judge(query.query, base_answer_len, times=children)
+        seen += children
+        beam = min(search.width, children)
+
+    # Validation: the best distinct prompts seen, plus the starting prompt unless among them.
+    validation = data.validation[: search.validation_size]
+    if validation:
+        estimate.validation_queries = len(validation)
+        keep = max(search.finalists, 1)
+        # When every prompt seen is kept, the starting prompt is one of them already.
+        estimate.finalists = seen if seen <= keep else keep + 1
+        for query in validation:
+            select(query.query)
+            base = format_base_prompt(
+                _bounded(prompt_len), examples, query.query, mode=settings.base.mode
+            )
+            counter.add("base", base.rendered(), times=estimate.finalists)
+            judge(query.query, base_answer_len, times=estimate.finalists)
+    return estimate
+
+
+def _longest(examples: list[Example], k: int) -> list[Example]:
+    return sorted(examples, key=lambda e: len(e.query) + len(e.answer), reverse=True)[:k]
+
+
+def describe(estimate: Estimate) -> str:
+    """A few lines for the start of `drpo optimize` and for `drpo optimize --estimate`."""
+    parts = [f"{role} {e.calls}" for role, e in estimate.roles.items() if e.calls or role == "base"]
+    levels = (
+        f"{estimate.levels} levels"
+        if estimate.levels == estimate.max_levels
+        else f"{estimate.levels}–{estimate.max_levels} levels (skip rule)"
+    )
+    validation = (
+        f"{estimate.finalists} finalists × {estimate.validation_queries} validation queries"
+        if estimate.validation_queries
+        else "no validation round"
+    )
+    lines = [
+        f"estimate: at most {estimate.calls} model calls ({', '.join(parts)}); "
+        f"{estimate.examples} stage A examples, {levels}, {validation}",
+        f"  tokens: ≈{estimate.prompt_tokens} prompt + ≤{estimate.completion_tokens} completion "
+        "(upper bounds: model-written text counted at max_tokens; re-asked replies not included)",
+    ]
+    return "\n".join(lines)
