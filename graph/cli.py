@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.backends.errors import CredentialError, LLMError
+from drpo.checkpoints.ownership import live_owner
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import WAITING, RunError, RunPaused, optimize_async, resume_async
@@ -342,14 +343,8 @@ def runs(
 
 def shown_status(row: dict[str, Any]) -> str:
     """A 'running' run whose process is gone was killed: say so (it can be resumed)."""
-    pid = row.get("pid")
-    if row["status"] == "running" and pid:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return "interrupted"
-        except PermissionError:
-            pass
+    if row["status"] == "running" and live_owner(row) is None:
+        return "interrupted"
     return str(row["status"])
 
 
@@ -676,6 +671,7 @@ def main() -> None:
         message = exc.format_message()  # type: ignore[attr-defined]
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
+
 
 if __name__ == "__main__":
     main()
