@@ -507,26 +507,29 @@ CandidateOption = Annotated[str, typer.Option("--candidate", help="the candidate
 CommentOption = Annotated[str, typer.Option(help="why (kept with the decision)")]
 
 
-@app.command()
-def approve(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Approve the candidate a run is waiting on, and let the run go on."""
-    _decide(run_id, candidate, "approve", store, comment)
+def decision_command(kind: str, summary: str) -> Callable[..., None]:
+    """The `drpo approve` / `reject` / `stop` command: a decision with an optional comment."""
+
+    def command(
+        run_id: str,
+        candidate: CandidateOption,
+        comment: CommentOption = "",
+        store: StoreOption = DEFAULT_STORE,
+    ) -> None:
+        _decide(run_id, candidate, kind, store, comment)
+
+    command.__doc__ = summary
+    return command
 
 
-@app.command()
-def reject(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Reject the candidate a run is waiting on: it is dropped and the search goes on."""
-    _decide(run_id, candidate, "reject", store, comment)
+approve = app.command("approve")(
+    decision_command("approve", "Approve the candidate a run is waiting on, and let the run go on.")
+)
+reject = app.command("reject")(
+    decision_command(
+        "reject", "Reject the candidate a run is waiting on: it is dropped and the search goes on."
+    )
+)
 
 
 @app.command()
@@ -543,15 +546,9 @@ def edit(
     _decide(run_id, candidate, "edit", store, comment, prompt=text)
 
 
-@app.command()
-def stop(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Stop a waiting run cleanly: it ends with the best prompt so far."""
-    _decide(run_id, candidate, "stop", store, comment)
+stop = app.command("stop")(
+    decision_command("stop", "Stop a waiting run cleanly: it ends with the best prompt so far.")
+)
 
 
 @app.command()
