@@ -87,9 +87,7 @@ class AspectVerdict(BaseModel):
 def judgement_schema(aspects: tuple[Aspect, ...]) -> type[BaseModel]:
     """A reply model with one required field per aspect, so the judge cannot skip or add any."""
     fields: dict[str, Any] = {a.name: (AspectVerdict, ...) for a in aspects}
-    scores = create_model(  # type: ignore[call-overload]
-        "AspectScores", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    scores = create_model("AspectScores", __config__=ConfigDict(extra="forbid"), **fields)
     reply: type[BaseModel] = create_model(
         "Judgement", __config__=ConfigDict(extra="forbid", title="Judgement"), scores=(scores, ...)
     )
