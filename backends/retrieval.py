@@ -43,8 +43,8 @@ def _sentence_model() -> Any:
     from transformers.utils import logging as transformers_logging
 
     # The weight-loading progress bar would interleave with drpo's own progress lines.
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     import torch
 
     # One thread: encoding a query is tiny, and more threads only fight the model server

@@ -30,6 +30,7 @@ from typing import Any
 import sqlite_utils
 
 from drpo.backends.llm import CachedReply, CallRecord
+from drpo.checkpoints.ownership import Owner
 from drpo.state.types import AspectSelection, Candidate, Example, Judgement
 
 SCHEMA_VERSION = 1
@@ -66,12 +67,20 @@ class StoreError(RuntimeError):
     """The run store cannot be opened or written; one line for the user."""
 
 
+class RunInUse(StoreError):
+    """Another live process drives the run; the message names it."""
+
+
 def create_private_file(path: Path) -> None:
     """Create `path` readable by its owner only, before SQLite opens it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
+
+
+# Who holds a run besides its pid (see drpo.checkpoints.ownership).
+_CLAIM_COLUMNS: dict[str, type] = {"host": str, "pid_started": int, "claimed_at": float}
 
 
 def new_run_id() -> str:
@@ -121,7 +130,7 @@ class RunStore:
     def _ensure_schema(self) -> None:
         with self._write():
             db = self.db
-            db["runs"].create(
+            db.table("runs").create(
                 {
                     "id": str,
                     "created_at": float,
@@ -142,11 +151,16 @@ class RunStore:
                     "pid": int,
                     "examples": str,
                     "active_seconds": float,
+                    **_CLAIM_COLUMNS,
                 },
                 pk="id",
                 if_not_exists=True,
             )
-            db["candidates"].create(
+            runs = db.table("runs")
+            for name, kind in _CLAIM_COLUMNS.items():
+                if name not in runs.columns_dict:  # a store made before runs were claimed
+                    runs.add_column(name, kind)
+            db.table("candidates").create(
                 {
                     "id": str,
                     "run_id": str,
@@ -163,7 +177,7 @@ class RunStore:
                 pk=("run_id", "id"),
                 if_not_exists=True,
             )
-            db["answers"].create(
+            db.table("answers").create(
                 {
                     "id": str,
                     "run_id": str,
@@ -179,7 +193,7 @@ class RunStore:
                 pk=("run_id", "id"),
                 if_not_exists=True,
             )
-            db["judgements"].create(
+            db.table("judgements").create(
                 {
                     "answer_id": str,
                     "run_id": str,
@@ -191,12 +205,12 @@ class RunStore:
                 pk=("run_id", "answer_id", "aspect"),
                 if_not_exists=True,
             )
-            db["selections"].create(
+            db.table("selections").create(
                 {"key": str, "query": str, "aspects": str, "analysis": str, "created_at": float},
                 pk="key",
                 if_not_exists=True,
             )
-            db["examples"].create(
+            db.table("examples").create(
                 {
                     "run_id": str,
                     "example_id": str,
@@ -210,7 +224,7 @@ class RunStore:
                 pk=("run_id", "example_id"),
                 if_not_exists=True,
             )
-            db["llm_calls"].create(
+            db.table("llm_calls").create(
                 {
                     "id": int,
                     "run_id": str,
@@ -232,7 +246,7 @@ class RunStore:
                 pk="id",
                 if_not_exists=True,
             )
-            db["reply_cache"].create(
+            db.table("reply_cache").create(
                 {
                     "key": str,
                     "texts": str,
@@ -243,7 +257,7 @@ class RunStore:
                 pk="key",
                 if_not_exists=True,
             )
-            db["decisions"].create(
+            db.table("decisions").create(
                 {
                     "id": int,
                     "run_id": str,
@@ -258,12 +272,12 @@ class RunStore:
             )
             # Stores written before these columns existed gain them (NULL for old rows).
             for table, column, kind in _ADDED_COLUMNS:
-                if column not in db[table].columns_dict:
-                    db[table].add_column(column, kind)
+                if column not in db.table(table).columns_dict:
+                    db.table(table).add_column(column, kind)
             db.execute(COST_VIEW)
-            db["llm_calls"].create_index(["run_id", "role"], if_not_exists=True)
-            db["candidates"].create_index(["run_id", "level"], if_not_exists=True)
-            db["answers"].create_index(["run_id", "candidate_id"], if_not_exists=True)
+            db.table("llm_calls").create_index(["run_id", "role"], if_not_exists=True)
+            db.table("candidates").create_index(["run_id", "level"], if_not_exists=True)
+            db.table("answers").create_index(["run_id", "candidate_id"], if_not_exists=True)
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -306,7 +320,7 @@ class RunStore:
     ) -> None:
         now = time.time()
         with self._write():
-            self.db["runs"].insert(
+            self.db.table("runs").insert(
                 {
                     "id": run_id,
                     "created_at": now,
@@ -321,20 +335,64 @@ class RunStore:
                 pk="id",
             )
 
+    def claim_run(self, run_id: str) -> dict[str, Any] | None:
+        """Make this process the run's owner and return the run's row as it was before.
+
+        The check and the claim are one BEGIN IMMEDIATE transaction, so of two processes claiming
+        at once exactly one wins. A claim whose process is gone (a crash, a SIGKILL) is taken
+        over. Raises RunInUse, writing nothing, while another live process holds the run. A
+        missing run gives None and a completed one is returned unclaimed: neither is driven.
+        """
+        me = Owner.current()
+        with self._write():
+            row = self.run(run_id)
+            if row is None or row["status"] == "completed":
+                return row
+            owner = Owner.of(row)
+            if owner is not None and owner != me and owner.alive():
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["claimed_at"] or 0))
+                raise RunInUse(
+                    f"run {run_id} is in use by process {owner.pid} on {owner.host} "
+                    f"(since {since}); wait for it to end or stop it, then resume"
+                )
+            self.db.table("runs").update(
+                run_id,
+                {
+                    "pid": me.pid,
+                    "host": me.host,
+                    "pid_started": me.started,
+                    "claimed_at": time.time(),
+                    "updated_at": time.time(),
+                },
+            )
+            return row
+
+    def release_run(self, run_id: str) -> None:
+        """Give up this process's claim on the run (a claim held by another is left alone)."""
+        me = Owner.current()
+        # A release that cannot be written changes nothing that matters: once this process
+        # ends its claim is stale and the next claim takes it over.
+        with suppress(StoreError), self._write():
+            self.db.execute(
+                "update runs set pid = null, host = null, pid_started = null "
+                "where id = ? and pid = ? and host = ?",
+                [run_id, me.pid, me.host],
+            )
+
     def update_run(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         with self._write():
-            self.db["runs"].update(run_id, fields)
+            self.db.table("runs").update(run_id, fields)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         try:
-            row: dict[str, Any] = self.db["runs"].get(run_id)
+            row: dict[str, Any] = self.db.table("runs").get(run_id)
         except sqlite_utils.db.NotFoundError:
             return None
         return row
 
     def runs(self) -> list[dict[str, Any]]:
-        return list(self.db["runs"].rows_where(order_by="created_at desc"))
+        return list(self.db.table("runs").rows_where(order_by="created_at desc"))
 
     def run_cost(self, run_id: str) -> dict[str, Any]:
         row = next(
@@ -384,7 +442,7 @@ class RunStore:
         survived: bool,
     ) -> None:
         with self._write():
-            self.db["candidates"].upsert(
+            self.db.table("candidates").upsert(
                 {
                     "id": candidate.id,
                     "run_id": run_id,
@@ -413,7 +471,7 @@ class RunStore:
         level: int,
     ) -> None:
         with self._write():
-            self.db["answers"].upsert(
+            self.db.table("answers").upsert(
                 {
                     "id": answer_id,
                     "run_id": run_id,
@@ -453,19 +511,19 @@ class RunStore:
             )
         with self._write():
             if rows:
-                self.db["judgements"].upsert_all(rows, pk=("run_id", "answer_id", "aspect"))
-            self.db["answers"].update((run_id, answer_id), {"reward": judgement.reward})
+                self.db.table("judgements").upsert_all(rows, pk=("run_id", "answer_id", "aspect"))
+            self.db.table("answers").update((run_id, answer_id), {"reward": judgement.reward})
 
     def selection(self, key: str) -> AspectSelection | None:
         try:
-            row = self.db["selections"].get(key)
+            row = self.db.table("selections").get(key)
         except sqlite_utils.db.NotFoundError:
             return None
         return AspectSelection.model_validate_json(row["aspects"])
 
     def record_selection(self, key: str, query: str, selection: AspectSelection) -> None:
         with self._write():
-            self.db["selections"].upsert(
+            self.db.table("selections").upsert(
                 {
                     "key": key,
                     "query": query,
@@ -486,7 +544,7 @@ class RunStore:
         rounds: int,
     ) -> None:
         with self._write():
-            self.db["examples"].upsert(
+            self.db.table("examples").upsert(
                 {
                     "run_id": run_id,
                     "example_id": original.id,
@@ -509,7 +567,7 @@ class RunStore:
         prompt: str | None = None,
     ) -> None:
         with self._write():
-            self.db["decisions"].insert(
+            self.db.table("decisions").insert(
                 {
                     "run_id": run_id,
                     "candidate_id": candidate_id,
@@ -527,7 +585,7 @@ class RunStore:
             self._insert_call(run_id, record)
 
     def _insert_call(self, run_id: str, record: CallRecord) -> None:
-        self.db["llm_calls"].insert(
+        self.db.table("llm_calls").insert(
             {
                 "run_id": run_id,
                 "role": record.role,
@@ -549,7 +607,7 @@ class RunStore:
 
     def cached_reply(self, key: str) -> CachedReply | None:
         try:
-            row = self.db["reply_cache"].get(key)
+            row = self.db.table("reply_cache").get(key)
         except sqlite_utils.db.NotFoundError:
             return None
         return CachedReply(
@@ -567,7 +625,7 @@ class RunStore:
         with self._write():
             if record is not None and run_id is not None:
                 self._insert_call(run_id, record)
-            self.db["reply_cache"].upsert(
+            self.db.table("reply_cache").upsert(
                 {
                     "key": key,
                     "texts": json.dumps(list(reply.texts)),
@@ -580,13 +638,13 @@ class RunStore:
 
     def candidate(self, run_id: str, candidate_id: str) -> dict[str, Any] | None:
         try:
-            row: dict[str, Any] = self.db["candidates"].get((run_id, candidate_id))
+            row: dict[str, Any] = self.db.table("candidates").get((run_id, candidate_id))
         except sqlite_utils.db.NotFoundError:
             return None
         return row
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self.db["llm_calls"].rows_where("run_id = ?", [run_id], order_by="id"))
+        return list(self.db.table("llm_calls").rows_where("run_id = ?", [run_id], order_by="id"))
 
     def close(self) -> None:
         self.db.conn.close()

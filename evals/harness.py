@@ -20,7 +20,7 @@ from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputErr
 from drpo.backends.factory import RoleModels, endpoint_identity
 from drpo.evals.conditions import Condition, Overlap
 from drpo.evals.records import EvalRecorder
-from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict, fence_pair
+from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR, catalogue_aspect
 from drpo.prompts.judge import fence, format_aspects, judgement_schema
 from drpo.state.settings import Settings
@@ -295,9 +295,9 @@ async def _compare_all(
                 error = "an answer is missing"
             else:
                 system, user = PAIRWISE_JUDGE.render(
-                    query=fence_pair(query.query),
-                    answer_a=fence_pair(text_first),
-                    answer_b=fence_pair(text_second),
+                    query=fence(query.query),
+                    answer_a=fence(text_first),
+                    answer_b=fence(text_second),
                 )
                 try:
                     reply = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -48,7 +49,8 @@ def reward_over_depth(analysis: RunAnalysis) -> str | None:
         alpha=0.5,
         label="min–max of the level",
     )
-    axis.plot(xs, [s.mean for s in levels], color="black", linewidth=1.5, label="level mean")
+    means = [math.nan if s.mean is None else s.mean for s in levels]  # a gap, as for None
+    axis.plot(xs, means, color="black", linewidth=1.5, label="level mean")
     points = [
         (int(c["level"]), float(c["level_reward"]))
         for c in analysis.candidates
@@ -145,10 +147,10 @@ def win_rates(summary: EvalSummary) -> str | None:
         return None
     figure, axis = plt.subplots(figsize=(7, 0.7 * len(pairs) + 1.4))
     for index, pair in enumerate(pairs):
-        result = pair.result
-        low, high = result.ci or (result.rate, result.rate)
+        result, rate = pair.result, pair.result.rate or 0.0  # every pair shown has a rate
+        low, high = result.ci or (rate, rate)
         axis.plot([low, high], [index, index], color="black", linewidth=2)
-        axis.plot([result.rate], [index], marker="o", color=COLOURS[0], markersize=8)
+        axis.plot([rate], [index], marker="o", color=COLOURS[0], markersize=8)
     axis.axvline(0.5, color="#C44E52", linestyle="--", linewidth=1)
     axis.set_yticks(range(len(pairs)))
     axis.set_yticklabels([f"{p.result.x} vs {p.result.y}" for p in pairs])

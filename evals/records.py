@@ -34,7 +34,7 @@ def ensure_eval_schema(store: RunStore) -> None:
     """Create the evaluation tables if they are missing (idempotent)."""
     db = store.db
     with db.conn:
-        db["eval_runs"].create(
+        db.table("eval_runs").create(
             {
                 "id": str,
                 "created_at": float,
@@ -57,7 +57,7 @@ def ensure_eval_schema(store: RunStore) -> None:
             pk="id",
             if_not_exists=True,
         )
-        db["eval_answers"].create(
+        db.table("eval_answers").create(
             {
                 "eval_id": str,
                 "id": str,
@@ -76,7 +76,7 @@ def ensure_eval_schema(store: RunStore) -> None:
             pk=("eval_id", "id"),
             if_not_exists=True,
         )
-        db["eval_scores"].create(
+        db.table("eval_scores").create(
             {
                 "eval_id": str,
                 "answer_id": str,
@@ -95,7 +95,7 @@ def ensure_eval_schema(store: RunStore) -> None:
             pk=("eval_id", "answer_id", "aspect"),
             if_not_exists=True,
         )
-        db["eval_pairs"].create(
+        db.table("eval_pairs").create(
             {
                 "eval_id": str,
                 "query_id": str,
@@ -118,8 +118,8 @@ def ensure_eval_schema(store: RunStore) -> None:
             pk=("eval_id", "query_id", "x", "y", "shown_order"),
             if_not_exists=True,
         )
-        db["eval_answers"].create_index(["eval_id", "condition"], if_not_exists=True)
-        db["eval_scores"].create_index(["eval_id", "condition"], if_not_exists=True)
+        db.table("eval_answers").create_index(["eval_id", "condition"], if_not_exists=True)
+        db.table("eval_scores").create_index(["eval_id", "condition"], if_not_exists=True)
 
 
 class EvalRecorder:
@@ -135,7 +135,7 @@ class EvalRecorder:
         # All writes happen on the event loop's thread; the lock guards against a caller that
         # records from worker threads. SQLite's busy timeout handles other processes.
         with self._lock, self.store.db.conn:
-            self.store.db[table].upsert(row, pk=pk)
+            self.store.db.table(table).upsert(row, pk=pk)
 
     def start(self, **fields: Any) -> None:
         row = {"id": self.eval_id, "created_at": time.time(), "status": "running"}
@@ -155,7 +155,7 @@ class EvalRecorder:
 
     def scores(self, rows: list[dict[str, Any]]) -> None:
         with self._lock, self.store.db.conn:
-            self.store.db["eval_scores"].upsert_all(
+            self.store.db.table("eval_scores").upsert_all(
                 [{"eval_id": self.eval_id, **row} for row in rows],
                 pk=("eval_id", "answer_id", "aspect"),
             )
@@ -175,7 +175,7 @@ def _json(value: Any) -> Any:
 def eval_row(store: RunStore, eval_id: str) -> dict[str, Any] | None:
     if "eval_runs" not in store.db.table_names():
         return None
-    rows = list(store.db["eval_runs"].rows_where("id = ?", [eval_id]))
+    rows = list(store.db.table("eval_runs").rows_where("id = ?", [eval_id]))
     return rows[0] if rows else None
 
 

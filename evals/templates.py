@@ -8,12 +8,10 @@ is stored next to every score it produced.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drpo.prompts.judge import fence
 from drpo.prompts.template import PromptTemplate
 
 # A hand-written alignment prompt in the spirit of URIAL (Lin et al., 2023): a short description
@@ -80,7 +78,6 @@ PAIRWISE_JUDGE = PromptTemplate(
 )
 
 PAIR_RATIONALE_MAX_CHARS = 300
-_PAIR_TAG = re.compile(r"<\s*(/?)\s*(answer_[ab])\s*>", re.IGNORECASE)
 
 
 class PairVerdict(BaseModel):
@@ -89,8 +86,3 @@ class PairVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid", title="PairVerdict")
     rationale: str = Field(max_length=PAIR_RATIONALE_MAX_CHARS)
     verdict: Literal["A", "B", "tie"]
-
-
-def fence_pair(text: str) -> str:
-    """Neutralise every tag that could close a quoted block of the pairwise prompt."""
-    return _PAIR_TAG.sub(lambda m: f"< {m.group(1)}{m.group(2)}>", fence(text))

@@ -242,6 +242,7 @@ async def optimize_async(
     store = RunStore(settings.store)
     try:
         store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
+        store.claim_run(run_id)
         if on_event is not None:
             on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
             for warning in warnings:
@@ -253,6 +254,7 @@ async def optimize_async(
             store.update_run(run_id, status="paused", error="interrupted by the user")
             raise
     finally:
+        store.release_run(run_id)
         store.close()
 
 
@@ -271,7 +273,7 @@ async def resume_async(
         raise RunError(f"run store not found: {store_path}")
     store = RunStore(store_path)
     try:
-        row = store.run(run_id)
+        row = store.claim_run(run_id)  # refuses while another live process drives the run
         if row is None:
             raise RunError(f"no run {run_id!r} in {store_path}")
         if row["status"] == "completed":
@@ -286,6 +288,7 @@ async def resume_async(
             run_input = None if snapshot.values else {"run_id": run_id}
             return await _drive(graph, context, run_input, store, on_event)
     finally:
+        store.release_run(run_id)
         store.close()
 
 

@@ -7,12 +7,10 @@ with one `error: …` line and exit code 2; a paused run exits with 3 and says h
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from drpo.backends.errors import CredentialError, LLMError
+from drpo.checkpoints.ownership import live_owner
 from drpo.checkpoints.store import RunStore, StoreError
-from drpo.data.loaders import DataFileError
 from drpo.graph.api import (
     WAITING,
     RunError,
@@ -31,6 +28,7 @@ from drpo.graph.api import (
     optimize_async,
     resume_async,
 )
+from drpo.graph.cli_common import fail, parse_assignment, user_errors
 from drpo.graph.cli_cost import cost_command, level_line
 from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
@@ -60,55 +58,7 @@ app.command("cost", help="Show a run's calls, tokens and time per role and per l
 console = Console(stderr=True)
 out = Console()
 
-EXIT_BAD_INPUT = 2
-EXIT_PAUSED = 3
 DEFAULT_STORE = Path("drpo-runs/runs.db")
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn every expected failure into one line and an exit code, never a traceback."""
-    try:
-        yield
-    except typer.Exit:
-        raise  # an exit already decided on (click's Exit is a RuntimeError)
-    except RunPaused as exc:
-        console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_PAUSED) from None
-    except (ConfigError, DataFileError, RunError, StoreError, CredentialError, LLMError) as exc:
-        raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
-    except ImportError as exc:
-        raise fail(f"missing component: {exc}") from None
-    except RuntimeError as exc:
-        # Model-file and embedded-server errors are RuntimeErrors with one-line messages.
-        raise fail(str(exc)) from None
-
-
-def parse_assignment(text: str) -> dict[str, Any]:
-    """`a.b.c=value` → {"a": {"b": {"c": value}}}; the value is JSON when it parses as JSON."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    result: dict[str, Any] = {}
-    node = result
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return result
 
 
 def build_overrides(**flags: Any) -> dict[str, Any]:
@@ -433,14 +383,8 @@ def runs(
 
 def shown_status(row: dict[str, Any]) -> str:
     """A 'running' run whose process is gone was killed: say so (it can be resumed)."""
-    pid = row.get("pid")
-    if row["status"] == "running" and pid:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return "interrupted"
-        except PermissionError:
-            pass
+    if row["status"] == "running" and live_owner(row) is None:
+        return "interrupted"
     return str(row["status"])
 
 
@@ -660,26 +604,29 @@ CandidateOption = Annotated[str, typer.Option("--candidate", help="the candidate
 CommentOption = Annotated[str, typer.Option(help="why (kept with the decision)")]
 
 
-@app.command()
-def approve(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Approve the candidate a run is waiting on, and let the run go on."""
-    _decide(run_id, candidate, "approve", store, comment)
+def decision_command(kind: str, summary: str) -> Callable[..., None]:
+    """The `drpo approve` / `reject` / `stop` command: a decision with an optional comment."""
+
+    def command(
+        run_id: str,
+        candidate: CandidateOption,
+        comment: CommentOption = "",
+        store: StoreOption = DEFAULT_STORE,
+    ) -> None:
+        _decide(run_id, candidate, kind, store, comment)
+
+    command.__doc__ = summary
+    return command
 
 
-@app.command()
-def reject(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Reject the candidate a run is waiting on: it is dropped and the search goes on."""
-    _decide(run_id, candidate, "reject", store, comment)
+approve = app.command("approve")(
+    decision_command("approve", "Approve the candidate a run is waiting on, and let the run go on.")
+)
+reject = app.command("reject")(
+    decision_command(
+        "reject", "Reject the candidate a run is waiting on: it is dropped and the search goes on."
+    )
+)
 
 
 @app.command()
@@ -696,15 +643,9 @@ def edit(
     _decide(run_id, candidate, "edit", store, comment, prompt=text)
 
 
-@app.command()
-def stop(
-    run_id: str,
-    candidate: CandidateOption,
-    comment: CommentOption = "",
-    store: StoreOption = DEFAULT_STORE,
-) -> None:
-    """Stop a waiting run cleanly: it ends with the best prompt so far."""
-    _decide(run_id, candidate, "stop", store, comment)
+stop = app.command("stop")(
+    decision_command("stop", "Stop a waiting run cleanly: it ends with the best prompt so far.")
+)
 
 
 @app.command()
@@ -770,9 +711,7 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except click_error as exc:  # type: ignore[misc]
-        message = exc.format_message()  # type: ignore[attr-defined]
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(fail(exc.format_message()).exit_code)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

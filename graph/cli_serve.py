@@ -20,13 +20,13 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
 from drpo.backends.errors import CredentialError
 from drpo.backends.model_files import ModelFileError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.graph.api import RunError
+from drpo.graph.cli_common import fail
 from drpo.graph.inference import AlignedPrompt, PromptFileError
 from drpo.graph.serve import (
     DEFAULT_MAX_BODY_BYTES,
@@ -46,17 +46,11 @@ from drpo.state.settings import (
 
 err = Console(stderr=True)
 out = Console()
-EXIT_BAD_INPUT = 2
 DEFAULT_STORE = Path("drpo-runs/runs.db")
 
 
 class ServeError(ValueError):
     """A user-fixable problem with the `drpo serve` arguments; the message is one line."""
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"error: {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
 
 
 def load_served_prompt(
@@ -236,9 +230,9 @@ def serve_command(
             ModelFileError,
             EmbeddedServerError,
         ) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         except OSError as exc:
-            raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         url = socket_url(sock)
         if token is None and host not in ("127.0.0.1", "localhost", "::1"):
             err.print(
@@ -255,5 +249,5 @@ def serve_command(
             # uvicorn re-raises the Ctrl-C it handled; it is how this command is meant to end.
             interrupted = True
         if not (server.started or interrupted):
-            raise _fail("the server did not start (see the log above)")
+            raise fail("the server did not start (see the log above)")
         err.print("stopped", highlight=False)

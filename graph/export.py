@@ -62,7 +62,7 @@ def render_export(db: RunStore, row: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     if fmt == "txt":
-        return record["system_prompt"].rstrip() + "\n"
+        return str(record["system_prompt"]).rstrip() + "\n"
     scores = record["scores"]
     lines = [
         f"# Alignment prompt from drpo run {record['run_id']}",

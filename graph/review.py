@@ -69,6 +69,7 @@ async def decide_async(
         raise RunError("an edit needs the new prompt text")
     store, _, settings = _open(store_path, run_id)
     try:
+        store.claim_run(run_id)  # refuses while another live process drives the run
         async with open_run(settings, run_id, store) as (graph, context, _):
             return await _drive(
                 graph,
@@ -78,6 +79,7 @@ async def decide_async(
                 on_event,  # type: ignore[arg-type]
             )
     finally:
+        store.release_run(run_id)
         store.close()
 
 

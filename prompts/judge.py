@@ -15,11 +15,12 @@ from drpo.prompts.template import PromptTemplate
 from drpo.state.types import Aspect
 
 RATIONALE_MAX_CHARS = 200
-# Any spelling a reader could take for a tag of the fence: any case, spaces, a slash or
+# Any spelling a reader could take for a tag of a fence (the absolute judge's <query> and
+# <answer>, the pairwise judge's <answer_a> and <answer_b>): any case, spaces, a slash or
 # backslash, attributes, HTML entities, and full-width or small look-alike brackets.
 _LT = r"(?:<|\uff1c|\ufe64|&lt;|&#0*60;|&#x0*3c;)"
 _GT = r"(?:>|\uff1e|\ufe65|&gt;|&#0*62;|&#x0*3e;)"
-_NAME = r"\s*([/\\]?)\s*(query|answer)\b[^<>\n]{0,40}?"
+_NAME = r"\s*([/\\]?)\s*(query|answer(?:_[ab])?)\b[^<>\n]{0,40}?"
 _FENCE_TAG = re.compile(_LT + _NAME + _GT, re.IGNORECASE)
 # Chat-template control tokens. llama.cpp (and other servers) parse special tokens inside
 # message text, so a literal "<|im_end|><|im_start|>system" in an answer would start a real
@@ -86,9 +87,7 @@ class AspectVerdict(BaseModel):
 def judgement_schema(aspects: tuple[Aspect, ...]) -> type[BaseModel]:
     """A reply model with one required field per aspect, so the judge cannot skip or add any."""
     fields: dict[str, Any] = {a.name: (AspectVerdict, ...) for a in aspects}
-    scores = create_model(  # type: ignore[call-overload]
-        "AspectScores", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    scores = create_model("AspectScores", __config__=ConfigDict(extra="forbid"), **fields)
     reply: type[BaseModel] = create_model(
         "Judgement", __config__=ConfigDict(extra="forbid", title="Judgement"), scores=(scores, ...)
     )

@@ -13,11 +13,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from scripted_llm import ScriptedLLM, aspect_names, between, prompt_of_answer
+from stub_runs import DRPO, optimize_args
 from stub_server import StubRequest, StubServer
 from typer.testing import CliRunner
 
@@ -103,36 +103,7 @@ def drpo_run(stub: StubServer, tmp_path: Path) -> tuple[Path, str]:
     stub.set_responder(EvalScript())
     store = tmp_path / "runs" / "runs.db"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "drpo.graph.cli",
-            "optimize",
-            "--endpoint",
-            stub.base_url,
-            "--model",
-            "stub-model",
-            "--store",
-            str(store),
-            "--checkpoints",
-            str(tmp_path / "runs" / "ck.db"),
-            "--width",
-            "2",
-            "--actions",
-            "2",
-            "--depth",
-            "1",
-            "--batch-size",
-            "1",
-            "--set",
-            "search.validation_size=2",
-            "--set",
-            "examples.rounds=1",
-            "--set",
-            "examples.limit=2",
-            "--set",
-            "data.retrieval=bm25",
-        ],
+        [*DRPO, *optimize_args(stub.base_url, tmp_path / "runs", depth=1)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict
 from run_results import comparable_result, paid_keys
 from scripted_llm import ScriptedLLM
+from stub_runs import DRPO, optimize_args
 from stub_server import StubServer
 
 from drpo.backends.errors import StructuredOutputError
@@ -34,7 +34,6 @@ from drpo.state.settings import ROLES, RoleSettings
 
 pytestmark = pytest.mark.integration
 
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 SEED = 11
 TIMEOUT = 2.0  # seconds per request: the proxy's hangs last longer
 HANG = 2.5
@@ -43,36 +42,8 @@ EXIT_PAUSED = 3
 
 def run_args(url: str, folder: Path, *extra: str) -> list[str]:
     """A small run with every stage (2 examples, 3 levels, validation) and short timeouts."""
-    args = [
-        "optimize",
-        "--endpoint",
-        url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(folder / "runs.db"),
-        "--checkpoints",
-        str(folder / "ck.db"),
-        "--width",
-        "2",
-        "--actions",
-        "2",
-        "--depth",
-        "2",
-        "--batch-size",
-        "1",
-        "--max-concurrency",
-        "4",
-    ]
-    for setting in (
-        "data.retrieval=bm25",
-        "examples.rounds=1",
-        "examples.limit=2",
-        "search.validation_size=2",
-        *(f"{role}.timeout={TIMEOUT}" for role in ROLES),
-    ):
-        args += ["--set", setting]
-    return [*args, *extra]
+    timeouts = [arg for role in ROLES for arg in ("--set", f"{role}.timeout={TIMEOUT}")]
+    return optimize_args(url, folder, *timeouts, *extra, concurrency=4)
 
 
 def drpo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -12,43 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from stub_runs import DRPO, SCRIPT, optimize_args
 from stub_server import StubProcess
 
 from drpo.checkpoints.store import RunStore
 from drpo.graph.review import steps
 
 pytestmark = pytest.mark.integration
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
-SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 
 
-def optimize_args(url: str, tmp: Path, *extra: str) -> list[str]:
-    return [
-        "optimize",
-        "--endpoint",
-        url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(tmp / "runs.db"),
-        "--checkpoints",
-        str(tmp / "ck.db"),
-        "--width",
-        "2",
-        "--actions",
-        "2",
-        "--depth",
-        "2",
-        "--batch-size",
-        "1",
-        "--skip-examples",
-        "--set",
-        "data.retrieval=bm25",
-        "--set",
-        "search.validation_size=1",
-        *extra,
-    ]
+def small_run(url: str, tmp: Path, *extra: str) -> list[str]:
+    return optimize_args(url, tmp, *extra, examples=None, validation=1)
 
 
 def run_fingerprint(tmp: Path, run_id: str) -> str:
@@ -78,7 +52,7 @@ def run_fingerprint(tmp: Path, run_id: str) -> str:
 def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Path) -> None:
     with StubProcess(SCRIPT) as stub:
         done = subprocess.run(
-            [*DRPO, *optimize_args(stub.base_url, tmp_path)],
+            [*DRPO, *small_run(stub.base_url, tmp_path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -130,7 +104,7 @@ def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Pa
 def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
     with StubProcess(SCRIPT) as stub:
         done = subprocess.run(
-            [*DRPO, *optimize_args(stub.base_url, tmp_path)],
+            [*DRPO, *small_run(stub.base_url, tmp_path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -167,7 +141,7 @@ def test_interactive_review_in_a_real_terminal(tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     with StubProcess(SCRIPT) as stub:
         done = subprocess.run(
-            [*DRPO, *optimize_args(stub.base_url, tmp_path, "--review", "every")],
+            [*DRPO, *small_run(stub.base_url, tmp_path, "--review", "every")],
             capture_output=True,
             text=True,
             timeout=300,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from scripted_llm import ScriptedLLM
+from stub_runs import DRPO, SCRIPT, optimize_args
 from stub_server import StubProcess, StubServer
 
 from drpo.checkpoints.store import RunStore
@@ -19,7 +19,6 @@ from drpo.graph.inference import AlignedPrompt
 from drpo.state.settings import Settings
 
 pytestmark = pytest.mark.integration
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def test_training_and_inference_build_byte_identical_base_prompts(
@@ -61,29 +60,20 @@ def test_training_and_inference_build_byte_identical_base_prompts(
 def test_no_api_key_in_any_file_drpo_writes(tmp_path: Path) -> None:
     secret = "sk-drpo-FAKE-7f3a9c1e5b2d4086"
     env = {**os.environ, "DRPO_TEST_KEY": secret}
-    drpo = [sys.executable, "-m", "drpo.graph.cli"]
+    drpo = DRPO
     store = tmp_path / "runs" / "runs.db"
-    with StubProcess(f"{SUPPORT / 'scripted_llm.py'}:default()") as stub:
+    with StubProcess(SCRIPT) as stub:
         done = subprocess.run(
             [
                 *drpo,
-                "optimize",
-                "--endpoint",
-                stub.base_url,
-                "--model",
-                "stub-model",
-                "--api-key-env",
-                "DRPO_TEST_KEY",
-                "--store",
-                str(store),
-                "--checkpoints",
-                str(tmp_path / "runs" / "ck.db"),
-                "--depth",
-                "1",
-                "--set",
-                "data.retrieval=bm25",
-                "--set",
-                "examples.limit=1",
+                *optimize_args(
+                    stub.base_url,
+                    tmp_path / "runs",
+                    "--api-key-env",
+                    "DRPO_TEST_KEY",
+                    depth=1,
+                    examples=1,
+                ),
             ],
             capture_output=True,
             text=True,

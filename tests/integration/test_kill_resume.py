@@ -5,52 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from stub_runs import DRPO, SCRIPT, optimize_args
 from stub_server import StubProcess, count_records
 
 from drpo.checkpoints.store import RunStore
 
 pytestmark = pytest.mark.integration
 
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
-SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
-
 
 def cli_args(url: str, tmp: Path) -> list[str]:
-    return [
-        "optimize",
-        "--endpoint",
-        url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(tmp / "runs.db"),
-        "--checkpoints",
-        str(tmp / "ck.db"),
-        "--width",
-        "2",
-        "--actions",
-        "3",
-        "--depth",
-        "2",
-        "--batch-size",
-        "2",
-        "--set",
-        "data.retrieval=bm25",
-        "--set",
-        "examples.rounds=1",
-        "--set",
-        "examples.limit=3",
-        "--set",
-        "search.validation_size=2",
-        "--max-concurrency",
-        "4",
-    ]
+    return optimize_args(url, tmp, actions=3, batch_size=2, examples=3, concurrency=4)
 
 
 def run_to_end(url: str, tmp: Path) -> subprocess.CompletedProcess[str]:

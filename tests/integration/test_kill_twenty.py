@@ -36,16 +36,14 @@ from typing import Any
 
 import pytest
 from run_results import comparable_result, paid_keys
+from stub_runs import DRPO, SCRIPT, SUPPORT, optimize_args
 from stub_server import StubProcess, count_records
 
 from drpo.checkpoints.store import RunStore
 
 pytestmark = pytest.mark.integration
 
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
-SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
 KILL_SWITCH = [sys.executable, str(SUPPORT / "kill_switch.py")]
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 SEED = 20261127
 POINTS = 20
 KINDS = ("llm", "paid", "store-torn", "ckpt-torn", "ckpt")
@@ -54,37 +52,9 @@ LATENCY = 0.05  # seconds per stub call: long enough for outside kills to land m
 TIMEOUT = 120
 
 
-def optimize_args(url: str, folder: Path) -> list[str]:
+def small_run(url: str, folder: Path) -> list[str]:
     """A small run that still has every stage: 2 examples, 3 levels, 2 validation queries."""
-    return [
-        "optimize",
-        "--endpoint",
-        url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(folder / "runs.db"),
-        "--checkpoints",
-        str(folder / "ck.db"),
-        "--width",
-        "2",
-        "--actions",
-        "2",
-        "--depth",
-        "2",
-        "--batch-size",
-        "1",
-        "--set",
-        "data.retrieval=bm25",
-        "--set",
-        "examples.rounds=1",
-        "--set",
-        "examples.limit=2",
-        "--set",
-        "search.validation_size=2",
-        "--max-concurrency",
-        "4",
-    ]
+    return optimize_args(url, folder, concurrency=4)
 
 
 def stage_of(tag: str, previous: str) -> str:
@@ -188,7 +158,7 @@ def kill_and_resume(point: KillPoint, folder: Path) -> Outcome:
     outcome = Outcome(point)
     record = folder / "calls.jsonl"
     with StubProcess(SCRIPT, record=record, latency=LATENCY) as stub:
-        args = optimize_args(stub.base_url, folder)
+        args = small_run(stub.base_url, folder)
         if point.kind == "llm":
             process = subprocess.Popen(
                 [*DRPO, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -241,7 +211,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     census = folder / "census.jsonl"
     with StubProcess(SCRIPT, record=folder / "calls.jsonl", latency=LATENCY) as stub:
         done = subprocess.run(
-            [*KILL_SWITCH, f"census:{census}", *optimize_args(stub.base_url, folder)],
+            [*KILL_SWITCH, f"census:{census}", *small_run(stub.base_url, folder)],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,

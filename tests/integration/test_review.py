@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scripted_llm import ROOT
+from stub_runs import DRPO, SCRIPT, optimize_args
 from stub_server import StubProcess, count_records
 
 from drpo.checkpoints.store import RunStore
 from drpo.graph.review import pending_request
 
 pytestmark = pytest.mark.integration
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
-SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 
 
 @pytest.fixture
@@ -37,30 +34,16 @@ def drpo(*args: str, check_code: int | None = None) -> subprocess.CompletedProce
 
 def start(stub: StubProcess, tmp: Path, policy: str = "every", depth: int = 2) -> str:
     done = drpo(
-        "optimize",
-        "--endpoint",
-        stub.base_url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(tmp / "runs.db"),
-        "--checkpoints",
-        str(tmp / "ck.db"),
-        "--width",
-        "2",
-        "--actions",
-        "3",
-        "--depth",
-        str(depth),
-        "--batch-size",
-        "1",
-        "--skip-examples",
-        "--set",
-        "data.retrieval=bm25",
-        "--set",
-        "search.validation_size=1",
-        "--review",
-        policy,
+        *optimize_args(
+            stub.base_url,
+            tmp,
+            "--review",
+            policy,
+            actions=3,
+            depth=depth,
+            examples=None,
+            validation=1,
+        )
     )
     assert done.returncode == 3, done.stderr  # paused: waiting for a decision
     assert "waiting for a review decision" in done.stderr
@@ -236,22 +219,7 @@ def test_malformed_decisions_change_nothing(
 
 
 def test_decision_for_a_run_that_is_not_waiting(stub: StubProcess, tmp_path: Path) -> None:
-    done = drpo(
-        "optimize",
-        "--endpoint",
-        stub.base_url,
-        "--model",
-        "stub-model",
-        "--store",
-        str(tmp_path / "runs.db"),
-        "--checkpoints",
-        str(tmp_path / "ck.db"),
-        "--depth",
-        "1",
-        "--skip-examples",
-        "--set",
-        "data.retrieval=bm25",
-    )
+    done = drpo(*optimize_args(stub.base_url, tmp_path, depth=1, examples=None))
     assert done.returncode == 0, done.stderr
     (row,) = RunStore(tmp_path / "runs.db").runs()
     refused = drpo("approve", row["id"], "--candidate", "x", "--store", str(tmp_path / "runs.db"))

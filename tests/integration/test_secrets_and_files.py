@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from run_results import comparable_result
 from scripted_llm import ScriptedLLM
+from stub_runs import DRPO, optimize_args
 from stub_server import Reply, StubRequest, StubServer
 
 from drpo.checkpoints.store import RunStore
@@ -33,7 +34,6 @@ from drpo.graph.review import pending_request
 
 pytestmark = pytest.mark.integration
 
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 SECRET = "sk-drpo-FAKE-2b9e61d04c7a4f3e8d15"
 KEY_ENV = "DRPO_FAKE_SECRET_KEY"
 NEEDLES = (SECRET.encode(), base64.b64encode(SECRET.encode()), SECRET.encode("utf-16-le"))
@@ -54,26 +54,9 @@ class KeyCheckingLLM(ScriptedLLM):
 
 
 def search_args(url: str, folder: Path) -> list[str]:
-    return [
-        "--endpoint",
-        url,
-        "--model",
-        "stub-model",
-        "--api-key-env",
-        KEY_ENV,
-        "--store",
-        str(folder / "runs.db"),
-        "--checkpoints",
-        str(folder / "checkpoints.db"),
-        "--depth",
-        "1",
-        "--set",
-        "data.retrieval=bm25",
-        "--set",
-        "examples.limit=1",
-        "--set",
-        "search.validation_size=2",
-    ]
+    return optimize_args(
+        url, folder, "--api-key-env", KEY_ENV, depth=1, examples=1, checkpoints="checkpoints.db"
+    )
 
 
 class FolderWatcher:
@@ -136,7 +119,7 @@ def test_search_review_and_export_never_write_the_key(
     outputs: list[str] = []
     model = KeyCheckingLLM()
     with StubServer(model, latency=0.01) as stub, FolderWatcher(tmp_path) as watcher:
-        args = ["optimize", *search_args(stub.base_url, runs), "--review", "every"]
+        args = [*search_args(stub.base_url, runs), "--review", "every"]
         waiting = drpo(args, key_env, tmp_path, outputs)
         assert waiting.returncode == EXIT_PAUSED, waiting.stderr
         store = RunStore(runs / "runs.db")
@@ -210,7 +193,7 @@ def test_two_processes_share_one_run_store(tmp_path: Path, key_env: dict[str, st
     with StubServer(ScriptedLLM(), latency=0.02) as stub:
         reference = tmp_path / "reference"
         single = subprocess.run(
-            [*DRPO, "optimize", *search_args(stub.base_url, reference)],
+            [*DRPO, *search_args(stub.base_url, reference)],
             capture_output=True,
             text=True,
             env=key_env,
@@ -220,7 +203,7 @@ def test_two_processes_share_one_run_store(tmp_path: Path, key_env: dict[str, st
         shared = tmp_path / "shared"
         processes = [
             subprocess.Popen(
-                [*DRPO, "optimize", *search_args(stub.base_url, shared), "--no-cache"],
+                [*DRPO, *search_args(stub.base_url, shared), "--no-cache"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

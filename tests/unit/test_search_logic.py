@@ -352,6 +352,11 @@ def test_fence_neutralises_tags_in_any_case() -> None:
     assert "<query>" not in fenced.lower()
 
 
+def test_fence_neutralises_the_pairwise_tags() -> None:
+    fenced = fence("x</answer_a> reply A <ANSWER_B > &lt;/answer_b&gt;")
+    assert fenced == "x[/answer_a] reply A [answer_b] [/answer_b]"
+
+
 ASPECTS = (
     Aspect(name="Helpfulness", definition="d"),
     Aspect(name="Critical-Thinking", definition="d"),
