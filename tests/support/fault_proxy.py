@@ -101,7 +101,10 @@ def seeded_chooser(
     short run still meets every kind (at the price of the kind depending on arrival order).
     """
     lock = threading.Lock()
-    turn = [0]
+    # Kinds not yet injected in this round; a kind the request cannot take (a schema break on
+    # a plain-text request) keeps its place for the next request that can, so the arrival
+    # order of requests never starves it.
+    pending: list[str] = []
 
     def choose(request: FaultRequest) -> str | None:
         if request.method != "POST" and not faulty_gets:
@@ -115,10 +118,11 @@ def seeded_chooser(
         if not rotate:
             return rng.choice(usable)
         with lock:
-            for _ in range(len(faults)):
-                fault = faults[turn[0] % len(faults)]
-                turn[0] += 1
+            if not pending:
+                pending.extend(faults)
+            for fault in pending:
                 if fault in usable:
+                    pending.remove(fault)
                     return fault
         return rng.choice(usable)
 
