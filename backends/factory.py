@@ -132,13 +132,13 @@ def build_role_models(
             base_url = role_settings.endpoint
             model_name = role_settings.model
         api_key = api_key_for(role, role_settings, environ)
-        pool = build_pool(role_settings, api_key, board) if role_settings.endpoints else None
+        replicas = build_pool(role_settings, api_key, board) if role_settings.endpoints else None
         clients[role] = RoleClient(
             role=role,
             settings=role_settings,
-            pool=pool,
-            model=pool.replicas[0].model
-            if pool
+            pool=replicas,
+            model=replicas.replicas[0].model
+            if replicas
             else build_langchain_model(role_settings, base_url, api_key, model_name),
             endpoint_id=endpoint_identity(role_settings),
             cache=cache,
