@@ -872,7 +872,10 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line]
+    lines = file.read_text(encoding="utf-8").split("\n")
+    # The last element is "" after a complete line, or a line the stub is still writing: a
+    # reader polling the file while another process appends must not parse half a record.
+    return [json.loads(line) for line in lines[:-1] if line]
 
 
 def count_records(path: str | Path, *roles: str) -> int:
