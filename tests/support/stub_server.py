@@ -428,6 +428,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self.stub = stub
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the kill/resume tests and benchmarks do it on purpose)
+        # leaves a broken pipe or reset here; a traceback per connection buries real output.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
