@@ -60,6 +60,8 @@ class CallRecord:
     outcome: str  # ok | cache_hit | invalid | error
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens, those the server took from its prefix cache (0 when it does not say).
+    cached_tokens: int = 0
     latency: float = 0.0
     cache_key: str = ""
     error: str = ""
@@ -344,13 +346,14 @@ class RoleClient:
                 message = self._describe(exc)
                 self._record_error(key, tag, started, t0, message)
                 raise LLMCallError(self.role, message) from None
-        texts, prompt_tokens, completion_tokens = _read_result(result)
-        reply = CachedReply(tuple(texts), prompt_tokens, completion_tokens)
+        texts, usage = _read_result(result)
+        reply = CachedReply(tuple(texts), usage.prompt_tokens, usage.completion_tokens)
         record = self._new_record(
             "ok",
             replica=replica,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
             latency=time.perf_counter() - t0,
             cache_key=key,
             tag=tag,
@@ -486,14 +489,31 @@ def _one_line(exc: BaseException) -> str:
     return text[:300]
 
 
-def _read_result(result: LLMResult) -> tuple[list[str], int, int]:
+@dataclass(frozen=True)
+class _Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def _read_result(result: LLMResult) -> tuple[list[str], _Usage]:
     generations = result.generations[0]
     texts = [g.text for g in generations]
     usage = (result.llm_output or {}).get("token_usage") or {}
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    completion_tokens = int(usage.get("completion_tokens") or 0)
-    if not usage and generations and isinstance(generations[0], ChatGeneration):
+    if usage:
+        # OpenAI's field, which llama.cpp and vLLM fill too: prompt tokens the server did not
+        # have to process again because an earlier request shared their prefix.
+        details = usage.get("prompt_tokens_details") or {}
+        return texts, _Usage(
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            int(details.get("cached_tokens") or 0),
+        )
+    if generations and isinstance(generations[0], ChatGeneration):
         meta = getattr(generations[0].message, "usage_metadata", None) or {}
-        prompt_tokens = int(meta.get("input_tokens", 0))
-        completion_tokens = int(meta.get("output_tokens", 0))
-    return texts, prompt_tokens, completion_tokens
+        return texts, _Usage(
+            int(meta.get("input_tokens", 0)),
+            int(meta.get("output_tokens", 0)),
+            int((meta.get("input_token_details") or {}).get("cache_read") or 0),
+        )
+    return texts, _Usage()

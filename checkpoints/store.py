@@ -40,6 +40,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("llm_calls", "stage", str),
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
+    ("llm_calls", "cached_tokens", int),
 )
 
 # Spending by run, stage (examples / search / validate), level and role. Only `ok` calls were paid
@@ -55,6 +56,7 @@ select run_id, coalesce(stage, '') as stage, level, role,
        sum(outcome = 'invalid') as invalid,
        coalesce(sum(case when outcome = 'ok' then prompt_tokens end), 0) as prompt_tokens,
        coalesce(sum(case when outcome = 'ok' then completion_tokens end), 0) as completion_tokens,
+       coalesce(sum(case when outcome = 'ok' then cached_tokens end), 0) as cached_tokens,
        coalesce(sum(case when outcome in ('ok', 'error') then latency end), 0) as seconds,
        min(started_at) as first_started,
        max(started_at + latency) as last_finished
@@ -242,6 +244,7 @@ class RunStore:
                     "stage": str,
                     "level": int,
                     "replica": str,
+                    "cached_tokens": int,
                 },
                 pk="id",
                 if_not_exists=True,
@@ -274,6 +277,11 @@ class RunStore:
             for table, column, kind in _ADDED_COLUMNS:
                 if column not in db.table(table).columns_dict:
                     db.table(table).add_column(column, kind)
+            # A store made by an older version has the view without its newer columns.
+            if "call_costs" in db.view_names() and (
+                "cached_tokens" not in db.view("call_costs").columns_dict
+            ):
+                db.execute("drop view call_costs")
             db.execute(COST_VIEW)
             db.table("llm_calls").create_index(["run_id", "role"], if_not_exists=True)
             db.table("candidates").create_index(["run_id", "level"], if_not_exists=True)
@@ -602,6 +610,7 @@ class RunStore:
                 "stage": record.stage,
                 "level": record.level,
                 "replica": record.replica or record.endpoint,
+                "cached_tokens": record.cached_tokens,
             }
         )
 

@@ -20,6 +20,7 @@ SUMMED = (
     "invalid",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
     "seconds",
 )
 
@@ -81,6 +82,7 @@ def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Tab
         "cached",
         "failed",
         "prompt tok",
+        "prefix-cached",
         "output tok",
         "model s",
         "wall s",
@@ -93,6 +95,7 @@ def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Tab
             str(total["cache_hits"]),
             str(total["errors"] + total["invalid"]),
             str(total["prompt_tokens"]),
+            str(total["cached_tokens"]),
             str(total["completion_tokens"]),
             f"{total['seconds']:.1f}",
             f"{wall(total):.1f}",
@@ -114,7 +117,8 @@ def render_cost(store: RunStore, run_id: str, out: Console) -> None:
     out.print(
         f"run {run_id}: {everything['calls']} paid calls, {everything['cache_hits']} cache hits "
         f"(never counted as spent), "
-        f"{everything['prompt_tokens'] + everything['completion_tokens']} tokens; "
+        f"{everything['prompt_tokens'] + everything['completion_tokens']} tokens "
+        f"({everything['cached_tokens']} prompt tokens reused from the server's prefix cache); "
         f"{everything['seconds']:.1f} s of model time"
         + (f", {active:.1f} s of wall time running" if active else ""),
         highlight=False,
