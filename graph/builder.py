@@ -1,11 +1,17 @@
 """The DRPO state machine, wired in one place. It reads like the algorithm:
 
-prepare → [stage A: optimize_example × examples] → collect_examples
+prepare → [stage A: optimize_example × examples (+ the root level's and the validation
+  round's aspect choices, queued behind them)] → collect_examples
 → start_level (retrieves each query's examples) → select_rewards × queries
   (+ rewrite × beam after the root level; at the root, prefetch_aspects × validation queries
   in the slots it leaves idle) → record_proposals
-→ score × (proposal, query), each task its own generate → evaluate chain → beam_select
+→ score × (proposal, query), each task its own generate → evaluate chain
+  (+ the next level's aspect choices, queued behind them) → beam_select
 → (next level | start_validation → select_rewards → … → finalize)
+
+An aspect choice depends on its query alone, so the prefetching tasks only fill slots a step
+leaves idle; the level that needs the choice finds it in the run store without a call. One
+function serves three node names because a node's successor is fixed by the graph.
 
 Scoring is a compiled subgraph rather than two fan-outs of the parent graph: LangGraph runs a
 graph in supersteps, and every task of one superstep waits for the whole previous one, so a
@@ -47,7 +53,12 @@ from drpo.nodes.generate import SCORE_NODE, generate
 from drpo.nodes.level import start_level, start_validation
 from drpo.nodes.prepare import prepare
 from drpo.nodes.rewrite import rewrite
-from drpo.nodes.select_rewards import prefetch_aspects, select_rewards
+from drpo.nodes.select_rewards import (
+    PREFETCH_IN_STAGE_A,
+    PREFETCH_NEXT_LEVEL,
+    prefetch_aspects,
+    select_rewards,
+)
 from drpo.state.graph_state import (
     GenerateTask,
     RunInput,
@@ -102,6 +113,8 @@ def build_graph(
     graph.add_node("start_level", start_level)
     graph.add_node("select_rewards", select_rewards)
     graph.add_node("prefetch_aspects", prefetch_aspects)
+    graph.add_node(PREFETCH_IN_STAGE_A, prefetch_aspects)
+    graph.add_node(PREFETCH_NEXT_LEVEL, prefetch_aspects)
     graph.add_node("rewrite", rewrite)
     graph.add_node("record_proposals", record_proposals)
     graph.add_node(SCORE_NODE, score)
@@ -122,8 +135,11 @@ def build_graph(
     graph.add_node("finalize", finalize)
 
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", route_examples, ["optimize_example", "start_level"])
+    graph.add_conditional_edges(
+        "prepare", route_examples, ["optimize_example", PREFETCH_IN_STAGE_A, "start_level"]
+    )
     graph.add_edge("optimize_example", "collect_examples")
+    graph.add_edge(PREFETCH_IN_STAGE_A, "collect_examples")
     graph.add_edge("collect_examples", "start_level")
     graph.add_conditional_edges(
         "start_level", route_level, ["select_rewards", "prefetch_aspects", "rewrite"]
@@ -132,8 +148,11 @@ def build_graph(
     graph.add_edge("prefetch_aspects", "record_proposals")
     graph.add_edge("rewrite", "record_proposals")
     graph.add_conditional_edges(
-        "record_proposals", route_scoring, [SCORE_NODE, "beam_select", "finalize"]
+        "record_proposals",
+        route_scoring,
+        [SCORE_NODE, PREFETCH_NEXT_LEVEL, "beam_select", "finalize"],
     )
+    graph.add_edge(PREFETCH_NEXT_LEVEL, "beam_select")
     graph.add_conditional_edges(SCORE_NODE, route_scored, ["beam_select", "approve", "finalize"])
     graph.add_conditional_edges(
         "beam_select", route_after_level, ["approve", "start_level", "start_validation"]

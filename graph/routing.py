@@ -9,6 +9,8 @@ from drpo.nodes.approve import needs_review, next_after_level
 from drpo.nodes.beam import unique_proposals
 from drpo.nodes.context import RunContext
 from drpo.nodes.generate import scoring_tasks
+from drpo.nodes.level import level_batch
+from drpo.nodes.select_rewards import PREFETCH_IN_STAGE_A, PREFETCH_NEXT_LEVEL
 from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
 
 
@@ -19,7 +21,33 @@ def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Sen
     if not stage.enabled or stage.rounds == 0 or not examples:
         return "start_level"
     count = len(examples) if stage.limit is None else min(stage.limit, len(examples))
-    return [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
+    sends = [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
+    ctx = runtime.context
+    if not may_prefetch(ctx):
+        return sends
+    # Queued behind the example tasks, these take the slots the shorter chains leave idle.
+    validation = ctx.validation[: ctx.settings.search.validation_size]
+    return (
+        sends
+        + prefetch_level(PREFETCH_IN_STAGE_A, state, ctx, 0)
+        + [Send(PREFETCH_IN_STAGE_A, SelectTask(query=q, stage="validate")) for q in validation]
+    )
+
+
+def may_prefetch(ctx: RunContext) -> bool:
+    """Not under a calls or tokens budget: a choice made early would be paid for before the
+    step that needs it, and could push the run past its budget within the current step."""
+    return ctx.budget is None or not ctx.budget.limits_spending
+
+
+def prefetch_level(node: str, state: SearchState, ctx: RunContext, level: int) -> list[Send]:
+    """Aspect choices for a later level's queries, made in slots the current step leaves idle.
+
+    A choice depends on the query alone and the order of queries is fixed when the run starts,
+    so it can be made early; that level's `select_rewards` then finds it without a call.
+    """
+    queries = level_batch(state["query_order"], ctx.train, level, ctx.settings.search.batch_size)
+    return [Send(node, SelectTask(query=q, stage="search", level=level)) for q in queries]
 
 
 def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
@@ -33,7 +61,7 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
         # The root level only selects, leaving slots idle; the validation round (which every
         # run reaches) would otherwise spend a step of its own on the same selector calls.
         ctx = runtime.context
-        idle = max(ctx.settings.max_concurrency - len(sends), 0)
+        idle = max(ctx.settings.max_concurrency - len(sends), 0) if may_prefetch(ctx) else 0
         validation = ctx.validation[: min(ctx.settings.search.validation_size, idle)]
         sends += [
             Send("prefetch_aspects", SelectTask(query=q, stage="validate")) for q in validation
@@ -65,6 +93,15 @@ def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send
     stage = "validate" if phase == "validate" else "search"
     dedupe = runtime.context.settings.search.dedupe or stage == "validate"
     sends = scoring_tasks(state, unique_proposals(state.get("proposals", []), dedupe), stage)
+    if (
+        sends
+        and stage == "search"
+        and state["level"] < state["depth_limit"]
+        and may_prefetch(runtime.context)
+    ):
+        # The next level is certain (short of a person's stop or a budget): its aspect choices
+        # fill the slots this level's last answers and judgements leave idle.
+        sends += prefetch_level(PREFETCH_NEXT_LEVEL, state, runtime.context, state["level"] + 1)
     if sends:
         return sends
     return "beam_select" if stage == "search" else "finalize"

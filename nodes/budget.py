@@ -65,6 +65,10 @@ class BudgetGate:
         budget = self.budget
         return budget.calls is None and budget.tokens is None and budget.wall_seconds is None
 
+    @property
+    def limits_spending(self) -> bool:
+        return self.budget.calls is not None or self.budget.tokens is not None
+
     def verdict(self) -> BudgetReached | None:
         budget = self.budget
         now = self.spending()

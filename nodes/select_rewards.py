@@ -24,6 +24,10 @@ from drpo.state.types import Aspect, AspectSelection, Query
 # analysis field says why, so the fallback is visible in the run store.
 FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
 
+# `prefetch_aspects` under the names of the steps whose idle slots it fills (see graph/builder.py).
+PREFETCH_IN_STAGE_A = "prefetch_aspects_in_stage_a"
+PREFETCH_NEXT_LEVEL = "prefetch_aspects_for_next_level"
+
 
 async def select_rewards(task: SelectTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Choose the aspects for one query."""

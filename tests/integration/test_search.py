@@ -185,3 +185,42 @@ def test_a_judgement_starts_as_soon_as_its_own_answer_exists(
         if role == "Judgement" and ("| a1" in text or "| a2" in text)
     ]
     assert len(early) == 2 and max(early) < slow_end - 0.5
+
+
+def test_aspect_choices_are_made_in_slots_an_earlier_step_leaves_idle(
+    stub: StubServer, make_settings: Callable[..., Settings]
+) -> None:
+    stub.set_responder(ScriptedLLM())
+    stub.latency = 0.05
+    settings = make_settings(
+        search={**SEARCH_323, "validation_size": 2, "final": "best_validated"},
+        examples={"rounds": 1, "limit": 2},
+    )
+    result = optimize(settings)
+    calls = [c for c in RunStore(settings.store).calls(result.run_id) if c["outcome"] == "ok"]
+
+    def ends(role: str, stage: str, level: int | None = None) -> list[float]:
+        return [
+            c["started_at"] + c["latency"]
+            for c in calls
+            if c["role"] == role and c["stage"] == stage and (level is None or c["level"] == level)
+        ]
+
+    def starts(role: str, stage: str, level: int | None = None) -> list[float]:
+        return [
+            c["started_at"]
+            for c in calls
+            if c["role"] == role and c["stage"] == stage and (level is None or c["level"] == level)
+        ]
+
+    # The root level's and the validation round's choices are made during stage A ...
+    stage_a_end = max(c["started_at"] + c["latency"] for c in calls if c["stage"] == "examples")
+    early = starts("selector", "search", 0) + starts("selector", "validate")
+    assert len(early) == 1 + 2 and max(early) < stage_a_end
+    # ... and each later level's while the level before it is scored, so they are done before
+    # that level's rewrites start (made in the same step, they would overlap them).
+    for level in (1, 2, 3):
+        assert ends("selector", "search", level), level
+        assert max(ends("selector", "search", level)) <= min(starts("optimizer", "search", level))
+    # Made early, still made once each: 4 training queries and 2 validation queries.
+    assert sum(c["role"] == "selector" and c["stage"] != "examples" for c in calls) == 4 + 2
