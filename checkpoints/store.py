@@ -434,6 +434,36 @@ class RunStore:
             )
         ]
 
+    def cost_by_role(self, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every model call of a run or an evaluation per role, and the totals over roles.
+
+        Unlike `call_costs`, this counts the tokens of every outcome: the reports show what the
+        calls carried, not only what was paid for.
+        """
+        rows = list(
+            self.db.query(
+                "select role, count(*) as calls, sum(outcome = 'cache_hit') as cache_hits, "
+                "sum(outcome = 'invalid') as invalid, sum(outcome = 'error') as errors, "
+                "coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
+                "coalesce(sum(completion_tokens), 0) as completion_tokens, "
+                "coalesce(sum(latency), 0) as model_seconds, min(started_at) as first, "
+                "max(started_at + latency) as last from llm_calls where run_id = ? "
+                "group by role order by role",
+                [run_id],
+            )
+        )
+        starts = [r["first"] for r in rows if r["first"] is not None]
+        ends = [r["last"] for r in rows if r["last"] is not None]
+        totals = {
+            "calls": sum(r["calls"] for r in rows),
+            "cache_hits": sum(r["cache_hits"] or 0 for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] for r in rows),
+            "model_seconds": sum(r["model_seconds"] for r in rows),
+            "wall_seconds": (max(ends) - min(starts)) if starts and ends else 0.0,
+        }
+        return rows, totals
+
     def spent(self, run_id: str) -> dict[str, int]:
         """Paid calls and tokens so far: what budgets are checked against."""
         row = next(
