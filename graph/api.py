@@ -81,7 +81,8 @@ def load_run_data(settings: Settings) -> RunData:
     if data.train_limit is not None:
         train = train[: data.train_limit]
     if not train:
-        raise DataFileError("the training set is empty")
+        source = str(data.train) if data.train else "the shipped training set"
+        raise DataFileError("the training set is empty", source=source)
     overlap = {q.query.strip() for q in train} & {q.query.strip() for q in validation}
     if overlap:
         validation = [q for q in validation if q.query.strip() not in overlap]
