@@ -112,7 +112,8 @@ async def open_postgres_checkpointer(
         reason = " ".join(str(exc).split())[:300]
         raise StoreError(f"cannot open Postgres checkpoints at {url}: {reason}") from None
     async with connection:
-        saver = AsyncPostgresSaver(connection, serde=serializer())  # type: ignore[arg-type]
+        # unused-ignore: without the postgres extra installed the saver's type is Any.
+        saver = AsyncPostgresSaver(connection, serde=serializer())  # type: ignore[arg-type, unused-ignore]
         try:
             await saver.setup()
         except Error as exc:

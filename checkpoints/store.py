@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -89,6 +89,160 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+class TableSchema(NamedTuple):
+    columns: dict[str, type]
+    pk: str | tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+
+def create_tables(db: sqlite_utils.Database, tables: dict[str, TableSchema]) -> None:
+    """Create the tables and indexes that are missing, inside the caller's transaction.
+
+    An existing table is left as it is: a column added to its schema later needs its own
+    `add_column` for stores written before.
+    """
+    for name, schema in tables.items():
+        db.table(name).create(schema.columns, pk=schema.pk, if_not_exists=True)
+    for name, schema in tables.items():
+        for columns in schema.indexes:
+            db.table(name).create_index(list(columns), if_not_exists=True)
+
+
+_TABLES: dict[str, TableSchema] = {
+    "runs": TableSchema(
+        {
+            "id": str,
+            "created_at": float,
+            "updated_at": float,
+            "status": str,
+            "preset": str,
+            "settings": str,
+            "seed": int,
+            "query_order": str,
+            "best_candidate_id": str,
+            "train_value": float,
+            "validation_value": float,
+            "baseline_validation_value": float,
+            "final_prompt": str,
+            "error": str,
+            "parent_run": str,
+            "note": str,
+            "pid": int,
+            "examples": str,
+            "active_seconds": float,
+            **_CLAIM_COLUMNS,
+        },
+        pk="id",
+    ),
+    "candidates": TableSchema(
+        {
+            "id": str,
+            "run_id": str,
+            "parent_id": str,
+            "depth": int,
+            "level": int,
+            "prompt": str,
+            "level_reward": float,
+            "value": float,
+            "carried": int,
+            "survived": int,
+            "created_at": float,
+        },
+        pk=("run_id", "id"),
+        indexes=(("run_id", "level"),),
+    ),
+    "answers": TableSchema(
+        {
+            "id": str,
+            "run_id": str,
+            "candidate_id": str,
+            "query_id": str,
+            "query": str,
+            "answer": str,
+            "stage": str,
+            "level": int,
+            "reward": float,
+            "created_at": float,
+        },
+        pk=("run_id", "id"),
+        indexes=(("run_id", "candidate_id"),),
+    ),
+    "judgements": TableSchema(
+        {
+            "answer_id": str,
+            "run_id": str,
+            "aspect": str,
+            "score": int,
+            "rationale": str,
+            "error": str,
+        },
+        pk=("run_id", "answer_id", "aspect"),
+    ),
+    "selections": TableSchema(
+        {"key": str, "query": str, "aspects": str, "analysis": str, "created_at": float},
+        pk="key",
+    ),
+    "examples": TableSchema(
+        {
+            "run_id": str,
+            "example_id": str,
+            "query": str,
+            "original_answer": str,
+            "answer": str,
+            "original_reward": float,
+            "reward": float,
+            "rounds": int,
+        },
+        pk=("run_id", "example_id"),
+    ),
+    "llm_calls": TableSchema(
+        {
+            "id": int,
+            "run_id": str,
+            "role": str,
+            "model": str,
+            "endpoint": str,
+            "outcome": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "latency": float,
+            "cache_key": str,
+            "error": str,
+            "tag": str,
+            "started_at": float,
+            "stage": str,
+            "level": int,
+            "replica": str,
+            "cached_tokens": int,
+        },
+        pk="id",
+        indexes=(("run_id", "role"),),
+    ),
+    "reply_cache": TableSchema(
+        {
+            "key": str,
+            "texts": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "created_at": float,
+        },
+        pk="key",
+    ),
+    "decisions": TableSchema(
+        {
+            "id": int,
+            "run_id": str,
+            "candidate_id": str,
+            "decision": str,
+            "comment": str,
+            "prompt": str,
+            "decided_at": float,
+        },
+        pk="id",
+    ),
+}
+
+
 class RunStore:
     """Thread-safe access to the run store database."""
 
@@ -132,147 +286,11 @@ class RunStore:
     def _ensure_schema(self) -> None:
         with self._write():
             db = self.db
-            db.table("runs").create(
-                {
-                    "id": str,
-                    "created_at": float,
-                    "updated_at": float,
-                    "status": str,
-                    "preset": str,
-                    "settings": str,
-                    "seed": int,
-                    "query_order": str,
-                    "best_candidate_id": str,
-                    "train_value": float,
-                    "validation_value": float,
-                    "baseline_validation_value": float,
-                    "final_prompt": str,
-                    "error": str,
-                    "parent_run": str,
-                    "note": str,
-                    "pid": int,
-                    "examples": str,
-                    "active_seconds": float,
-                    **_CLAIM_COLUMNS,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
+            create_tables(db, _TABLES)
             runs = db.table("runs")
             for name, kind in _CLAIM_COLUMNS.items():
                 if name not in runs.columns_dict:  # a store made before runs were claimed
                     runs.add_column(name, kind)
-            db.table("candidates").create(
-                {
-                    "id": str,
-                    "run_id": str,
-                    "parent_id": str,
-                    "depth": int,
-                    "level": int,
-                    "prompt": str,
-                    "level_reward": float,
-                    "value": float,
-                    "carried": int,
-                    "survived": int,
-                    "created_at": float,
-                },
-                pk=("run_id", "id"),
-                if_not_exists=True,
-            )
-            db.table("answers").create(
-                {
-                    "id": str,
-                    "run_id": str,
-                    "candidate_id": str,
-                    "query_id": str,
-                    "query": str,
-                    "answer": str,
-                    "stage": str,
-                    "level": int,
-                    "reward": float,
-                    "created_at": float,
-                },
-                pk=("run_id", "id"),
-                if_not_exists=True,
-            )
-            db.table("judgements").create(
-                {
-                    "answer_id": str,
-                    "run_id": str,
-                    "aspect": str,
-                    "score": int,
-                    "rationale": str,
-                    "error": str,
-                },
-                pk=("run_id", "answer_id", "aspect"),
-                if_not_exists=True,
-            )
-            db.table("selections").create(
-                {"key": str, "query": str, "aspects": str, "analysis": str, "created_at": float},
-                pk="key",
-                if_not_exists=True,
-            )
-            db.table("examples").create(
-                {
-                    "run_id": str,
-                    "example_id": str,
-                    "query": str,
-                    "original_answer": str,
-                    "answer": str,
-                    "original_reward": float,
-                    "reward": float,
-                    "rounds": int,
-                },
-                pk=("run_id", "example_id"),
-                if_not_exists=True,
-            )
-            db.table("llm_calls").create(
-                {
-                    "id": int,
-                    "run_id": str,
-                    "role": str,
-                    "model": str,
-                    "endpoint": str,
-                    "outcome": str,
-                    "prompt_tokens": int,
-                    "completion_tokens": int,
-                    "latency": float,
-                    "cache_key": str,
-                    "error": str,
-                    "tag": str,
-                    "started_at": float,
-                    "stage": str,
-                    "level": int,
-                    "replica": str,
-                    "cached_tokens": int,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
-            db.table("reply_cache").create(
-                {
-                    "key": str,
-                    "texts": str,
-                    "prompt_tokens": int,
-                    "completion_tokens": int,
-                    "created_at": float,
-                },
-                pk="key",
-                if_not_exists=True,
-            )
-            db.table("decisions").create(
-                {
-                    "id": int,
-                    "run_id": str,
-                    "candidate_id": str,
-                    "decision": str,
-                    "comment": str,
-                    "prompt": str,
-                    "decided_at": float,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
             # Stores written before these columns existed gain them (NULL for old rows).
             for table, column, kind in _ADDED_COLUMNS:
                 if column not in db.table(table).columns_dict:
@@ -283,9 +301,6 @@ class RunStore:
             ):
                 db.execute("drop view call_costs")
             db.execute(COST_VIEW)
-            db.table("llm_calls").create_index(["run_id", "role"], if_not_exists=True)
-            db.table("candidates").create_index(["run_id", "level"], if_not_exists=True)
-            db.table("answers").create_index(["run_id", "candidate_id"], if_not_exists=True)
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -426,6 +441,36 @@ class RunStore:
                 [run_id],
             )
         ]
+
+    def cost_by_role(self, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every model call of a run or an evaluation per role, and the totals over roles.
+
+        Unlike `call_costs`, this counts the tokens of every outcome: the reports show what the
+        calls carried, not only what was paid for.
+        """
+        rows = list(
+            self.db.query(
+                "select role, count(*) as calls, sum(outcome = 'cache_hit') as cache_hits, "
+                "sum(outcome = 'invalid') as invalid, sum(outcome = 'error') as errors, "
+                "coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
+                "coalesce(sum(completion_tokens), 0) as completion_tokens, "
+                "coalesce(sum(latency), 0) as model_seconds, min(started_at) as first, "
+                "max(started_at + latency) as last from llm_calls where run_id = ? "
+                "group by role order by role",
+                [run_id],
+            )
+        )
+        starts = [r["first"] for r in rows if r["first"] is not None]
+        ends = [r["last"] for r in rows if r["last"] is not None]
+        totals = {
+            "calls": sum(r["calls"] for r in rows),
+            "cache_hits": sum(r["cache_hits"] or 0 for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] for r in rows),
+            "model_seconds": sum(r["model_seconds"] for r in rows),
+            "wall_seconds": (max(ends) - min(starts)) if starts and ends else 0.0,
+        }
+        return rows, totals
 
     def spent(self, run_id: str) -> dict[str, int]:
         """Paid calls and tokens so far: what budgets are checked against."""

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
 from drpo.backends.factory import RoleModels, endpoint_identity
+from drpo.backends.llm import ModelT, RoleClient
 from drpo.evals.conditions import Condition, Overlap
 from drpo.evals.records import EvalRecorder
 from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict
@@ -157,6 +158,22 @@ async def _bounded(
         raise
 
 
+async def _ask_judge(
+    judge: RoleClient, system: str, user: str, schema: type[ModelT], *, tag: str
+) -> tuple[ModelT | None, str | None]:
+    """The judge's reply, or why there is none.
+
+    A reply the judge cannot give is a missing judgement recorded with its reason (never a
+    score of 0); an endpoint that is down ends the evaluation.
+    """
+    try:
+        return (await judge.structured(system, user, schema, tag=tag))[0], None
+    except EndpointDown:
+        raise
+    except (StructuredOutputError, LLMCallError) as exc:
+        return None, str(exc)
+
+
 async def _answer_all(
     plan: EvalPlan,
     models: RoleModels,
@@ -228,21 +245,15 @@ async def _judge_all(
                 system, user = EVAL_JUDGE.render(
                     aspects=format_aspects(aspects), query=fence(query.query), answer=fence(text)
                 )
-                try:
-                    reply = (
-                        await judge.structured(
-                            system, user, judgement_schema(aspects), tag=f"eval:judge:{key}"
-                        )
-                    )[0]
+                reply, error = await _ask_judge(
+                    judge, system, user, judgement_schema(aspects), tag=f"eval:judge:{key}"
+                )
+                if reply is not None:
                     verdicts = reply.model_dump()["scores"]
                     scores = {
                         a.name: (verdicts[a.name]["score"], verdicts[a.name]["rationale"])
                         for a in aspects
                     }
-                except EndpointDown:
-                    raise
-                except (StructuredOutputError, LLMCallError) as exc:
-                    error = str(exc)  # missing scores, recorded with the reason — never 0
             length = None if text is None else word_count(text)
             recorder.scores(
                 [
@@ -299,20 +310,11 @@ async def _compare_all(
                     answer_a=fence(text_first),
                     answer_b=fence(text_second),
                 )
-                try:
-                    reply = (
-                        await judge.structured(
-                            system,
-                            user,
-                            PairVerdict,
-                            tag=f"eval:pair:{x}:{y}:{order}:{query.id}",
-                        )
-                    )[0]
+                reply, error = await _ask_judge(
+                    judge, system, user, PairVerdict, tag=f"eval:pair:{x}:{y}:{order}:{query.id}"
+                )
+                if reply is not None:
                     verdict, rationale = reply.verdict, reply.rationale
-                except EndpointDown:
-                    raise
-                except (StructuredOutputError, LLMCallError) as exc:
-                    error = str(exc)
             winner = {"A": first, "B": second, "tie": "tie"}.get(verdict or "")
             recorder.pair(
                 {

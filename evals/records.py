@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from drpo.checkpoints.store import RunStore
+from drpo.checkpoints.store import RunStore, TableSchema, create_tables
 
 EVAL_PREFIX = "eval-"
 
@@ -30,96 +30,96 @@ def new_eval_id() -> str:
     return EVAL_PREFIX + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+_TABLES: dict[str, TableSchema] = {
+    "eval_runs": TableSchema(
+        {
+            "id": str,
+            "created_at": float,
+            "finished_at": float,
+            "status": str,
+            "drpo_run": str,
+            "settings": str,
+            "conditions": str,
+            "queries": str,
+            "pairs": str,
+            "overlap": str,
+            "base_model": str,
+            "judge_model": str,
+            "judge_is_base": int,
+            "absolute_template": str,
+            "pairwise_template": str,
+            "seed": int,
+            "error": str,
+        },
+        pk="id",
+    ),
+    "eval_answers": TableSchema(
+        {
+            "eval_id": str,
+            "id": str,
+            "condition": str,
+            "query_id": str,
+            "query": str,
+            "harmful": int,
+            "category": str,
+            "answer": str,
+            "error": str,
+            "length_chars": int,
+            "length_words": int,
+            "base_model": str,
+            "created_at": float,
+        },
+        pk=("eval_id", "id"),
+        indexes=(("eval_id", "condition"),),
+    ),
+    "eval_scores": TableSchema(
+        {
+            "eval_id": str,
+            "answer_id": str,
+            "condition": str,
+            "query_id": str,
+            "aspect": str,
+            "score": int,
+            "rationale": str,
+            "error": str,
+            "length_words": int,
+            "judge_model": str,
+            "judge_endpoint": str,
+            "template": str,
+            "template_hash": str,
+        },
+        pk=("eval_id", "answer_id", "aspect"),
+        indexes=(("eval_id", "condition"),),
+    ),
+    "eval_pairs": TableSchema(
+        {
+            "eval_id": str,
+            "query_id": str,
+            "x": str,
+            "y": str,
+            "shown_order": str,  # xy: x shown first (as A); yx: y first
+            "first": str,
+            "second": str,
+            "verdict": str,
+            "winner": str,
+            "rationale": str,
+            "error": str,
+            "length_first": int,
+            "length_second": int,
+            "judge_model": str,
+            "judge_endpoint": str,
+            "template": str,
+            "template_hash": str,
+        },
+        pk=("eval_id", "query_id", "x", "y", "shown_order"),
+    ),
+}
+
+
 def ensure_eval_schema(store: RunStore) -> None:
     """Create the evaluation tables if they are missing (idempotent)."""
-    db = store.db
-    with db.conn:
-        db.table("eval_runs").create(
-            {
-                "id": str,
-                "created_at": float,
-                "finished_at": float,
-                "status": str,
-                "drpo_run": str,
-                "settings": str,
-                "conditions": str,
-                "queries": str,
-                "pairs": str,
-                "overlap": str,
-                "base_model": str,
-                "judge_model": str,
-                "judge_is_base": int,
-                "absolute_template": str,
-                "pairwise_template": str,
-                "seed": int,
-                "error": str,
-            },
-            pk="id",
-            if_not_exists=True,
-        )
-        db.table("eval_answers").create(
-            {
-                "eval_id": str,
-                "id": str,
-                "condition": str,
-                "query_id": str,
-                "query": str,
-                "harmful": int,
-                "category": str,
-                "answer": str,
-                "error": str,
-                "length_chars": int,
-                "length_words": int,
-                "base_model": str,
-                "created_at": float,
-            },
-            pk=("eval_id", "id"),
-            if_not_exists=True,
-        )
-        db.table("eval_scores").create(
-            {
-                "eval_id": str,
-                "answer_id": str,
-                "condition": str,
-                "query_id": str,
-                "aspect": str,
-                "score": int,
-                "rationale": str,
-                "error": str,
-                "length_words": int,
-                "judge_model": str,
-                "judge_endpoint": str,
-                "template": str,
-                "template_hash": str,
-            },
-            pk=("eval_id", "answer_id", "aspect"),
-            if_not_exists=True,
-        )
-        db.table("eval_pairs").create(
-            {
-                "eval_id": str,
-                "query_id": str,
-                "x": str,
-                "y": str,
-                "shown_order": str,  # xy: x shown first (as A); yx: y first
-                "first": str,
-                "second": str,
-                "verdict": str,
-                "winner": str,
-                "rationale": str,
-                "error": str,
-                "length_first": int,
-                "length_second": int,
-                "judge_model": str,
-                "judge_endpoint": str,
-                "template": str,
-                "template_hash": str,
-            },
-            pk=("eval_id", "query_id", "x", "y", "shown_order"),
-            if_not_exists=True,
-        )
-        db.table("eval_answers").create_index(["eval_id", "condition"], if_not_exists=True)
-        db.table("eval_scores").create_index(["eval_id", "condition"], if_not_exists=True)
+    with store.db.conn:
+        create_tables(store.db, _TABLES)
 
 
 class EvalRecorder:

@@ -212,32 +212,6 @@ def aspect_scores(
     return per_stage, per_level
 
 
-def run_cost_by_role(store: RunStore, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    rows = list(
-        store.db.query(
-            "select role, count(*) as calls, sum(outcome = 'cache_hit') as cache_hits, "
-            "sum(outcome = 'invalid') as invalid, sum(outcome = 'error') as errors, "
-            "coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
-            "coalesce(sum(completion_tokens), 0) as completion_tokens, "
-            "coalesce(sum(latency), 0) as model_seconds, min(started_at) as first, "
-            "max(started_at + latency) as last from llm_calls where run_id = ? group by role "
-            "order by role",
-            [run_id],
-        )
-    )
-    starts = [r["first"] for r in rows if r["first"]]
-    ends = [r["last"] for r in rows if r["last"]]
-    totals = {
-        "calls": sum(r["calls"] for r in rows),
-        "cache_hits": sum(r["cache_hits"] or 0 for r in rows),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-        "completion_tokens": sum(r["completion_tokens"] for r in rows),
-        "model_seconds": sum(r["model_seconds"] for r in rows),
-        "wall_seconds": (max(ends) - min(starts)) if starts and ends else 0.0,
-    }
-    return rows, totals
-
-
 def analyse_run(store: RunStore, run_id: str) -> RunAnalysis:
     """Everything the run report shows (raises KeyError for an unknown run)."""
     run = store.run(run_id)
@@ -245,7 +219,7 @@ def analyse_run(store: RunStore, run_id: str) -> RunAnalysis:
         raise KeyError(run_id)
     candidates = candidates_of(store, run_id)
     per_stage, per_level = aspect_scores(store, run_id)
-    cost, totals = run_cost_by_role(store, run_id)
+    cost, totals = store.cost_by_role(run_id)
     examples = list(store.db["examples"].rows_where("run_id = ?", [run_id]))
     settings = json.loads(run["settings"] or "{}")
     start = str(settings.get("search", {}).get("initial_prompt", ""))

@@ -102,27 +102,8 @@ class EvalSummary:
 
 def eval_cost(store: RunStore, eval_id: str) -> dict[str, Any]:
     """Calls, tokens and time of an evaluation, per role, from `llm_calls`."""
-    rows = list(
-        store.db.query(
-            "select role, count(*) as calls, sum(outcome = 'cache_hit') as cache_hits, "
-            "sum(outcome = 'invalid') as invalid, sum(outcome = 'error') as errors, "
-            "coalesce(sum(prompt_tokens), 0) as prompt_tokens, "
-            "coalesce(sum(completion_tokens), 0) as completion_tokens, "
-            "coalesce(sum(latency), 0) as model_seconds, min(started_at) as first, "
-            "max(started_at + latency) as last from llm_calls where run_id = ? group by role",
-            [eval_id],
-        )
-    )
-    starts = [r["first"] for r in rows if r["first"] is not None]
-    ends = [r["last"] for r in rows if r["last"] is not None]
-    return {
-        "roles": rows,
-        "calls": sum(r["calls"] for r in rows),
-        "cache_hits": sum(r["cache_hits"] or 0 for r in rows),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-        "completion_tokens": sum(r["completion_tokens"] for r in rows),
-        "wall_seconds": (max(ends) - min(starts)) if starts and ends else 0.0,
-    }
+    roles, totals = store.cost_by_role(eval_id)
+    return {"roles": roles, **totals}
 
 
 def summarize(store: RunStore, eval_id: str) -> EvalSummary:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
 from drpo.backends.errors import LLMCallError
@@ -79,7 +81,8 @@ def load_run_data(settings: Settings) -> RunData:
     if data.train_limit is not None:
         train = train[: data.train_limit]
     if not train:
-        raise DataFileError("the training set is empty")
+        source = str(data.train) if data.train else "the shipped training set"
+        raise DataFileError("the training set is empty", source=source)
     overlap = {q.query.strip() for q in train} & {q.query.strip() for q in validation}
     if overlap:
         validation = [q for q in validation if q.query.strip() not in overlap]
@@ -153,7 +156,7 @@ async def open_run(
         yield build_graph(checkpointer), context, checkpointer
 
 
-def run_config(settings: Settings, run_id: str) -> dict[str, Any]:
+def run_config(settings: Settings, run_id: str) -> RunnableConfig:
     # max_concurrency must be top-level: inside "configurable" LangGraph ignores it.
     return {
         "configurable": {"thread_id": run_id},
@@ -165,7 +168,7 @@ def run_config(settings: Settings, run_id: str) -> dict[str, Any]:
 async def _drive(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     context: RunContext,
-    run_input: dict[str, Any] | None,
+    run_input: dict[str, Any] | Command[Any] | None,
     store: RunStore,
     on_event: EventHandler | None,
 ) -> RunResult:
@@ -191,10 +194,10 @@ def _active_time(store: RunStore, run_id: str) -> Iterator[None]:
 async def _stream(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     context: RunContext,
-    run_input: dict[str, Any] | None,
+    run_input: dict[str, Any] | Command[Any] | None,
     store: RunStore,
     on_event: EventHandler | None,
-    config: dict[str, Any],
+    config: RunnableConfig,
 ) -> RunResult:
     run_id = context.run_id
     try:
@@ -202,12 +205,14 @@ async def _stream(
             run_input,
             config=config,
             context=context,
-            durability="sync",  # type: ignore[arg-type]
+            durability="sync",
             stream_mode=["updates", "custom"],
         ):
             if on_event is not None:
                 if mode == "custom":
-                    on_event(chunk)
+                    # With several stream modes astream yields (mode, chunk) pairs, which its
+                    # annotations do not describe: a custom chunk is the event a node wrote.
+                    on_event(chunk)  # type: ignore[arg-type]
                 else:
                     for node in chunk:
                         on_event({"event": "node", "node": node})

@@ -171,7 +171,10 @@ class ProgressPrinter:
 def print_result(result: RunResult, store: Path) -> None:
     out.print("\n[bold]Final alignment prompt[/]\n", highlight=False)
     out.print(result.prompt, highlight=False, markup=False)
-    value = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+
+    def value(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
     out.print(
         f"\nrun {result.run_id}: {result.status}; train value {value(result.train_value)}, "
         f"validation {value(result.validation_value)} "
@@ -366,9 +369,12 @@ def runs(
         table = Table("preset", "train value", "validation", "calls", "tokens")
         table.columns.insert(0, Column("status", no_wrap=True))
         table.columns.insert(0, Column("run", no_wrap=True))
+
+        def fmt(v: float | None) -> str:
+            return "" if v is None else f"{v:.2f}"
+
         for row in db.runs():
             cost = db.run_cost(row["id"])
-            fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
             table.add_row(
                 row["id"],
                 shown_status(row),
@@ -478,7 +484,9 @@ def render_request(request: ReviewRequest) -> None:
     from rich.panel import Panel
     from rich.syntax import Syntax
 
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
     what = "final prompt" if request.kind == "final" else f"edit at level {request.level}"
     out.print(
         f"\n[bold]run {request.run_id}[/] · {what} · candidate [bold]{request.candidate_id}[/] "
@@ -592,7 +600,7 @@ def _decide(
     with user_errors():
         decision = ReviewDecision(
             candidate_id=candidate,
-            decision=kind,  # type: ignore[arg-type]
+            decision=kind,
             prompt=prompt,
             comment=comment,
         )
@@ -651,8 +659,11 @@ stop = app.command("stop")(
 @app.command()
 def history(run_id: str, store: StoreOption = DEFAULT_STORE) -> None:
     """List a run's transitions (level, parent → child, value, decision) and its steps."""
+
+    def fmt(v: float | None) -> str:
+        return "" if v is None else f"{v:.2f}"
+
     with user_errors():
-        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
         table = Table(
             "level", "parent → child", "reward", "value", "kept", "decision", title="transitions"
         )
@@ -711,7 +722,7 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except click_error as exc:  # type: ignore[misc]
-        sys.exit(fail(exc.format_message()).exit_code)  # type: ignore[attr-defined]
+        sys.exit(fail(exc.format_message()).exit_code)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from drpo.checkpoints.saver import open_run_checkpointer
@@ -76,7 +77,7 @@ async def decide_async(
                 context,
                 Command(resume=decision.model_dump()),
                 store,
-                on_event,  # type: ignore[arg-type]
+                on_event,
             )
     finally:
         store.release_run(run_id)
@@ -169,7 +170,7 @@ async def fork_async(
                     f"is start_level); step {at_step} comes before "
                     f"{', '.join(chosen.next) or 'the end'}"
                 )
-            source = {
+            source: RunnableConfig = {
                 "configurable": {
                     "thread_id": run_id,
                     "checkpoint_ns": "",
@@ -179,11 +180,12 @@ async def fork_async(
             saved = await saver.aget_tuple(source)
             assert saved is not None
             fork_id = new_run_id()
-            target = {"configurable": {"thread_id": fork_id, "checkpoint_ns": ""}}
+            target: RunnableConfig = {"configurable": {"thread_id": fork_id, "checkpoint_ns": ""}}
             copied = await saver.aput(
                 target,
                 saved.checkpoint,
-                {**saved.metadata, "source": "fork", "forked_from": f"{run_id}@{at_step}"},
+                # Savers store metadata keys their TypedDict does not declare.
+                {**saved.metadata, "source": "fork", "forked_from": f"{run_id}@{at_step}"},  # type: ignore[typeddict-unknown-key]
                 saved.checkpoint["channel_versions"],
             )
             writes: dict[str, list[tuple[str, Any]]] = defaultdict(list)

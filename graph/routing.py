@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
@@ -90,7 +92,7 @@ def route_validation(state: SearchState) -> list[Send] | str:
 def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
     """Score every (distinct) proposal on every query of the level, one task each."""
     phase = state.get("phase", "search")
-    stage = "validate" if phase == "validate" else "search"
+    stage: Literal["search", "validate"] = "validate" if phase == "validate" else "search"
     dedupe = runtime.context.settings.search.dedupe or stage == "validate"
     sends = scoring_tasks(state, unique_proposals(state.get("proposals", []), dedupe), stage)
     if (

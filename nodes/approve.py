@@ -9,7 +9,7 @@ an earlier node, and is never repeated.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
@@ -209,7 +209,7 @@ async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[A
             )
         proposals = [Proposal(candidate=e) for e in edits]
         update["proposals"] = proposals
-        stage = "validate" if validating else "search"
+        stage: Literal["search", "validate"] = "validate" if validating else "search"
         return Command(update=update, goto=scoring_tasks(state, proposals, stage))
     if validating:
         if any(d.decision == "reject" for d in decisions) and not stop:

@@ -56,6 +56,15 @@ class SearchRecorder(Protocol):
         rounds: int,
     ) -> None: ...
 
+    def record_decision(
+        self,
+        run_id: str,
+        candidate_id: str,
+        decision: str,
+        comment: str = "",
+        prompt: str | None = None,
+    ) -> None: ...
+
     def update_run(self, run_id: str, **fields: object) -> None: ...
 
     def run_cost(self, run_id: str) -> dict[str, object]: ...

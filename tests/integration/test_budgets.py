@@ -38,17 +38,8 @@ def paid(store_path: Path, run_id: str) -> list[str]:
 
 
 @pytest.fixture
-def reference(
-    stub: StubServer, make_settings: Callable[..., Settings], tmp_path: Path
-) -> dict[str, Any]:
-    stub.set_responder(ScriptedLLM())
-    settings = make_settings(**SCHEDULE, store=str(tmp_path / "reference.db"))
-    result = optimize(settings)
-    stub.reset()
-    return {
-        "result": comparable_result(settings.store, result.run_id),
-        "calls": len(paid(settings.store, result.run_id)),
-    }
+def reference(run_reference: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    return run_reference(SCHEDULE)
 
 
 @pytest.mark.parametrize(

@@ -82,14 +82,8 @@ def dead_url() -> str:
 
 
 @pytest.fixture
-def reference(
-    stub: StubServer, make_settings: Callable[..., Settings], tmp_path: Path
-) -> dict[str, Any]:
-    stub.set_responder(ScriptedLLM())
-    settings = make_settings(**SCHEDULE, store=str(tmp_path / "reference.db"))
-    result = optimize(settings)
-    stub.reset()
-    return comparable_result(settings.store, result.run_id)
+def reference(run_reference: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    return run_reference(SCHEDULE)["result"]
 
 
 def test_calls_are_spread_over_replicas_each_within_its_own_limit(
