@@ -45,6 +45,9 @@ async def prefetch_aspects(task: SelectTask, runtime: Runtime[RunContext]) -> di
     The choice goes to the run store's selection cache, where that round's `select_rewards`
     finds it without a call; nothing is written to this level's state.
     """
+    # Like every node that calls a model: a task still running after its step's siblings
+    # stopped for the budget would keep making calls (and writing) while the run pauses.
+    runtime.context.check_budget()
     with call_scope(task.get("stage", "validate"), task.get("level")):
         await choose_aspects(runtime.context, task["query"])
     return {}
