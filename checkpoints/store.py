@@ -69,6 +69,10 @@ class StoreError(RuntimeError):
     """The run store cannot be opened or written; one line for the user."""
 
 
+class _StoreLocked(Exception):
+    """Opening the store met a lock SQLite would not wait for; the open is tried again."""
+
+
 class RunInUse(StoreError):
     """Another live process drives the run; the message names it."""
 
@@ -255,6 +259,24 @@ class RunStore:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         self.db = sqlite_utils.Database(connection)
         self._lock = threading.RLock()
+        # Two processes opening a new store at once (two runs started together) have seen
+        # "database is locked" here at once, without the busy timeout's wait: SQLite answers
+        # some lock upgrades that way rather than risk a deadlock. The open is retried instead.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._open(connection)
+                break
+            except _StoreLocked:
+                if time.monotonic() > deadline:
+                    connection.close()
+                    raise StoreError(
+                        f"cannot open run store {self.path}: database is locked"
+                    ) from None
+                time.sleep(0.1)
+        self._ensure_schema()
+
+    def _open(self, connection: sqlite3.Connection) -> None:
         self._refuse_foreign_database()  # before WAL mode, which rewrites the file header
         try:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -262,15 +284,24 @@ class RunStore:
             # loss can drop the last commits, and it saves an fsync per write.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise _StoreLocked from None
+            connection.close()
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             connection.close()
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
-        self._ensure_schema()
 
     def _refuse_foreign_database(self) -> None:
         """Never add drpo's tables to another program's database named by mistake."""
         try:
             tables = set(self.db.table_names())
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise _StoreLocked from None
+            self.db.conn.close()
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             self.db.conn.close()
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
