@@ -18,22 +18,29 @@ from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
 
 def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
     """Stage A fans out one task per example, or is skipped."""
-    stage = runtime.context.settings.examples
-    examples = state.get("examples", [])
-    if not stage.enabled or stage.rounds == 0 or not examples:
-        return "start_level"
-    count = len(examples) if stage.limit is None else min(stage.limit, len(examples))
-    sends = [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
     ctx = runtime.context
+    count = stage_a_size(state, ctx)
+    if count == 0:
+        return "start_level"
+    examples = state["examples"]
+    sends = [Send("optimize_example", {"index": i, "example": examples[i]}) for i in range(count)]
     if not may_prefetch(ctx):
         return sends
     # Queued behind the example tasks, these take the slots the shorter chains leave idle.
-    validation = ctx.validation[: ctx.settings.search.validation_size]
     return (
         sends
         + prefetch_level(PREFETCH_IN_STAGE_A, state, ctx, 0)
-        + [Send(PREFETCH_IN_STAGE_A, SelectTask(query=q, stage="validate")) for q in validation]
+        + prefetch_validation(PREFETCH_IN_STAGE_A, ctx, ctx.settings.search.validation_size)
     )
+
+
+def stage_a_size(state: SearchState, ctx: RunContext) -> int:
+    """How many examples stage A optimizes (0: it is skipped)."""
+    stage = ctx.settings.examples
+    examples = state.get("examples", [])
+    if not stage.enabled or stage.rounds == 0 or not examples:
+        return 0
+    return len(examples) if stage.limit is None else min(stage.limit, len(examples))
 
 
 def may_prefetch(ctx: RunContext) -> bool:
@@ -52,6 +59,12 @@ def prefetch_level(node: str, state: SearchState, ctx: RunContext, level: int) -
     return [Send(node, SelectTask(query=q, stage="search", level=level)) for q in queries]
 
 
+def prefetch_validation(node: str, ctx: RunContext, count: int) -> list[Send]:
+    """Aspect choices for the first `count` validation queries, made early like a level's."""
+    queries = ctx.validation[: min(count, ctx.settings.search.validation_size)]
+    return [Send(node, SelectTask(query=q, stage="validate")) for q in queries]
+
+
 def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
     """A level selects aspects for its queries and, past the root, expands every beam prompt."""
     level = state["level"]
@@ -62,12 +75,11 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
     if level == 0:
         # The root level only selects, leaving slots idle; the validation round (which every
         # run reaches) would otherwise spend a step of its own on the same selector calls.
+        # When stage A ran, its idle slots have already made these choices.
         ctx = runtime.context
-        idle = max(ctx.settings.max_concurrency - len(sends), 0) if may_prefetch(ctx) else 0
-        validation = ctx.validation[: min(ctx.settings.search.validation_size, idle)]
-        sends += [
-            Send("prefetch_aspects", SelectTask(query=q, stage="validate")) for q in validation
-        ]
+        if may_prefetch(ctx) and stage_a_size(state, ctx) == 0:
+            idle = max(ctx.settings.max_concurrency - len(sends), 0)
+            sends += prefetch_validation("prefetch_aspects", ctx, idle)
     else:
         feedback = state.get("feedback", {})
         sends += [
