@@ -26,10 +26,11 @@ from its start, its answer replayed from the run's reply ledger rather than paid
 
 from __future__ import annotations
 
-import warnings
+from functools import cache
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -69,8 +70,12 @@ from drpo.state.graph_state import (
 )
 
 
+@cache
 def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTask, ScoreOutput]:
-    """One (candidate, query) pair: the base model answers, then the judge scores the answer."""
+    """One (candidate, query) pair: the base model answers, then the judge scores the answer.
+
+    Compiled on first use and kept, so that importing this module compiles nothing.
+    """
     graph = StateGraph(
         ScoreState, context_schema=RunContext, input_schema=GenerateTask, output_schema=ScoreOutput
     )
@@ -81,29 +86,27 @@ def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTa
     return graph.compile(checkpointer=False, name=SCORE_NODE)
 
 
-SCORE_GRAPH = build_score_graph()
-
-# LangGraph warns whenever a durability is given to a graph without a checkpointer, which is
-# exactly the intent below.
-warnings.filterwarnings(
-    "ignore", message="`durability` has no effect when no checkpointer", category=UserWarning
-)
-
-
 async def score(
     task: GenerateTask, runtime: Runtime[RunContext], config: RunnableConfig
 ) -> ScoreOutput:
     """The fan-out's target: one pair's whole chain, started as soon as a slot is free."""
     # Without an explicit durability the subgraph inherits the parent's "sync" and, in LangGraph
     # 1.2, then waits for a checkpoint it never makes (an AttributeError); so it runs called
-    # from this node rather than attached as one.
-    result = await SCORE_GRAPH.ainvoke(task, config, context=runtime.context, durability="exit")
+    # from this node rather than attached as one, with durability "exit". Given as the
+    # `durability=` argument, LangGraph warns that a graph without a checkpointer ignores it;
+    # set in the config (where LangGraph itself hands a durability down to subgraphs) it does
+    # not, so no process-wide warnings filter is needed.
+    configurable = {**config.get("configurable", {}), CONFIG_KEY_DURABILITY: "exit"}
+    result = await build_score_graph().ainvoke(
+        task, {**config, "configurable": configurable}, context=runtime.context
+    )
     return ScoreOutput(scores=result["scores"])
 
 
 def build_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[SearchState, RunContext, RunInput, RunOutput]:
+    """The whole search, compiled with `checkpointer` (drpo's runs pass their SQLite saver)."""
     graph = StateGraph(
         SearchState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
     )
@@ -162,3 +165,15 @@ def build_graph(
     )
     graph.add_edge("finalize", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def make_graph(
+    config: RunnableConfig,
+) -> CompiledStateGraph[SearchState, RunContext, RunInput, RunOutput]:
+    """The graph factory that `langgraph.json` names for LangGraph's CLI, server and Studio.
+
+    LangGraph's server calls a one-argument factory with the run's config, not a checkpointer,
+    and attaches its own checkpointer and store to the graph it gets back.
+    """
+    del config  # the graph's shape does not depend on the run; its settings come as context
+    return build_graph()
