@@ -1,4 +1,4 @@
-"""LangGraph's own tooling (`langgraph dev`, its server, Studio) loads drpo's graph from langgraph.json.
+"""LangGraph's tooling (`langgraph dev`, its server, Studio) loads the graph from langgraph.json.
 
 The test follows the CLI's path: `langgraph_cli.config` validates the file, `langgraph dev` hands
 its `graphs` entry to the in-memory server as LANGSERVE_GRAPHS (with the environment that
