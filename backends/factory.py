@@ -54,6 +54,7 @@ def endpoint_identity(settings: RoleSettings) -> str:
 def build_langchain_model(
     settings: RoleSettings, base_url: str, api_key: str, model_name: str
 ) -> BaseLanguageModel[Any]:
+    """A LangChain chat or completion model for one endpoint of a role, with its own HTTP client."""
     common: dict[str, Any] = {
         # A client per model, not LangChain's process-wide one: that one is bound to the first
         # event loop, so a second `optimize()` in the same process would fail.
@@ -116,6 +117,7 @@ def build_role_models(
     run_id: str,
     environ: Mapping[str, str] | None = None,
 ) -> RoleModels:
+    """Every role's client, each over its endpoints, sharing the reply cache and the call sink."""
     clients: dict[RoleName, RoleClient] = {}
     board = ReplicaBoard()
     for role in ROLES:

@@ -72,6 +72,7 @@ def _die_with_parent(stop: threading.Event, parent_pid: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve one GGUF model with the embedded llama.cpp server until stopped."""
     args = _parse_args(argv)
     stop = threading.Event()
     if args.die_with_parent:

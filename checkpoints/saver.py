@@ -61,6 +61,7 @@ STATE_TYPES = (
 
 
 def serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer with drpo's state types allow-listed."""
     return JsonPlusSerializer(allowed_msgpack_modules=list(STATE_TYPES))
 
 
@@ -78,6 +79,7 @@ async def open_run_checkpointer(
 
 
 def postgres_password(checkpoint: CheckpointSettings, environ: Mapping[str, str]) -> str | None:
+    """The Postgres password from the variable the settings name, or None when none is named."""
     name = checkpoint.password_env
     if name is None:
         return None
@@ -124,6 +126,7 @@ async def open_postgres_checkpointer(
 
 @asynccontextmanager
 async def open_checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
+    """Open (creating it private) the SQLite checkpoint database at `path`."""
     try:
         create_private_file(Path(path))
     except OSError as exc:

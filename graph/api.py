@@ -315,10 +315,12 @@ def raise_budget(
 
 
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:
+    """Run a search to its end (or a pause) and return its result; see `optimize_async`."""
     return asyncio.run(optimize_async(settings, **kwargs))
 
 
 def resume(run_id: str, **kwargs: Any) -> RunResult:
+    """Resume a stopped or paused run; see `resume_async`."""
     return asyncio.run(resume_async(run_id, **kwargs))
 
 

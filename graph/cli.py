@@ -62,6 +62,7 @@ DEFAULT_STORE = Path("drpo-runs/runs.db")
 
 
 def build_overrides(**flags: Any) -> dict[str, Any]:
+    """The settings overrides that the command-line flags give."""
     from drpo.state.settings import deep_merge
 
     overrides: dict[str, Any] = {}
@@ -169,6 +170,7 @@ class ProgressPrinter:
 
 
 def print_result(result: RunResult, store: Path) -> None:
+    """Print the final prompt and a line of the run's values and cost."""
     out.print("\n[bold]Final alignment prompt[/]\n", highlight=False)
     out.print(result.prompt, highlight=False, markup=False)
 
@@ -307,6 +309,7 @@ def parse_duration(text: str) -> float:
 
 
 def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dict[str, Any]:
+    """The budget settings that the --budget-* flags give."""
     budget: dict[str, Any] = {}
     for name, value in (("tokens", tokens), ("calls", calls)):
         if value is not None:
@@ -319,6 +322,7 @@ def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dic
 
 
 def describe_settings(settings: Settings) -> str:
+    """One line naming the preset, the search's shape and the models."""
     s = settings.search
     roles = {r: settings.role(r) for r in ROLES}
     names = sorted(
@@ -354,6 +358,7 @@ def resume(
 
 
 def open_store(store: Path) -> RunStore:
+    """Open an existing run store; a missing one is a RunError, not a new file."""
     if not store.exists():
         raise RunError(f"run store not found: {store}")
     return RunStore(store)
@@ -395,6 +400,7 @@ def shown_status(row: dict[str, Any]) -> str:
 
 
 def load_run(store: Path, run_id: str) -> tuple[RunStore, dict[str, Any]]:
+    """The store and a run's row, or a RunError when the run does not exist."""
     db = open_store(store)
     row = db.run(run_id)
     if row is None:
@@ -481,6 +487,7 @@ def export(
 
 
 def render_request(request: ReviewRequest) -> None:
+    """Show a review request: the proposed prompt, its diff, values and cost so far."""
     from rich.panel import Panel
     from rich.syntax import Syntax
 
@@ -510,6 +517,7 @@ def render_request(request: ReviewRequest) -> None:
 
 
 def read_prompt_file(path: Path) -> str:
+    """A person's prompt from a UTF-8 text file, refusing a missing, binary or empty one."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -544,6 +552,7 @@ def edit_text(initial: str) -> str:
 
 
 def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
+    """Record a review decision and run the search on until its next pause or its end."""
     printer = ProgressPrinter(store)
     printer.run_id = run_id
     result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))

@@ -57,6 +57,7 @@ def group(
 
 
 def wall(total: dict[str, Any]) -> float:
+    """The wall-clock seconds from a group's first call to its last."""
     if total["first_started"] is None or total["last_finished"] is None:
         return 0.0
     return max(0.0, float(total["last_finished"] - total["first_started"]))
@@ -76,6 +77,7 @@ def level_line(store: RunStore, run_id: str, level: int) -> str:
 
 
 def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Table:
+    """A table of calls, tokens and time, one row per group."""
     table = Table(
         Column(first, no_wrap=True),
         "calls",
@@ -104,6 +106,7 @@ def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Tab
 
 
 def render_cost(store: RunStore, run_id: str, out: Console) -> None:
+    """Print a run's cost per role and per stage and level."""
     rows = store.cost_breakdown(run_id)
     if not rows:
         out.print(f"run {run_id} has made no model calls yet")

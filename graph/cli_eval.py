@@ -341,6 +341,7 @@ app.add_typer(data_app, name="data")
 
 
 def main() -> None:
+    """Run the eval commands on their own."""
     app()
 
 

@@ -336,6 +336,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML config file as a dict; every way it can be unreadable is a ConfigError."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
