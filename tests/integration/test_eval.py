@@ -23,7 +23,7 @@ from stub_server import StubRequest, StubServer
 from typer.testing import CliRunner
 
 from drpo.checkpoints.store import RunStore
-from drpo.graph.cli_eval import app
+from drpo.cli.evaluation import app
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")

@@ -118,7 +118,7 @@ def test_interactive_review_in_a_real_terminal(tmp_path: Path) -> None:
         (row,) = RunStore(tmp_path / "runs.db").runs()
         terminal = pexpect.spawn(
             sys.executable,
-            ["-m", "drpo.graph.cli", "review", row["id"], "--store", str(tmp_path / "runs.db")],
+            ["-m", "drpo.cli.app", "review", row["id"], "--store", str(tmp_path / "runs.db")],
             env={"COLUMNS": "120", "TERM": "xterm", "PATH": "/usr/bin:/bin"},
             encoding="utf-8",
             timeout=60,

@@ -152,11 +152,11 @@ def test_search_review_and_export_never_write_the_key(
         store_args = ["--store", str(runs / "runs.db")]
         for command in (["runs"], ["show", run_id], ["history", run_id]):
             assert drpo([*command, *store_args], key_env, tmp_path, outputs).returncode == 0
-        if importlib.util.find_spec("drpo.graph.cli_eval") is not None:
+        if importlib.util.find_spec("drpo.cli.evaluation") is not None:
             # `drpo report` (HTML and Markdown); its module also runs on its own.
             report_args = ["report", run_id, *store_args, "-o", str(tmp_path / "report")]
             report = subprocess.run(
-                [sys.executable, "-m", "drpo.graph.cli_eval", *report_args],
+                [sys.executable, "-m", "drpo.cli.evaluation", *report_args],
                 capture_output=True,
                 text=True,
                 env=key_env,

@@ -23,9 +23,9 @@ from unittest import mock
 
 from typer.testing import CliRunner
 
-from drpo.graph.cli import main
+from drpo.cli.app import main
 
-DRPO_COMMAND = [sys.executable, "-m", "drpo.graph.cli"]
+DRPO_COMMAND = [sys.executable, "-m", "drpo.cli.app"]
 
 
 def run_drpo(

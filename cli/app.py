@@ -20,6 +20,11 @@ from rich.table import Column, Table
 
 from drpo.checkpoints.ownership import live_owner
 from drpo.checkpoints.store import RunStore, StoreError
+from drpo.cli.common import fail, parse_assignment, user_errors
+from drpo.cli.cost import cost_command, level_line
+from drpo.cli.evaluation import data_app, eval_command, report_command
+from drpo.cli.model import model_app
+from drpo.cli.serve import serve_command
 from drpo.graph.api import (
     WAITING,
     RunError,
@@ -28,11 +33,6 @@ from drpo.graph.api import (
     optimize_async,
     resume_async,
 )
-from drpo.graph.cli_common import fail, parse_assignment, user_errors
-from drpo.graph.cli_cost import cost_command, level_line
-from drpo.graph.cli_eval import data_app, eval_command, report_command
-from drpo.graph.cli_model import model_app
-from drpo.graph.cli_serve import serve_command
 from drpo.graph.estimate import describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
 from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings

@@ -133,8 +133,8 @@ def cost_command(
     store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
 ) -> None:
     """Show what a run spent: calls, tokens and time per role and per stage and level."""
-    from drpo.graph.cli import load_run, out
-    from drpo.graph.cli_common import user_errors
+    from drpo.cli.app import load_run, out
+    from drpo.cli.common import user_errors
 
     with user_errors():
         db, _ = load_run(store, run_id)

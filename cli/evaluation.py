@@ -1,7 +1,7 @@
 """`drpo eval`, `drpo report` and `drpo data`: evaluate prompts, write reports, pull benchmarks.
 
 The main CLI mounts `eval_command` and `report_command` as commands and `data_app` as a group;
-this module also runs on its own (`python -m drpo.graph.cli_eval eval ...`). Every failure a
+this module also runs on its own (`python -m drpo.cli.evaluation eval ...`). Every failure a
 user can cause ends with one `error: …` line and exit code 2; Ctrl-C exits with 130.
 """
 
@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from drpo.checkpoints.store import RunStore
+from drpo.cli.common import parse_assignment, user_errors
 from drpo.evals import datasets
 from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
@@ -33,7 +34,6 @@ from drpo.evals.records import eval_row
 from drpo.evals.report import write_eval_report, write_run_report
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
-from drpo.graph.cli_common import parse_assignment, user_errors
 from drpo.state.settings import deep_merge, load_settings
 
 err = Console(stderr=True)
@@ -328,7 +328,7 @@ def list_command(
         out.print(table)
 
 
-# A standalone app with the same commands, for `python -m drpo.graph.cli_eval` and the tests.
+# A standalone app with the same commands, for `python -m drpo.cli.evaluation` and the tests.
 app = typer.Typer(
     help="drpo evaluation and reports.",
     no_args_is_help=True,
