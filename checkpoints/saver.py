@@ -104,11 +104,11 @@ async def open_postgres_checkpointer(
         ) from None
     password = postgres_password(checkpoint, os.environ if environ is None else environ)
     url = str(checkpoint.url)
-    extra = {"password": password} if password is not None else {}
     try:
         # autocommit and no prepared statements: what the saver's documentation requires.
+        # psycopg leaves a connection parameter given as None out of the connection string.
         connection = await AsyncConnection.connect(
-            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **extra
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, password=password
         )
     except Error as exc:
         reason = " ".join(str(exc).split())[:300]

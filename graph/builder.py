@@ -32,6 +32,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -61,12 +62,16 @@ from drpo.nodes.select_rewards import (
     select_rewards,
 )
 from drpo.state.graph_state import (
+    EvaluateTask,
+    ExampleTask,
     GenerateTask,
+    RewriteTask,
     RunInput,
     RunOutput,
     ScoreOutput,
     ScoreState,
     SearchState,
+    SelectTask,
 )
 
 
@@ -79,17 +84,16 @@ def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTa
     graph = StateGraph(
         ScoreState, context_schema=RunContext, input_schema=GenerateTask, output_schema=ScoreOutput
     )
-    graph.add_node("generate", generate, destinations=("evaluate",))
-    graph.add_node("evaluate", evaluate)
+    graph.add_node("generate", generate, destinations=("evaluate",), input_schema=GenerateTask)
+    graph.add_node("evaluate", evaluate, input_schema=EvaluateTask)
     graph.add_edge(START, "generate")
     graph.add_edge("evaluate", END)
     return graph.compile(checkpointer=False, name=SCORE_NODE)
 
 
-async def score(
-    task: GenerateTask, runtime: Runtime[RunContext], config: RunnableConfig
-) -> ScoreOutput:
+async def score(task: GenerateTask, runtime: Runtime[RunContext]) -> ScoreOutput:
     """The fan-out's target: one pair's whole chain, started as soon as a slot is free."""
+    config = get_config()  # the task's own config, which the subgraph's calls must run under
     # Without an explicit durability the subgraph inherits the parent's "sync" and, in LangGraph
     # 1.2, then waits for a checkpoint it never makes (an AttributeError); so it runs called
     # from this node rather than attached as one, with durability "exit". Given as the
@@ -111,16 +115,16 @@ def build_graph(
         SearchState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
     )
     graph.add_node("prepare", prepare)
-    graph.add_node("optimize_example", optimize_example)
+    graph.add_node("optimize_example", optimize_example, input_schema=ExampleTask)
     graph.add_node("collect_examples", collect_examples)
     graph.add_node("start_level", start_level)
-    graph.add_node("select_rewards", select_rewards)
-    graph.add_node("prefetch_aspects", prefetch_aspects)
-    graph.add_node(PREFETCH_IN_STAGE_A, prefetch_aspects)
-    graph.add_node(PREFETCH_NEXT_LEVEL, prefetch_aspects)
-    graph.add_node("rewrite", rewrite)
+    graph.add_node("select_rewards", select_rewards, input_schema=SelectTask)
+    graph.add_node("prefetch_aspects", prefetch_aspects, input_schema=SelectTask)
+    graph.add_node(PREFETCH_IN_STAGE_A, prefetch_aspects, input_schema=SelectTask)
+    graph.add_node(PREFETCH_NEXT_LEVEL, prefetch_aspects, input_schema=SelectTask)
+    graph.add_node("rewrite", rewrite, input_schema=RewriteTask)
     graph.add_node("record_proposals", record_proposals)
-    graph.add_node(SCORE_NODE, score)
+    graph.add_node(SCORE_NODE, score, input_schema=GenerateTask)
     graph.add_node(
         "approve",
         approve,
