@@ -20,7 +20,7 @@ from rich.table import Column, Table
 
 from drpo.checkpoints.ownership import live_owner
 from drpo.checkpoints.store import RunStore, StoreError
-from drpo.cli.common import fail, parse_assignment, user_errors
+from drpo.cli.common import fail, load_run, open_store, parse_assignment, user_errors
 from drpo.cli.cost import cost_command, level_line
 from drpo.cli.evaluation import data_app, eval_command, report_command
 from drpo.cli.model import model_app
@@ -35,7 +35,14 @@ from drpo.graph.api import (
 )
 from drpo.graph.estimate import describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
-from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings
+from drpo.state.settings import (
+    DEFAULT_STORE,
+    ROLES,
+    ConfigError,
+    Settings,
+    deep_merge,
+    load_settings,
+)
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
 
 app = typer.Typer(
@@ -57,8 +64,6 @@ app.command("cost", help="Show a run's calls, tokens and time per role and per l
 )
 console = Console(stderr=True)
 out = Console()
-
-DEFAULT_STORE = Path("drpo-runs/runs.db")
 
 
 def build_overrides(**flags: Any) -> dict[str, Any]:
@@ -357,13 +362,6 @@ def resume(
         print_result(result, store)
 
 
-def open_store(store: Path) -> RunStore:
-    """Open an existing run store; a missing one is a RunError, not a new file."""
-    if not store.exists():
-        raise RunError(f"run store not found: {store}")
-    return RunStore(store)
-
-
 @app.command()
 def runs(
     store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
@@ -397,15 +395,6 @@ def shown_status(row: dict[str, Any]) -> str:
     if row["status"] == "running" and live_owner(row) is None:
         return "interrupted"
     return str(row["status"])
-
-
-def load_run(store: Path, run_id: str) -> tuple[RunStore, dict[str, Any]]:
-    """The store and a run's row, or a RunError when the run does not exist."""
-    db = open_store(store)
-    row = db.run(run_id)
-    if row is None:
-        raise RunError(f"no run {run_id!r} in {store}")
-    return db, row
 
 
 @app.command()

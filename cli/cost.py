@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.checkpoints.store import RunStore
-from drpo.state.settings import ROLES
+from drpo.cli.common import load_run, user_errors
+from drpo.state.settings import DEFAULT_STORE, ROLES
 
 SUMMED = (
     "calls",
@@ -130,15 +131,13 @@ def render_cost(store: RunStore, run_id: str, out: Console) -> None:
 
 def cost_command(
     run_id: Annotated[str, typer.Argument(help="the run")],
-    store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
+    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
 ) -> None:
     """Show what a run spent: calls, tokens and time per role and per stage and level."""
-    from drpo.cli.app import load_run, out
-    from drpo.cli.common import user_errors
 
     with user_errors():
         db, _ = load_run(store, run_id)
         try:
-            render_cost(db, run_id, out)
+            render_cost(db, run_id, Console())
         finally:
             db.close()

@@ -34,7 +34,7 @@ from drpo.evals.records import eval_row
 from drpo.evals.report import write_eval_report, write_run_report
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
-from drpo.state.settings import deep_merge, load_settings
+from drpo.state.settings import DEFAULT_STORE, deep_merge, load_settings
 
 err = Console(stderr=True)
 # Result tables are wide (one column per aspect): when stdout is a file or a pipe, rich's
@@ -252,7 +252,7 @@ def eval_command(
 
 def report_command(
     run_id: Annotated[str, typer.Argument(help="a run id, or an evaluation id (eval-...)")],
-    store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
+    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="directory for the HTML and Markdown files")
     ] = DEFAULT_REPORT_DIR,

@@ -37,6 +37,7 @@ from drpo.serve.app import (
     uvicorn_config,
 )
 from drpo.state.settings import (
+    DEFAULT_STORE,
     ConfigError,
     RoleSettings,
     Settings,
@@ -46,7 +47,6 @@ from drpo.state.settings import (
 
 err = Console(stderr=True)
 out = Console()
-DEFAULT_STORE = Path("drpo-runs/runs.db")
 
 
 class ServeError(ValueError):

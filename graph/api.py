@@ -43,7 +43,13 @@ from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
-from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
+from drpo.state.settings import (
+    DEFAULT_STORE,
+    ROLES,
+    ConfigError,
+    Settings,
+    settings_from_stored,
+)
 from drpo.state.types import Example, Query, RunResult
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -266,7 +272,7 @@ async def optimize_async(
 async def resume_async(
     run_id: str,
     *,
-    store_path: Path = Path("drpo-runs/runs.db"),
+    store_path: Path = DEFAULT_STORE,
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
 ) -> RunResult:

@@ -26,13 +26,13 @@ from its start, its answer replayed from the run's reply ledger rather than paid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -62,17 +62,23 @@ from drpo.nodes.select_rewards import (
     select_rewards,
 )
 from drpo.state.graph_state import (
-    EvaluateTask,
-    ExampleTask,
     GenerateTask,
-    RewriteTask,
     RunInput,
     RunOutput,
     ScoreOutput,
     ScoreState,
     SearchState,
-    SelectTask,
 )
+
+
+def task_node(node: Callable[..., Any]) -> Any:
+    """A node that `Send` calls with a task of its own (a TypedDict), not with the graph state.
+
+    LangGraph reads the task type from the node's first parameter at run time; its `add_node`
+    overloads only type such a node through a TypedDict-like protocol that mypy does not
+    match with a TypedDict, so the node is handed over untyped.
+    """
+    return node
 
 
 @cache
@@ -84,16 +90,17 @@ def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTa
     graph = StateGraph(
         ScoreState, context_schema=RunContext, input_schema=GenerateTask, output_schema=ScoreOutput
     )
-    graph.add_node("generate", generate, destinations=("evaluate",), input_schema=GenerateTask)
-    graph.add_node("evaluate", evaluate, input_schema=EvaluateTask)
+    graph.add_node("generate", task_node(generate), destinations=("evaluate",))
+    graph.add_node("evaluate", task_node(evaluate))
     graph.add_edge(START, "generate")
     graph.add_edge("evaluate", END)
     return graph.compile(checkpointer=False, name=SCORE_NODE)
 
 
-async def score(task: GenerateTask, runtime: Runtime[RunContext]) -> ScoreOutput:
+async def score(
+    task: GenerateTask, runtime: Runtime[RunContext], config: RunnableConfig
+) -> ScoreOutput:
     """The fan-out's target: one pair's whole chain, started as soon as a slot is free."""
-    config = get_config()  # the task's own config, which the subgraph's calls must run under
     # Without an explicit durability the subgraph inherits the parent's "sync" and, in LangGraph
     # 1.2, then waits for a checkpoint it never makes (an AttributeError); so it runs called
     # from this node rather than attached as one, with durability "exit". Given as the
@@ -115,16 +122,16 @@ def build_graph(
         SearchState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
     )
     graph.add_node("prepare", prepare)
-    graph.add_node("optimize_example", optimize_example, input_schema=ExampleTask)
+    graph.add_node("optimize_example", task_node(optimize_example))
     graph.add_node("collect_examples", collect_examples)
     graph.add_node("start_level", start_level)
-    graph.add_node("select_rewards", select_rewards, input_schema=SelectTask)
-    graph.add_node("prefetch_aspects", prefetch_aspects, input_schema=SelectTask)
-    graph.add_node(PREFETCH_IN_STAGE_A, prefetch_aspects, input_schema=SelectTask)
-    graph.add_node(PREFETCH_NEXT_LEVEL, prefetch_aspects, input_schema=SelectTask)
-    graph.add_node("rewrite", rewrite, input_schema=RewriteTask)
+    graph.add_node("select_rewards", task_node(select_rewards))
+    graph.add_node("prefetch_aspects", task_node(prefetch_aspects))
+    graph.add_node(PREFETCH_IN_STAGE_A, task_node(prefetch_aspects))
+    graph.add_node(PREFETCH_NEXT_LEVEL, task_node(prefetch_aspects))
+    graph.add_node("rewrite", task_node(rewrite))
     graph.add_node("record_proposals", record_proposals)
-    graph.add_node(SCORE_NODE, score, input_schema=GenerateTask)
+    graph.add_node(SCORE_NODE, task_node(score))
     graph.add_node(
         "approve",
         approve,
