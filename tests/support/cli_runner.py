@@ -7,7 +7,7 @@ swapped by CliRunner, and returns what `subprocess.run(..., capture_output=True,
 would: the exit code and both streams.
 
 Tests that need a real process (killing or signalling it, two processes claiming a run, a
-server's lifecycle) still start one with `DRPO_COMMAND`.
+terminal, a server's lifecycle) still start one with `stub_runs.DRPO`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from unittest import mock
 from typer.testing import CliRunner
 
 from drpo.cli.app import main
-
-DRPO_COMMAND = [sys.executable, "-m", "drpo.cli.app"]
 
 
 def run_drpo(
