@@ -45,14 +45,16 @@ def probe_speed(root_url: str, timeout: float = PROBE_TIMEOUT) -> ServerSpeed:
     try:
         with httpx.Client(timeout=timeout, trust_env=False) as client:
             response = client.post(f"{root_url.rstrip('/')}/completion", json=body)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise ProbeFailed(f"the speed probe failed: HTTP {response.status_code}")
         timings = response.json()["timings"]
         prefill = 1000.0 * timings["prompt_n"] / timings["prompt_ms"]
         decode = 1000.0 * timings["predicted_n"] / timings["predicted_ms"]
     except httpx.TimeoutException:
         raise ProbeFailed(f"the speed probe took over {timeout:g} s") from None
     except httpx.HTTPError as exc:
-        raise ProbeFailed(f"the speed probe failed: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProbeFailed(f"the speed probe failed: {reason}") from None
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
         raise ProbeFailed(f"the speed probe got an unreadable reply ({exc!r})") from None
     if not (prefill > 0 and decode > 0):
