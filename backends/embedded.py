@@ -65,8 +65,11 @@ class EmbeddedServer:
         threads: int | None = None,
         startup_timeout: float = 120.0,
         verbose: bool = False,
+        tuning: dict[str, str] | None = None,
     ) -> None:
         self.model = Path(model)
+        # Extra llama_server flags (`{"--ubatch": "64"}`), for benchmarks of server options.
+        self.tuning = dict(tuning or {})
         self.host = host
         self.requested_port = port
         self.slots = slots
@@ -120,6 +123,7 @@ class EmbeddedServer:
                 "--ctx": str(self.ctx),
                 "--threads": str(self.threads),
                 "--parent-pid": str(os.getpid()),
+                **self.tuning,
             }
             command = [
                 *(sys.executable, "-m", "drpo.backends.llama_server", "--die-with-parent"),
