@@ -31,7 +31,7 @@ OPTION_SETS: dict[str, dict[str, str]] = {
     "today": {},
     "1 thread": {"--threads": "1"},
     "poll 0": {"--poll": "0"},
-    "1 thread, poll 0": {"--threads": "1", "--poll": "0"},
+    "1 thread + poll 0": {"--threads": "1", "--poll": "0"},
     "ubatch 64": {"--ubatch": "64"},
     "flash attention on": {"--flash-attn": "on"},
     "KV cache q8_0": {"--kv-type": "q8_0"},
@@ -115,9 +115,10 @@ def main() -> None:
     unknown = [n for n in names if n not in OPTION_SETS]
     if unknown:
         parser.error(f"unknown option sets {unknown}; known: {', '.join(OPTION_SETS)}")
-    prompt = " ".join(f"item {n} of a plain list for measuring speed;" for n in range(args.prompt_items))
+    items = range(args.prompt_items)
+    prompt = " ".join(f"item {n} of a plain list for measuring speed;" for n in items)
     rows: list[tuple[str, Timing, Timing]] = []
-    for name in names:
+    for name in dict.fromkeys(names):
         quiet, loaded = measure(args.model, OPTION_SETS[name], prompt, args.decode)
         rows.append((name, quiet, loaded))
         print(f"measured {name}", file=sys.stderr, flush=True)
