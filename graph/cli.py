@@ -298,8 +298,7 @@ def resume(
     """Continue a paused, interrupted or killed run from its last checkpoint."""
     with user_errors():
         budget = budget_flags(budget_tokens, budget_calls, budget_time)
-        with ProgressPrinter(store) as printer:
-            printer.run_id = run_id
+        with ProgressPrinter.for_stored_run(store, run_id) as printer:
             result = _run(
                 lambda: resume_async(run_id, store_path=store, on_event=printer, budget=budget)
             )
@@ -497,8 +496,7 @@ def edit_text(initial: str) -> str:
 
 
 def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
-    with ProgressPrinter(store) as printer:
-        printer.run_id = run_id
+    with ProgressPrinter.for_stored_run(store, run_id) as printer:
         result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))
     print_result(result, store)
 
@@ -511,8 +509,7 @@ def review(
     """Review a waiting run's prompt edits interactively (approve, reject, edit, stop)."""
     from rich.prompt import Prompt
 
-    printer = ProgressPrinter(store)
-    printer.run_id = run_id
+    printer = ProgressPrinter.for_stored_run(store, run_id)
 
     async def loop() -> RunResult | None:
         # One event loop for the whole session: model clients cache connections per loop.
@@ -655,8 +652,7 @@ def fork(
         fork_id = asyncio.run(fork_async(run_id, at, store_path=store, prompt=text))
         console.print(f"forked {run_id} at step {at} into run {fork_id}", highlight=False)
         if run:
-            with ProgressPrinter(store) as printer:
-                printer.run_id = fork_id
+            with ProgressPrinter.for_stored_run(store, fork_id) as printer:
                 result = _run(lambda: resume_async(fork_id, store_path=store, on_event=printer))
             print_result(result, store)
 

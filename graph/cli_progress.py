@@ -8,6 +8,7 @@ for long while a slow machine works through a call.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -18,8 +19,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore, StoreError
+from drpo.data.loaders import DataFileError
+from drpo.graph.api import load_run_data
 from drpo.graph.cli_cost import level_line
-from drpo.graph.estimate import Estimate
+from drpo.graph.estimate import Estimate, estimate_run
 from drpo.graph.eta import RunClock, minutes
 from drpo.state.events import (
     CallFinished,
@@ -32,6 +35,7 @@ from drpo.state.events import (
     SpeedMeasured,
     StepFinished,
 )
+from drpo.state.settings import ConfigError, settings_from_stored
 
 STATUS_EVERY = 30.0
 SLOW_RUN_MINUTES = 20
@@ -75,6 +79,38 @@ class ProgressPrinter:
         self._task: TaskID | None = None
         self.calls = 0
         self.tokens = 0
+
+    @classmethod
+    def for_stored_run(cls, store_path: Path, run_id: str) -> ProgressPrinter:
+        """A printer for a run that goes on (resume, review): its estimate less the calls done.
+
+        Without a readable run (the API reports that in one line) it shows no ETA.
+        """
+        if not store_path.exists():  # opening would create it; resume refuses a missing store
+            printer = cls(store_path)
+            printer.run_id = run_id
+            return printer
+        try:
+            store = RunStore(store_path)
+            try:
+                row = store.run(run_id)
+                rows = store.calls(run_id) if row is not None else []
+            finally:
+                store.close()
+            if row is None:
+                raise StoreError(f"no run {run_id!r}")
+            settings = settings_from_stored(json.loads(row["settings"]))
+            estimate = estimate_run(settings, load_run_data(settings))
+        except (StoreError, ConfigError, DataFileError, ValueError, OSError):
+            printer = cls(store_path)
+        else:
+            printer = cls(store_path, estimate=estimate)
+            for call in rows:
+                if call["outcome"] in ("ok", "cache_hit") and printer.clock is not None:
+                    role = call["role"]
+                    printer.clock.done[role] = printer.clock.done.get(role, 0) + 1
+        printer.run_id = run_id
+        return printer
 
     # ---- lifetime ---------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from scripted_llm import ScriptedLLM
 from stub_server import StubServer
 
 from drpo.checkpoints.store import RunStore
-from drpo.graph.api import astream_optimize, optimize
+from drpo.graph.api import RunPaused, astream_optimize, load_run_data, optimize
+from drpo.graph.cli_progress import ProgressPrinter
+from drpo.graph.estimate import estimate_run
 from drpo.state.events import (
     RUN_EVENT,
     CallFinished,
@@ -93,3 +95,18 @@ def test_a_run_waiting_for_review_ends_the_stream_with_its_question(
     assert isinstance(last, ReviewNeeded) and last.request is not None
     assert last.request.candidate_id.startswith("L")
     assert not any(isinstance(e, RunFinished) for e in events)
+
+
+def test_a_resumed_runs_progress_counts_the_calls_already_done_against_its_estimate(
+    stub: StubServer, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    stub.set_responder(ScriptedLLM())
+    settings = make_settings(**SCHEDULE, budget={"calls": 6})
+    with pytest.raises(RunPaused) as paused:
+        optimize(settings)
+    printer = ProgressPrinter.for_stored_run(settings.store, paused.value.run_id)
+    assert printer.clock is not None
+    assert printer.clock.calls_done >= 6  # the budget is checked per step, so it can go over
+    assert printer.clock.estimate.calls == estimate_run(settings, load_run_data(settings)).calls
+    missing = ProgressPrinter.for_stored_run(tmp_path / "nowhere.db", "r1")
+    assert missing.clock is None and not (tmp_path / "nowhere.db").exists()
