@@ -163,9 +163,9 @@ def _merged(fits: list[_Fit]) -> _Fit:
 
 
 def minutes(seconds: float) -> str:
-    """`about 12 min`, `under a minute`, `about 1 h 40 min`."""
-    if seconds < 60:
-        return "under a minute"
+    """`about 40 s`, `about 12 min`, `about 1 h 40 min`."""
+    if seconds < 59.5:
+        return f"about {max(1, round(seconds))} s"
     whole = round(seconds / 60)
     if whole < 60:
         return f"about {whole} min"
