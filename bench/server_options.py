@@ -27,14 +27,16 @@ import httpx
 from drpo.backends.embedded import EmbeddedServer
 from drpo.backends.model_files import resolve
 
+# The first set is the reference of every ratio: the server as it was (2 threads on 2 cores).
+# The knobs are then tried on 1 thread, the choice on a busy machine (see default_threads).
 OPTION_SETS: dict[str, dict[str, str]] = {
-    "today": {},
+    "today (2 threads)": {"--threads": "2"},
     "1 thread": {"--threads": "1"},
-    "poll 0": {"--poll": "0"},
+    "2 threads + poll 0": {"--threads": "2", "--poll": "0"},
     "1 thread + poll 0": {"--threads": "1", "--poll": "0"},
-    "ubatch 64": {"--ubatch": "64"},
-    "flash attention on": {"--flash-attn": "on"},
-    "KV cache q8_0": {"--kv-type": "q8_0"},
+    "1 thread + ubatch 64": {"--threads": "1", "--ubatch": "64"},
+    "1 thread + flash attention": {"--threads": "1", "--flash-attn": "on"},
+    "1 thread + KV cache q8_0": {"--threads": "1", "--kv-type": "q8_0"},
 }
 SHARED_PREFIX = "You are a careful assistant. Follow the house style in every answer. " * 6
 

@@ -174,3 +174,14 @@ def test_off_a_terminal_a_status_line_appears_while_no_event_arrives(
     status = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  … ")]
     assert status and "1/10 calls" in status[0] and "780 tokens" in status[0]
     assert "ETA about" in status[0]
+
+
+@pytest.mark.parametrize(("load", "threads"), [(0.3, 2), (1.2, 1), (15.0, 1)])
+def test_the_embedded_server_leaves_busy_cores_to_their_programs(
+    monkeypatch: pytest.MonkeyPatch, load: float, threads: int
+) -> None:
+    from drpo.backends import embedded
+
+    monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(embedded.os, "getloadavg", lambda: (load, load, load))
+    assert embedded.default_threads() == threads
