@@ -433,7 +433,20 @@ async def astream_optimize(
     (`RunPaused` for a budget or an endpoint that is down), after the events before it.
     """
     events: asyncio.Queue[RunEvent] = asyncio.Queue()
-    run = asyncio.create_task(optimize_async(settings, run_id=run_id, on_event=events.put_nowait))
+    loop = asyncio.get_running_loop()
+
+    def push(event: RunEvent) -> None:
+        # A queue is not thread-safe: an event raised in a worker thread is handed to the loop.
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            events.put_nowait(event)
+        else:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    run = asyncio.create_task(optimize_async(settings, run_id=run_id, on_event=push))
     try:
         while not run.done():
             waiter = asyncio.ensure_future(events.get())
