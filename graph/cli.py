@@ -228,16 +228,23 @@ def optimize(
 def estimate_time(settings: Settings, estimate: Estimate) -> str:
     """The run's time on this machine: an embedded server is started and timed (≤ 10 s)."""
     from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
+    from drpo.backends.model_catalogue import CATALOGUE
+    from drpo.backends.model_files import ModelFileError, status
     from drpo.backends.speed_probe import ProbeFailed, probe_speed
 
     embedded = [settings.role(role) for role in ROLES if settings.role(role).is_embedded]
     if not embedded:
         return "time: no estimate for remote endpoints until the run's first calls have finished"
+    model = embedded[0].model
+    # An estimate must not download a model: a catalogue model that is not ready is not probed.
+    catalogued = embedded[0].model_path is None and model in CATALOGUE
+    if catalogued and status(CATALOGUE[model]) != "ready":
+        return f"time: no time estimate until the model is installed (drpo model pull {model})"
     with EmbeddedServerPool.from_settings(settings) as pool:
         try:
             root = pool.url_for_role(embedded[0]).removesuffix("/v1")
             speed = probe_speed(root)
-        except (EmbeddedServerError, ProbeFailed) as exc:
+        except (EmbeddedServerError, ModelFileError, ProbeFailed) as exc:
             return f"time: no time estimate ({exc})"
     return time_forecast(estimate, speed)
 
