@@ -220,7 +220,10 @@ def optimize(
             out.print(estimate_time(settings, estimate), highlight=False, soft_wrap=True)
             return
         summary = f"{describe_settings(settings)}\n{forecast}"
-        with ProgressPrinter(settings.store, summary=summary, estimate=estimate) as printer:
+        printer = ProgressPrinter(
+            settings.store, summary=summary, estimate=estimate, preset=settings.preset
+        )
+        with printer:
             result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
 
@@ -246,7 +249,7 @@ def estimate_time(settings: Settings, estimate: Estimate) -> str:
             speed = probe_speed(root)
         except (EmbeddedServerError, ModelFileError, ProbeFailed) as exc:
             return f"time: no time estimate ({exc})"
-    return time_forecast(estimate, speed)
+    return time_forecast(estimate, speed, settings.preset)
 
 
 def parse_duration(text: str) -> float:

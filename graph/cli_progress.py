@@ -39,15 +39,12 @@ from drpo.state.settings import ConfigError, settings_from_stored
 
 STATUS_EVERY = 30.0
 SLOW_RUN_MINUTES = 20
-FASTER_CHOICES = (
-    "faster choices: --preset quick, or a smaller model for the base role "
-    "(--set base.model=qwen2.5-coder-0.5b)"
-)
+SMALLER_BASE = "a smaller model for the base role (--set base.model=qwen2.5-coder-0.5b)"
 console = Console(stderr=True)
 
 
-def time_forecast(estimate: Estimate, speed: ServerSpeed) -> str:
-    """`at most about 35 min on this machine`, with advice when that is long."""
+def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default") -> str:
+    """`at most about 35 min on this machine`, with faster choices when that is long."""
     seconds = RunClock.before_start(estimate, speed)
     line = (
         f"time: at most {minutes(seconds)} on this machine "
@@ -55,7 +52,8 @@ def time_forecast(estimate: Estimate, speed: ServerSpeed) -> str:
         f"{speed.decode_per_second:.1f} tok/s decode, one stream)"
     )
     if seconds > SLOW_RUN_MINUTES * 60:
-        line += f"\n  that is over {SLOW_RUN_MINUTES} min; {FASTER_CHOICES}"
+        choices = SMALLER_BASE if preset == "quick" else f"--preset quick, or {SMALLER_BASE}"
+        line += f"\n  that is over {SLOW_RUN_MINUTES} min; faster choices: {choices}"
     return line
 
 
@@ -63,9 +61,14 @@ class ProgressPrinter:
     """Prints the search's progress: phases, each level's beam, calls, tokens and the ETA."""
 
     def __init__(
-        self, store_path: Path, summary: str = "", estimate: Estimate | None = None
+        self,
+        store_path: Path,
+        summary: str = "",
+        estimate: Estimate | None = None,
+        preset: str = "default",
     ) -> None:
         self.store_path = store_path
+        self.preset = preset
         self.summary = summary
         self.run_id = ""
         self.examples_done = 0
@@ -75,6 +78,7 @@ class ProgressPrinter:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._retired: list[threading.Thread] = []
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self.calls = 0
@@ -104,7 +108,7 @@ class ProgressPrinter:
         except (StoreError, ConfigError, DataFileError, ValueError, OSError):
             printer = cls(store_path)
         else:
-            printer = cls(store_path, estimate=estimate)
+            printer = cls(store_path, estimate=estimate, preset=settings.preset)
             for call in rows:
                 if call["outcome"] in ("ok", "cache_hit") and printer.clock is not None:
                     role = call["role"]
@@ -142,31 +146,43 @@ class ProgressPrinter:
                 self._task = self._bar.add_task("calls", total=None, status="")
                 self._bar.start()
             else:
+                # Each ticker has its own stop signal: a review session opens a new one after
+                # each question while the old one may still be winding down.
+                self._stop = threading.Event()
                 self._ticker = threading.Thread(
-                    target=self._tick, name="drpo-progress", daemon=True
+                    target=self._tick, args=(self._stop,), name="drpo-progress", daemon=True
                 )
                 self._ticker.start()
 
-    def close(self) -> None:
-        self._stop.set()
+    def pause(self) -> None:
+        """Stop the bar or ticker without waiting for the ticker thread (safe under the lock)."""
         with self._lock:
             bar, self._bar = self._bar, None
+            self._stop.set()
+            ticker, self._ticker = self._ticker, None
         if bar is not None:
             bar.stop()
-        if self._ticker is not None:
-            self._ticker.join(timeout=2.0)
-            self._ticker = None
+        if ticker is not None:
+            self._retired.append(ticker)
 
-    def _tick(self) -> None:
-        while not self._stop.wait(1.0):
+    def close(self) -> None:
+        self.pause()
+        for ticker in self._retired:
+            ticker.join(timeout=2.0)
+        self._retired.clear()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
             with self._lock:
-                if time.monotonic() - self.last_line >= STATUS_EVERY:
+                if not stop.is_set() and time.monotonic() - self.last_line >= STATUS_EVERY:
                     self._say(f"  … {self.status()}")
 
     # ---- events -----------------------------------------------------------------------------
 
     def __call__(self, event: RunEvent) -> None:
         with self._lock:
+            if not isinstance(event, ReviewNeeded | RunFinished):
+                self.open()  # a decision resumes a run without a RunStarted event
             self._handle(event)
             self._refresh()
 
@@ -177,14 +193,13 @@ class ProgressPrinter:
             if self.summary:
                 self._say(self.summary)
             self._say(f"run [bold]{self.run_id}[/] (store: {event.store})")
-            self.open()
         elif isinstance(event, RunWarning):
             self._say(f"[yellow]warning:[/] {event.message}")
         elif isinstance(event, SpeedMeasured):
             speed = ServerSpeed(event.prefill_per_second, event.decode_per_second)
             if self.clock is not None:
                 self.clock.measured(speed)
-                self._say(time_forecast(self.clock.estimate, speed))
+                self._say(time_forecast(self.clock.estimate, speed, self.preset))
         elif isinstance(event, CallFinished):
             self._on_call(event)
         elif isinstance(event, StepFinished):
@@ -197,7 +212,7 @@ class ProgressPrinter:
                 f"{unscored} · beam [{beam}] · {self.cost(event.level)}"
             )
         elif isinstance(event, ReviewNeeded | RunFinished):
-            self.close()
+            self.pause()
 
     def _on_call(self, call: CallFinished) -> None:
         if call.outcome in ("ok", "cache_hit"):

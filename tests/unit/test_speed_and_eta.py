@@ -20,7 +20,14 @@ from drpo.graph.api import measure_speed
 from drpo.graph.cli_progress import ProgressPrinter, time_forecast
 from drpo.graph.estimate import Estimate, RoleEstimate
 from drpo.graph.eta import RunClock
-from drpo.state.events import CallFinished, RunStarted, RunWarning, SpeedMeasured
+from drpo.state.events import (
+    CallFinished,
+    ReviewNeeded,
+    RunStarted,
+    RunWarning,
+    SpeedMeasured,
+    StepFinished,
+)
 
 
 class _LlamaTimings(BaseHTTPRequestHandler):
@@ -62,9 +69,9 @@ def test_the_probe_reads_the_servers_own_timings_with_the_prompt_cache_off(
 
 
 def test_a_probe_answered_with_an_error_fails_in_one_line() -> None:
-    with StubServer() as stub:  # an OpenAI-only server: no llama.cpp /completion route
-        with pytest.raises(ProbeFailed, match="speed probe failed") as failure:
-            probe_speed(stub.base_url.removesuffix("/v1"))
+    # An OpenAI-only server: no llama.cpp /completion route.
+    with StubServer() as stub, pytest.raises(ProbeFailed, match="speed probe failed") as failure:
+        probe_speed(stub.base_url.removesuffix("/v1"))
     assert "\n" not in str(failure.value)
 
 
@@ -73,7 +80,7 @@ def test_a_probe_that_hangs_gives_up_at_its_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         started = time.monotonic()
-        with pytest.raises(ProbeFailed, match="over 0.5 s"):
+        with pytest.raises(ProbeFailed, match=r"over 0\.5 s"):
             probe_speed(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
     assert time.monotonic() - started < 3
 
@@ -124,6 +131,8 @@ def test_the_forecast_before_the_run_uses_the_probe_and_names_faster_choices_whe
     assert "about 8 min on this machine" in short and "--preset quick" not in short
     slow = time_forecast(_estimate(), ServerSpeed(2.0, 1.0))  # 10 × 430 s
     assert "about 1 h 12 min" in slow and "--preset quick" in slow and "base.model" in slow
+    already_quick = time_forecast(_estimate(), ServerSpeed(2.0, 1.0), preset="quick")
+    assert "--preset quick" not in already_quick and "base.model" in already_quick
 
 
 def _call(role: str, prompt: int, completion: int, seconds: float, cached: int = 0) -> CallFinished:
@@ -185,3 +194,18 @@ def test_the_embedded_server_leaves_busy_cores_to_their_programs(
     monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(embedded.os, "getloadavg", lambda: (load, load, load))
     assert embedded.default_threads() == threads
+
+
+def test_status_lines_stop_at_a_review_question_and_resume_with_the_decision(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli_progress, "STATUS_EVERY", 0.2)
+    with ProgressPrinter(tmp_path / "absent.db") as printer:
+        printer(RunStarted(run_id="r1", store="s"))
+        printer(ReviewNeeded(run_id="r1"))
+        capsys.readouterr()
+        time.sleep(1.5)
+        assert "…" not in capsys.readouterr().err  # nothing runs while a person decides
+        printer(StepFinished(node="approve"))  # a decision resumes without RunStarted
+        time.sleep(1.6)
+    assert "  … 0 calls" in capsys.readouterr().err
