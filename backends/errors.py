@@ -19,6 +19,11 @@ class EndpointDown(LLMCallError):
     """The endpoint refused connections or rejected authentication: retrying later may help."""
 
 
+class EndpointRefused(LLMCallError):
+    """The endpoint refused the request as malformed (HTTP 400/422): it will refuse it again
+    until a setting changes, so it is not retried; the run pauses like on any call error."""
+
+
 class StructuredOutputError(LLMError):
     """The reply never parsed into the requested schema; recorded as missing, never as 0."""
 
