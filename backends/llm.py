@@ -34,7 +34,12 @@ from drpo.backends.errors import (
     StructuredOutputError,
 )
 from drpo.backends.json_reply import ReplyParseError, parse_reply
-from drpo.backends.providers import ProviderProfile, effective_profile, static_kind
+from drpo.backends.providers import (
+    ProviderProfile,
+    effective_profile,
+    extra_fields,
+    static_kind,
+)
 from drpo.backends.refusals import describe_refusal
 from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
 from drpo.backends.structured_output import drop_null_optionals, reply_format
@@ -315,10 +320,13 @@ class RoleClient:
     ) -> CachedReply:
         """Send one request; store its reply and record the paid call before returning it."""
         kwargs: dict[str, Any] = {}
+        extra = extra_fields(self.settings, self.rules)
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
             # reply cut off at max_tokens, which must instead count as a malformed reply.
-            kwargs["extra_body"] = {"response_format": response_format}
+            extra["response_format"] = response_format
+        if extra:
+            kwargs["extra_body"] = extra
         if n > 1:
             kwargs["n"] = n
         seed = self.settings.seed

@@ -99,7 +99,10 @@ def effective_profile(settings: RoleSettings, kind: Kind) -> ProviderProfile:
 
 def model_options(settings: RoleSettings, profile: ProviderProfile) -> dict[str, Any]:
     """Sampling and length parameters for the role's chat client, as the provider takes them."""
-    if not profile.reasoning:
+    if profile.kind == "ollama" and settings.mode == "chat":
+        # The length cap goes in `extra_fields`: LangChain would rename it.
+        return {"temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": None}
+    if not profile.reasoning or settings.mode == "completion":
         return {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
@@ -113,6 +116,18 @@ def model_options(settings: RoleSettings, profile: ProviderProfile) -> dict[str,
     if effort is not None:
         options["reasoning_effort"] = effort
     return options
+
+
+def extra_fields(settings: RoleSettings, profile: ProviderProfile) -> dict[str, Any]:
+    """Body fields to send as they are, past LangChain's renaming.
+
+    LangChain always sends the length cap as `max_completion_tokens`, which Ollama's OpenAI
+    endpoint does not read (its documented field is `max_tokens`): without this, replies there
+    would have no cap at all.
+    """
+    if profile.kind == "ollama" and settings.mode == "chat":
+        return {"max_tokens": settings.max_tokens}
+    return {}
 
 
 def static_kind(settings: RoleSettings) -> Kind:
