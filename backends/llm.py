@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,6 +49,12 @@ from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
+
+# LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
+# refusal (backends/refusals.py) already says what happened and which setting fixes it.
+warnings.filterwarnings(
+    "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
+)
 
 # Which part of the schedule the current task belongs to, so every call record can be summed by
 # stage and level. A context variable, because LangGraph runs each task in its own context.
@@ -363,9 +370,9 @@ class RoleClient:
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 # The same request would be refused again: no retry, and the line names the
                 # setting that changes it.
-                message = describe_refusal(self.role, self.endpoint_id, self.rules, exc)
+                message, fix = describe_refusal(self.role, self.endpoint_id, self.rules, exc)
                 self._record_error(key, tag, started, t0, message)
-                raise EndpointRefused(self.role, message) from None
+                raise EndpointRefused(self.role, message, fix) from None
             except openai.OpenAIError as exc:
                 message = self._describe(exc)
                 self._record_error(key, tag, started, t0, message)

@@ -13,14 +13,16 @@ _SAMPLING = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "log
 
 def describe_refusal(
     role: str, endpoint: str, profile: ProviderProfile, exc: openai.APIStatusError
-) -> str:
-    """`endpoint (provider) refused the request (HTTP 400): <its message>; fix: <setting>`."""
+) -> tuple[str, str]:
+    """The line `endpoint (provider) refused the request (HTTP 400): <its message>; to fix it
+    set <setting>`, and that setting as a `KEY=VALUE` for `drpo resume --set` ("" if none)."""
     message, param = _provider_message(exc)
-    fix = _fix(role, profile, message, param)
-    return (
+    fix, assignment = _fix(role, profile, message, param)
+    line = (
         f"{endpoint} ({profile.kind}) refused the request (HTTP {exc.status_code}): "
         f"{message}; to fix it set {fix}"
     )
+    return line, assignment
 
 
 def _provider_message(exc: openai.APIStatusError) -> tuple[str, str]:
@@ -32,21 +34,25 @@ def _provider_message(exc: openai.APIStatusError) -> tuple[str, str]:
         text, param = str(body["message"]), str(body.get("param") or "")
     else:
         text, param = str(exc.message), ""
-    return " ".join(text.split())[:400], param
+    return " ".join(text.split())[:400].rstrip("."), param
 
 
-def _fix(role: str, profile: ProviderProfile, message: str, param: str) -> str:
+def _fix(role: str, profile: ProviderProfile, message: str, param: str) -> tuple[str, str]:
     lowered = message.lower()
     if param.startswith("response_format") or "schema" in lowered or "json" in lowered:
         fallback = "json_object" if profile.structured_output == "json_schema" else "prompt"
-        return f'{role}.structured_output = "{fallback}"'
+        plain = f'{role}.structured_output = "{fallback}"'
+        if profile.kind == "generic" and profile.structured_output == "json_schema":
+            # Many proxies forward to OpenAI, whose strict subset drpo follows when told.
+            return f'{role}.provider = "openai" (strict schemas) or {plain}', (
+                f"{role}.provider=openai"
+            )
+        return plain, f"{role}.structured_output={fallback}"
     if param == "n" or "choice" in lowered:
-        return f"{role}.supports_n = false"
+        return f"{role}.supports_n = false", f"{role}.supports_n=false"
     if param == "reasoning_effort" or "reasoning_effort" in lowered:
-        return f"no {role}.reasoning_effort (this model does not reason)"
+        return f"no {role}.reasoning_effort (this model does not reason)", ""
+    kind = f"{role}.provider to the endpoint's kind (now {profile.kind!r})"
     if param in _SAMPLING or any(name in lowered for name in _SAMPLING):
-        return (
-            f"{role}.provider to the endpoint's kind (now {profile.kind!r}) so drpo follows its "
-            "parameter rules"
-        )
-    return f"{role}.provider to the endpoint's kind (now {profile.kind!r})"
+        return f"{kind} so drpo follows its parameter rules", ""
+    return kind, ""

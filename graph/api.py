@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from pydantic import ValidationError
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
-from drpo.backends.errors import LLMCallError
+from drpo.backends.errors import EndpointRefused, LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
@@ -43,7 +44,14 @@ from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
-from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
+from drpo.state.settings import (
+    ROLES,
+    ConfigError,
+    Settings,
+    deep_merge,
+    format_validation_error,
+    settings_from_stored,
+)
 from drpo.state.types import Example, Query, RunResult
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -222,7 +230,8 @@ async def _stream(
         raise RunPaused(run_id, str(exc), f" {exc.flag} {int(exc.limit * 2)}") from None
     except LLMCallError as exc:
         store.update_run(run_id, status="paused", error=str(exc))
-        raise RunPaused(run_id, str(exc)) from None
+        fix = refusal_flags(context.settings, exc) if isinstance(exc, EndpointRefused) else ""
+        raise RunPaused(run_id, str(exc), fix) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         store.update_run(run_id, status="paused", error="interrupted by the user")
         raise
@@ -269,10 +278,13 @@ async def resume_async(
     store_path: Path = Path("drpo-runs/runs.db"),
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
+    endpoint_changes: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue a run from its last checkpoint with the settings it was started with.
 
-    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes.
+    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes;
+    `endpoint_changes` (e.g. {"judge": {"structured_output": "json_object"}}) changes how a
+    role's requests are shaped, after an endpoint refused them.
     """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
@@ -288,6 +300,8 @@ async def resume_async(
         settings = settings_from_stored(json.loads(row["settings"]))
         if budget:
             settings = raise_budget(settings, budget, store, row)
+        if endpoint_changes:
+            settings = change_request_shaping(settings, endpoint_changes, store, row["id"])
         async with open_run(settings, run_id, store) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
@@ -311,6 +325,44 @@ def raise_budget(
                 f"{spent[name]:.0f}); give a larger one"
             )
     store.update_run(row["id"], settings=json.dumps(updated.public_dict()))
+    return updated
+
+
+def refusal_flags(settings: Settings, exc: EndpointRefused) -> str:
+    """`drpo resume` flags applying the refusal's fix to every role on the same endpoint.
+
+    The other roles would be refused the same way on their first call; one resume fixes all.
+    """
+    if not exc.fix:
+        return ""
+    role, _, assignment = exc.fix.partition(".")
+    endpoint = settings.role(role).endpoint  # type: ignore[arg-type]
+    roles = [r for r in ROLES if settings.role(r).endpoint == endpoint] or [role]
+    return "".join(f" --set {r}.{assignment}" for r in roles)
+
+
+# What a resume may change: how requests are shaped for an endpoint, never what the search does.
+RESUME_SETTABLE = ("provider", "structured_output", "supports_n", "reasoning_effort")
+
+
+def change_request_shaping(
+    settings: Settings, changes: dict[str, Any], store: RunStore, run_id: str
+) -> Settings:
+    """The stored settings with `changes` to the roles' request shaping, validated and saved."""
+    for role, values in changes.items():
+        keys = values.keys() if isinstance(values, dict) and role in ROLES else [None]
+        for key in keys:
+            if key not in RESUME_SETTABLE:
+                name = f"{role}.{key}" if key else role
+                raise ConfigError(
+                    f"resume --set cannot change {name!r}: only <role>."
+                    f"{{{','.join(RESUME_SETTABLE)}}} (role: {', '.join(ROLES)})"
+                )
+    try:
+        updated = Settings(**deep_merge(settings.public_dict(), changes))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    store.update_run(run_id, settings=json.dumps(updated.public_dict()))
     return updated
 
 

@@ -212,3 +212,12 @@ def test_a_refusal_is_one_line_naming_the_fix_and_pauses_the_run_without_retries
     bodies = [json.dumps(c.body, sort_keys=True) for c in refused]
     assert len(set(bodies)) == len(bodies) == len(model_calls(stub))
     assert {c.role for c in refused} == {"AspectChoice"}
+
+    # The pause line gives the resume command with the fix for every role on that endpoint;
+    # resumed that way, the run completes and nothing more is refused.
+    command = done.stderr.split("(resume with: ")[1].split(")")[0].split()
+    assert command.count("--set") == 4 and "selector.provider=openai" in command
+    with StubServer(provider="openai", models=(CHAT_MODEL,), port=int(url.split(":")[2][:-3])) as stub:
+        resumed = drpo(*command[1:], "--store", str(tmp_path / "runs.db"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [c.status for c in model_calls(stub) if c.status != 200] == []
