@@ -165,6 +165,8 @@ def resolve_kind(role: str, settings: RoleSettings, api_key: str) -> Kind:
     reported = {detect_provider(replica.url, api_key) for replica in settings.replicas}
     if settings.provider == "auto":
         return reported.pop() if len(reported) == 1 else "generic"
+    if settings.provider == "generic":
+        return "generic"  # "assume nothing" claims nothing a server could contradict
     for kind in reported - {"generic", settings.provider}:
         raise ConfigError(
             f"{role}.provider = {settings.provider!r} contradicts the endpoint "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import openai
 
 from drpo.backends.providers import ProviderProfile
 
+# "n: must be exactly 1", "'n' must be 1": a message about the choice count.
+_NAMES_N = re.compile(r"^['\"`]?n['\"`]?[:\s]")
 _SAMPLING = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs")
 
 
@@ -48,7 +51,7 @@ def _fix(role: str, profile: ProviderProfile, message: str, param: str) -> tuple
                 f"{role}.provider=openai"
             )
         return plain, f"{role}.structured_output={fallback}"
-    if param == "n" or "choice" in lowered:
+    if param == "n" or "choice" in lowered or _NAMES_N.match(lowered):
         return f"{role}.supports_n = false", f"{role}.supports_n=false"
     if param == "reasoning_effort" or "reasoning_effort" in lowered:
         return f"no {role}.reasoning_effort (this model does not reason)", ""
