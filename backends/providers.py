@@ -159,7 +159,7 @@ def resolve_kind(role: str, settings: RoleSettings, api_key: str) -> Kind:
         if settings.provider not in ("auto", "llamacpp"):
             raise ConfigError(
                 f"{role}.provider = {settings.provider!r} contradicts endpoint 'embedded' "
-                "(the embedded server is llama.cpp; use provider = \"llamacpp\" or \"auto\")"
+                '(the embedded server is llama.cpp; use provider = "llamacpp" or "auto")'
             )
         return "llamacpp"
     reported = {detect_provider(replica.url, api_key) for replica in settings.replicas}

@@ -111,7 +111,8 @@ def openai_strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     _make_optionals_nullable(schema)
     strict = _ensure_strict_json_schema(schema, path=(), root=schema)
-    return _only_keywords(strict, OPENAI_KEYWORDS)
+    wire: dict[str, Any] = _only_keywords(strict, OPENAI_KEYWORDS)
+    return wire
 
 
 def drop_null_optionals(data: Any, model: type[BaseModel]) -> Any:

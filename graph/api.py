@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import ValidationError
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import ValidationError
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
 from drpo.backends.errors import EndpointRefused, LLMCallError
@@ -336,8 +336,8 @@ def refusal_flags(settings: Settings, exc: EndpointRefused) -> str:
     if not exc.fix:
         return ""
     role, _, assignment = exc.fix.partition(".")
-    endpoint = settings.role(role).endpoint  # type: ignore[arg-type]
-    roles = [r for r in ROLES if settings.role(r).endpoint == endpoint] or [role]
+    endpoint = next(settings.role(r).endpoint for r in ROLES if r == role)
+    roles = [r for r in ROLES if settings.role(r).endpoint == endpoint]
     return "".join(f" --set {r}.{assignment}" for r in roles)
 
 

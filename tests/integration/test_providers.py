@@ -115,7 +115,10 @@ def old_request(model: str, **extra: Any) -> dict[str, Any]:
     schema = AspectChoice.model_json_schema()
     return {
         "model": model,
-        "messages": [{"role": "system", "content": "Pick aspects."}, {"role": "user", "content": "q"}],
+        "messages": [
+            {"role": "system", "content": "Pick aspects."},
+            {"role": "user", "content": "q"},
+        ],
         "temperature": 0.0,
         "top_p": 1.0,
         "max_completion_tokens": 512,
@@ -217,7 +220,9 @@ def test_a_refusal_is_one_line_naming_the_fix_and_pauses_the_run_without_retries
     # resumed that way, the run completes and nothing more is refused.
     command = done.stderr.split("(resume with: ")[1].split(")")[0].split()
     assert command.count("--set") == 4 and "selector.provider=openai" in command
-    with StubServer(provider="openai", models=(CHAT_MODEL,), port=int(url.split(":")[2][:-3])) as stub:
+    with StubServer(
+        provider="openai", models=(CHAT_MODEL,), port=int(url.split(":")[2][:-3])
+    ) as stub:
         resumed = drpo(*command[1:], "--store", str(tmp_path / "runs.db"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert [c.status for c in model_calls(stub) if c.status != 200] == []

@@ -160,8 +160,8 @@ def _openai_response_format(body: Mapping[str, Any]) -> Refusal | None:
     name = str(spec.get("name") or "")
     if not _SCHEMA_NAME.match(name):
         return _openai_error(
-            f"Invalid 'response_format.json_schema.name': string does not match pattern. "
-            f"Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+            "Invalid 'response_format.json_schema.name': string does not match pattern. "
+            "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
             "response_format.json_schema.name",
             "invalid_value",
         )
@@ -243,14 +243,15 @@ def _llamacpp(body: Mapping[str, Any]) -> Refusal | None:
         kind = response_format.get("type")
         if kind not in ("text", "json_object", "json_schema"):
             return _llamacpp_error(
-                'response_format type must be one of "text" or "json_object", but got: '
-                f"{kind}"
+                f'response_format type must be one of "text" or "json_object", but got: {kind}'
             )
     return None
 
 
 def _llamacpp_error(message: str) -> Refusal:
-    return Refusal(400, {"error": {"code": 400, "message": message, "type": "invalid_request_error"}})
+    return Refusal(
+        400, {"error": {"code": 400, "message": message, "type": "invalid_request_error"}}
+    )
 
 
 def _ollama(body: Mapping[str, Any]) -> Refusal | None:

@@ -787,9 +787,7 @@ class StubServer:
             )
             return _Response(outcome.status, outcome.body, error_headers)
 
-        self._record(
-            StubCall(role, path, body, started, 200, outcome, None, call_index, ignored)
-        )
+        self._record(StubCall(role, path, body, started, 200, outcome, None, call_index, ignored))
         return self._reply(request, outcome)
 
     def _build_request(

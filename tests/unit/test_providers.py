@@ -113,7 +113,9 @@ def test_a_reasoning_model_gets_no_sampling_knobs_and_room_to_think() -> None:
     assert options["temperature"] is None and options["top_p"] is None
     assert options["max_tokens"] == 500 + 2048 and options["reasoning_effort"] == "low"
     assert not profile.supports_n and not profile.logprobs
-    chat = model_options(settings.model_copy(update={"model": "gpt-4o-mini"}), profile_for("openai", "gpt-4o-mini"))
+    chat = model_options(
+        settings.model_copy(update={"model": "gpt-4o-mini"}), profile_for("openai", "gpt-4o-mini")
+    )
     assert chat == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 500}
 
 
@@ -177,7 +179,9 @@ def test_a_refusal_names_the_provider_message_and_the_setting_that_fixes_it() ->
         {"message": "Invalid schema for response_format 'X': 'maxLength' is not permitted.",
          "type": "invalid_request_error", "param": "response_format", "code": None}
     )  # fmt: skip
-    line, fix = describe_refusal("judge", "https://api.openai.com/v1", profile_for("openai", "gpt-4o"), error)
+    line, fix = describe_refusal(
+        "judge", "https://api.openai.com/v1", profile_for("openai", "gpt-4o"), error
+    )
     assert line == (
         "https://api.openai.com/v1 (openai) refused the request (HTTP 400): Invalid schema for "
         "response_format 'X': 'maxLength' is not permitted; to fix it set "
@@ -185,6 +189,13 @@ def test_a_refusal_names_the_provider_message_and_the_setting_that_fixes_it() ->
     )
     assert fix == "judge.structured_output=json_object"
     # Anthropic's body nests the error one level deeper; its `n` refusal points at supports_n.
-    nested = bad_request({"type": "error", "error": {"type": "invalid_request_error", "message": "n: must be exactly 1"}})
-    line, fix = describe_refusal("base", "https://api.anthropic.com/v1", profile_for("anthropic", "c"), nested)
+    nested = bad_request(
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "n: must be exactly 1"},
+        }
+    )
+    line, fix = describe_refusal(
+        "base", "https://api.anthropic.com/v1", profile_for("anthropic", "c"), nested
+    )
     assert "n: must be exactly 1" in line and fix == "base.supports_n=false"
