@@ -22,6 +22,7 @@ from stub_server import StubCall, StubServer
 
 from drpo.backends.providers import detect_provider
 from drpo.graph.api import optimize
+from drpo.prompts.optimizer import ExampleRewrite, PromptProposal
 from drpo.prompts.selector import AspectChoice
 from drpo.state.settings import ROLES, load_settings
 
@@ -96,14 +97,24 @@ def test_openai_mode_gets_strict_schemas_without_length_keywords(tmp_path: Path)
     assert "maxLength" not in json.dumps(sent)
 
 
-def test_llamacpp_mode_gets_the_schemas_pydantic_writes(tmp_path: Path) -> None:
+def test_llamacpp_mode_gets_exactly_the_requests_drpo_sent_before(tmp_path: Path) -> None:
+    # Before providers existed every endpoint got pydantic's schema under the model's title,
+    # strict, and these body fields; llama.cpp (and the embedded server) still gets just that.
     with StubServer(provider="llamacpp", models=("local",)) as stub:
         run_quick_search(stub, "llamacpp", "local", tmp_path)
+    models = {m.__name__: m for m in (AspectChoice, PromptProposal, ExampleRewrite)}
+    fields = {"model", "stream", "messages", "temperature", "top_p", "max_completion_tokens"}
     for call in model_calls(stub):
-        if call.role == "AspectChoice":
-            assert call.body["response_format"]["json_schema"]["schema"] == (
-                AspectChoice.model_json_schema()
-            )
+        assert set(call.body) - {"seed", "response_format"} == fields, call.body
+        if call.role in models:
+            assert call.body["response_format"] == {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": call.role,
+                    "schema": models[call.role].model_json_schema(),
+                    "strict": True,
+                },
+            }
     assert stub.probes == ["/props"]
 
 
