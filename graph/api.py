@@ -47,6 +47,7 @@ from drpo.nodes.prepare import seeded_order
 from drpo.state.settings import (
     ROLES,
     ConfigError,
+    RoleSettings,
     Settings,
     deep_merge,
     format_validation_error,
@@ -288,6 +289,8 @@ async def resume_async(
     """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
+    if endpoint_changes:
+        check_request_shaping(endpoint_changes)
     store = RunStore(store_path)
     try:
         row = store.claim_run(run_id)  # refuses while another live process drives the run
@@ -345,12 +348,10 @@ def refusal_flags(settings: Settings, exc: EndpointRefused) -> str:
 RESUME_SETTABLE = ("provider", "structured_output", "supports_n", "reasoning_effort")
 
 
-def change_request_shaping(
-    settings: Settings, changes: dict[str, Any], store: RunStore, run_id: str
-) -> Settings:
-    """The stored settings with `changes` to the roles' request shaping, validated and saved."""
+def check_request_shaping(changes: dict[str, Any]) -> None:
+    """Raise ConfigError unless `changes` only sets valid request-shaping values of roles."""
     for role, values in changes.items():
-        keys = values.keys() if isinstance(values, dict) and role in ROLES else [None]
+        keys = list(values) if isinstance(values, dict) and role in ROLES else [None]
         for key in keys:
             if key not in RESUME_SETTABLE:
                 name = f"{role}.{key}" if key else role
@@ -358,10 +359,17 @@ def change_request_shaping(
                     f"resume --set cannot change {name!r}: only <role>."
                     f"{{{','.join(RESUME_SETTABLE)}}} (role: {', '.join(ROLES)})"
                 )
-    try:
-        updated = Settings(**deep_merge(settings.public_dict(), changes))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+        try:
+            RoleSettings(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{role}: {format_validation_error(exc)}") from None
+
+
+def change_request_shaping(
+    settings: Settings, changes: dict[str, Any], store: RunStore, run_id: str
+) -> Settings:
+    """The stored settings with `changes` to the roles' request shaping, saved with the run."""
+    updated = settings_from_stored(deep_merge(settings.public_dict(), changes))
     store.update_run(run_id, settings=json.dumps(updated.public_dict()))
     return updated
 

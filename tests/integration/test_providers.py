@@ -36,9 +36,12 @@ MODES = ("openai", "azure", "vllm", "llamacpp", "ollama", "anthropic")
 STRUCTURED = ("AspectChoice", "Judgement", "PromptProposal", "ExampleRewrite")
 
 
-def run_quick_search(stub: StubServer, provider: str, model: str, folder: Path) -> Any:
+def run_quick_search(
+    stub: StubServer, provider: str, model: str, folder: Path, **role_settings: Any
+) -> Any:
     detect_provider.cache_clear()  # every stub gets a fresh port, but be explicit
     role = {"endpoint": stub.base_url, "model": model, "provider": SETTING.get(provider, "auto")}
+    role.update(role_settings)
     overrides = {
         **{name: dict(role) for name in ROLES},
         "store": str(folder / "runs.db"),
@@ -85,6 +88,20 @@ def test_a_quick_search_sends_no_request_the_provider_refuses_or_ignores(
         assert all("top_p" in b for b in bodies)
     if provider in ("llamacpp", "ollama", "anthropic") or reasoning:
         assert all(int(b.get("n") or 1) == 1 for b in bodies)
+
+
+@pytest.mark.parametrize("mode", ["json_object", "prompt"])
+def test_the_fallbacks_a_refusal_suggests_work_against_openai(mode: str, tmp_path: Path) -> None:
+    with StubServer(provider="openai", models=(CHAT_MODEL,)) as stub:
+        result = run_quick_search(stub, "openai", CHAT_MODEL, tmp_path, structured_output=mode)
+    calls = model_calls(stub)
+    assert result.status == "completed"
+    assert [c.status for c in calls if c.status != 200] == []
+    structured = [c for c in calls if "valid for this JSON schema" in json.dumps(c.body)]
+    formats = {json.dumps(c.body.get("response_format")) for c in structured}
+    assert structured and formats == {
+        '{"type": "json_object"}' if mode == "json_object" else "null"
+    }
 
 
 def test_openai_mode_gets_strict_schemas_without_length_keywords(tmp_path: Path) -> None:
@@ -231,9 +248,13 @@ def test_a_refusal_is_one_line_naming_the_fix_and_pauses_the_run_without_retries
     # resumed that way, the run completes and nothing more is refused.
     command = done.stderr.split("(resume with: ")[1].split(")")[0].split()
     assert command.count("--set") == 4 and "selector.provider=openai" in command
+    store = ("--store", str(tmp_path / "runs.db"))
+    refused_set = drpo(*command[1:3], *store, "--set", "search.depth=9", cwd=tmp_path)
+    assert refused_set.returncode == 2
+    assert refused_set.stderr.startswith("error: resume --set cannot change 'search'")
     with StubServer(
         provider="openai", models=(CHAT_MODEL,), port=int(url.split(":")[2][:-3])
     ) as stub:
-        resumed = drpo(*command[1:], "--store", str(tmp_path / "runs.db"), cwd=tmp_path)
+        resumed = drpo(*command[1:], *store, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert [c.status for c in model_calls(stub) if c.status != 200] == []

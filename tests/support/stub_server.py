@@ -49,7 +49,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from provider_rules import check_request, honoured_choices, ignored_fields, probe_reply
+from provider_rules import (
+    PROVIDERS,
+    check_request,
+    honoured_choices,
+    ignored_fields,
+    probe_reply,
+)
 
 STUB_PATH = Path(__file__).resolve()
 DEFAULT_MODEL = "stub-model"
@@ -1048,7 +1054,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="append every call to this JSON-lines file")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept per call")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
-    parser.add_argument("--provider", help="behave like this provider (see provider_rules.py)")
+    parser.add_argument(
+        "--provider", choices=PROVIDERS, help="behave like this provider (see provider_rules.py)"
+    )
     args = parser.parse_args(argv)
 
     responder = load_responder(args.script) if args.script else deterministic_responder()
