@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 from langchain_core.language_models import BaseLanguageModel
-from langchain_openai import ChatOpenAI, OpenAI
+from langchain_openai import AzureChatOpenAI, ChatOpenAI, OpenAI
 
 from drpo.backends.errors import CredentialError
 from drpo.backends.llm import CallSink, ReplyCache, RoleClient
@@ -81,6 +81,16 @@ def build_langchain_model(
     }
     if settings.mode == "completion":
         return OpenAI(**common)
+    if profile.kind == "azure" and settings.api_version:
+        # Azure's classic URLs: /openai/deployments/{model}/chat/completions?api-version=…
+        # (without api_version, `endpoint` is Azure's v1 API and ChatOpenAI talks to it).
+        del common["base_url"]
+        return AzureChatOpenAI(
+            **common,
+            azure_endpoint=base_url,
+            azure_deployment=model_name,
+            api_version=settings.api_version,
+        )
     return ChatOpenAI(**common)
 
 

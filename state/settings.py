@@ -93,6 +93,11 @@ class RoleSettings(_Strict):
         default=None,
         description="the endpoint honours the 'n' parameter; unset = what the provider honours",
     )
+    api_version: str | None = Field(
+        default=None,
+        description="Azure OpenAI's api-version, for its classic deployment URLs; endpoint is "
+        "then the resource URL and model the deployment name",
+    )
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
         default=None, description="for reasoning models (o-series, gpt-5 family)"
     )

@@ -104,6 +104,22 @@ def test_the_fallbacks_a_refusal_suggests_work_against_openai(mode: str, tmp_pat
     }
 
 
+@pytest.mark.parametrize("model", [CHAT_MODEL, REASONING_MODEL])
+def test_azure_deployment_urls_with_an_api_version(model: str, tmp_path: Path) -> None:
+    with StubServer(provider="azure", models=(model,)) as stub:
+        resource = stub.base_url.removesuffix("/v1")
+        result = run_quick_search(
+            stub, "azure", model, tmp_path, endpoint=resource, api_version="2024-10-21"
+        )
+    calls = model_calls(stub)
+    assert result.status == "completed"
+    assert [c.status for c in calls if c.status != 200] == []
+    # Only the deployment URL maps to this path: the bare resource path would be a 404.
+    assert {c.path for c in calls} == {"/chat/completions"}
+    if model == REASONING_MODEL:
+        assert all("temperature" not in c.body for c in calls)
+
+
 def test_openai_mode_gets_strict_schemas_without_length_keywords(tmp_path: Path) -> None:
     with StubServer(provider="openai", models=(CHAT_MODEL,)) as stub:
         run_quick_search(stub, "openai", CHAT_MODEL, tmp_path)

@@ -61,6 +61,25 @@ def probe_reply(provider: str | None, path: str) -> dict[str, Any] | None:
     return None
 
 
+_AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/chat/completions)$")
+
+
+def azure_route(raw_path: str) -> tuple[str, Refusal | None]:
+    """Map Azure's classic `/openai/deployments/NAME/chat/completions?api-version=…` onto the
+    stub's chat path; without an api-version, or at the bare resource, Azure answers 404
+    "Resource not found"."""
+    path, _, query = raw_path.partition("?")
+    path = path.rstrip("/")
+    match = _AZURE_DEPLOYMENT.match(path)
+    if match is None:
+        # The stub's /v1 stands for Azure's v1 API (/openai/v1); a resource has no bare path.
+        missing = Refusal(404, {"error": {"code": "404", "message": "Resource not found"}})
+        return path, missing if path == "/chat/completions" else None
+    if "api-version=" not in query:
+        return path, Refusal(404, {"error": {"code": "404", "message": "Resource not found"}})
+    return match.group(2), None
+
+
 def check_request(provider: str, body: Mapping[str, Any]) -> Refusal | None:
     """The refusal the provider sends for this chat-completions body, or None if it accepts."""
     checks = {

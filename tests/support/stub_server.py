@@ -51,6 +51,7 @@ from typing import IO, Any, Self
 
 from provider_rules import (
     PROVIDERS,
+    azure_route,
     check_request,
     honoured_choices,
     ignored_fields,
@@ -499,9 +500,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         stub = self.server.stub
+        path, refusal = azure_route(self.path)
+        if refusal is not None and stub.provider == "azure":
+            self._send(_Response(refusal.status, refusal.body))
+            return
+        if stub.provider != "azure":
+            path = self.path.split("?", 1)[0].rstrip("/")
         stub._enter()
         try:
-            self._send(stub._handle_post(self.path.split("?", 1)[0].rstrip("/"), headers, raw))
+            self._send(stub._handle_post(path, headers, raw))
         finally:
             stub._leave()
 
