@@ -312,13 +312,31 @@ def resume(
     budget_time: Annotated[
         str | None, typer.Option(help="a new running-time budget: 90, 90s, 15m, 2h")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="change a role's request shaping after a refusal, e.g. "
+            "judge.structured_output=json_object (provider, structured_output, supports_n, "
+            "reasoning_effort)",
+        ),
+    ] = None,
 ) -> None:
     """Continue a paused, interrupted or killed run from its last checkpoint."""
     with user_errors():
         budget = budget_flags(budget_tokens, budget_calls, budget_time)
+        changes: dict[str, Any] = {}
+        for text in set_ or []:
+            changes = deep_merge(changes, parse_assignment(text))
         with ProgressPrinter.for_stored_run(store, run_id) as printer:
             result = _run(
-                lambda: resume_async(run_id, store_path=store, on_event=printer, budget=budget)
+                lambda: resume_async(
+                    run_id,
+                    store_path=store,
+                    on_event=printer,
+                    budget=budget,
+                    endpoint_changes=changes,
+                )
             )
         print_result(result, store)
 

@@ -22,9 +22,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import ValidationError
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
-from drpo.backends.errors import LLMCallError
+from drpo.backends.errors import EndpointRefused, LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.llm import CachedReply, CallRecord
 from drpo.backends.preflight import check_settings
@@ -61,7 +62,10 @@ from drpo.state.settings import (
     DEFAULT_STORE,
     ROLES,
     ConfigError,
+    RoleSettings,
     Settings,
+    deep_merge,
+    format_validation_error,
     settings_from_stored,
 )
 from drpo.state.types import Example, Query, ReviewRequest, RunResult
@@ -305,7 +309,8 @@ async def _stream(
         raise RunPaused(run_id, str(exc), f" {exc.flag} {int(exc.limit * 2)}") from None
     except LLMCallError as exc:
         store.update_run(run_id, status="paused", error=str(exc))
-        raise RunPaused(run_id, str(exc)) from None
+        fix = refusal_flags(context.settings, exc) if isinstance(exc, EndpointRefused) else ""
+        raise RunPaused(run_id, str(exc), fix) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         store.update_run(run_id, status="paused", error="interrupted by the user")
         raise
@@ -384,13 +389,18 @@ async def resume_async(
     store_path: Path = DEFAULT_STORE,
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
+    endpoint_changes: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue a run from its last checkpoint with the settings it was started with.
 
-    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes.
+    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes;
+    `endpoint_changes` (e.g. {"judge": {"structured_output": "json_object"}}) changes how a
+    role's requests are shaped, after an endpoint refused them.
     """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
+    if endpoint_changes:
+        check_request_shaping(endpoint_changes)
     store = RunStore(store_path)
     try:
         row = store.claim_run(run_id)  # refuses while another live process drives the run
@@ -403,6 +413,8 @@ async def resume_async(
         settings = settings_from_stored(json.loads(row["settings"]))
         if budget:
             settings = raise_budget(settings, budget, store, row)
+        if endpoint_changes:
+            settings = change_request_shaping(settings, endpoint_changes, store, row["id"])
         async with open_run(settings, run_id, store, on_event) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
@@ -472,6 +484,49 @@ async def astream_optimize(
             run.cancel()
             with suppress(asyncio.CancelledError):
                 await run
+
+
+def refusal_flags(settings: Settings, exc: EndpointRefused) -> str:
+    """`drpo resume` flags applying the refusal's fix to every role on the same endpoint.
+
+    The other roles would be refused the same way on their first call; one resume fixes all.
+    """
+    if not exc.fix:
+        return ""
+    role, _, assignment = exc.fix.partition(".")
+    endpoint = next(settings.role(r).endpoint for r in ROLES if r == role)
+    roles = [r for r in ROLES if settings.role(r).endpoint == endpoint]
+    return "".join(f" --set {r}.{assignment}" for r in roles)
+
+
+# What a resume may change: how requests are shaped for an endpoint, never what the search does.
+RESUME_SETTABLE = ("provider", "structured_output", "supports_n", "reasoning_effort")
+
+
+def check_request_shaping(changes: dict[str, Any]) -> None:
+    """Raise ConfigError unless `changes` only sets valid request-shaping values of roles."""
+    for role, values in changes.items():
+        keys = list(values) if isinstance(values, dict) and role in ROLES else [None]
+        for key in keys:
+            if key not in RESUME_SETTABLE:
+                name = f"{role}.{key}" if key else role
+                raise ConfigError(
+                    f"resume --set cannot change {name!r}: only <role>."
+                    f"{{{','.join(RESUME_SETTABLE)}}} (role: {', '.join(ROLES)})"
+                )
+        try:
+            RoleSettings(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{role}: {format_validation_error(exc)}") from None
+
+
+def change_request_shaping(
+    settings: Settings, changes: dict[str, Any], store: RunStore, run_id: str
+) -> Settings:
+    """The stored settings with `changes` to the roles' request shaping, saved with the run."""
+    updated = settings_from_stored(deep_merge(settings.public_dict(), changes))
+    store.update_run(run_id, settings=json.dumps(updated.public_dict()))
+    return updated
 
 
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:
