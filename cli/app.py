@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -686,6 +687,12 @@ def main() -> None:
     """Run the CLI; a mistyped flag is a one-line error like any other bad input."""
     # typer ships its own click: its exception classes are reached through typer's types.
     click_error = typer.BadParameter.__mro__[2]  # ClickException
+    # LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
+    # refusal (backends/refusals.py) already says what happened and which setting fixes it.
+    # Set here, by the process's owner, not on import: a library leaves warnings to its caller.
+    warnings.filterwarnings(
+        "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
+    )
     try:
         # Without standalone mode click returns an exit code instead of calling sys.exit.
         code = app(standalone_mode=False)
