@@ -37,6 +37,8 @@ SCHEMA_VERSION = 1
 
 _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("runs", "active_seconds", float),
+    ("runs", "no_better_prompt", int),
+    ("runs", "retrieval", str),
     ("llm_calls", "stage", str),
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
@@ -127,6 +129,7 @@ _TABLES: dict[str, TableSchema] = {
             "train_value": float,
             "validation_value": float,
             "baseline_validation_value": float,
+            "no_better_prompt": int,
             "final_prompt": str,
             "error": str,
             "parent_run": str,
@@ -134,6 +137,9 @@ _TABLES: dict[str, TableSchema] = {
             "pid": int,
             "examples": str,
             "active_seconds": float,
+            # The retrieval the search used ("embeddings" or "bm25"), resolved from "auto" once,
+            # so serve and eval retrieve the same examples on any host.
+            "retrieval": str,
             **_CLAIM_COLUMNS,
         },
         pk="id",

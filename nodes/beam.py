@@ -61,11 +61,21 @@ def rank(children: list[Candidate]) -> list[Candidate]:
     return sorted(children, key=lambda c: -c.value)
 
 
+def own_reward(candidate: Candidate) -> float:
+    """The candidate's own mean reward on the queries it answered; -inf when unscored."""
+    return candidate.path_rewards[-1] if candidate.path_rewards else -math.inf
+
+
 def merge_leaders(
     leaders: list[Candidate], children: list[Candidate], keep: int
 ) -> list[Candidate]:
+    """The best distinct prompts seen so far, by their own reward.
+
+    The beam ranks by path value (the paper's rule), but there the ancestors' rewards dominate;
+    which prompt is best seen depends only on how its own answers scored.
+    """
     merged: list[Candidate] = []
-    for candidate in rank([*leaders, *children]):
+    for candidate in sorted([*leaders, *children], key=lambda c: -own_reward(c)):
         if all(normalise_prompt(c.prompt) != normalise_prompt(candidate.prompt) for c in merged):
             merged.append(candidate)
     return merged[:keep]
