@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("runs", "active_seconds", float),
     ("runs", "no_better_prompt", int),
+    ("candidates", "rejected", str),
     ("runs", "retrieval", str),
     ("llm_calls", "stage", str),
     ("llm_calls", "level", int),
@@ -156,6 +157,8 @@ _TABLES: dict[str, TableSchema] = {
             "value": float,
             "carried": int,
             "survived": int,
+            # Why drpo rejected the proposal before it was scored (None: it competed).
+            "rejected": str,
             "created_at": float,
         },
         pk=("run_id", "id"),
@@ -548,6 +551,15 @@ class RunStore:
                 },
                 pk=("run_id", "id"),
             )
+
+    def record_rejected(self, run_id: str, candidate: Candidate, level: int, reason: str) -> None:
+        """A proposal that never competed: drpo rejected it before scoring, for `reason`."""
+        self.record_candidate(run_id, candidate, level, None, survived=False)
+        self.update_candidate(run_id, candidate.id, rejected=reason)
+
+    def update_candidate(self, run_id: str, candidate_id: str, **fields: Any) -> None:
+        with self._write():
+            self.db.table("candidates").update((run_id, candidate_id), fields)
 
     def record_answer(
         self,

@@ -56,6 +56,28 @@ def worst_feedback(scores: list[LevelScore], candidate_id: str) -> Feedback | No
     return own[0].feedback
 
 
+def recent_feedback(
+    scores: list[LevelScore],
+    candidate: Candidate,
+    earlier: dict[str, list[Feedback]],
+    keep: int,
+) -> list[Feedback]:
+    """The answers the optimizer sees when it next rewrites this candidate, weakest first.
+
+    This level's answers come first, then those its parent was rewritten from, so even with one
+    query per level the optimizer sees more than one query and cannot fit the prompt to it.
+    """
+    own = sorted(
+        (s for s in scores if s.candidate_id == candidate.id and s.reward is not None),
+        key=lambda s: (s.reward, s.query_id),
+    )
+    cases: list[Feedback] = []
+    for feedback in [*(s.feedback for s in own), *earlier.get(candidate.parent_id or "", [])]:
+        if all(f.query != feedback.query for f in cases):
+            cases.append(feedback)
+    return cases[:keep]
+
+
 def rank(children: list[Candidate]) -> list[Candidate]:
     # Ties keep proposal order, which is deterministic (parents in beam order, then index).
     return sorted(children, key=lambda c: -c.value)
@@ -147,6 +169,8 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     previous = [c for c in state.get("leaders", []) if c.id not in excluded]
     leaders = merge_leaders(previous, children, max(search.finalists, 1))
     feedback = {c.id: fb for c in beam if (fb := worst_feedback(scores, c.id)) is not None}
+    earlier = state.get("recent_feedback", {})
+    recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
         ctx.recorder.update_run(
             ctx.run_id, best_candidate_id=leaders[0].id, train_value=leaders[0].value
@@ -164,6 +188,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     return {
         "beam": beam,
         "feedback": feedback,
+        "recent_feedback": recent,
         "leaders": leaders,
         "depth_limit": depth_limit,
         "extensions": extensions,

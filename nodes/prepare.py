@@ -78,6 +78,7 @@ async def prepare(state: RunInput, runtime: Runtime[RunContext]) -> dict[str, An
         "extensions": 0,
         "beam": [root],
         "feedback": {},
+        "recent_feedback": {},
         "leaders": [],
         "stop_requested": False,
     }
