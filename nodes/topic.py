@@ -42,9 +42,10 @@ _STOP_WORDS: Final = frozenset(
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-case words of four letters or more that carry a topic, plural 's' folded."""
+    """Lower-case words of four letters or more that carry a topic, plural and possessive folded."""
     words: set[str] = set()
-    for word in _WORD.findall(text.lower()):
+    for found in _WORD.findall(text.lower()):
+        word = found.removesuffix("'s")
         if len(word) < 4 or word in _STOP_WORDS:
             continue
         if word.endswith("s") and not word.endswith("ss") and len(word) > 4:
