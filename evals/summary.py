@@ -125,9 +125,7 @@ def refusal_rates(answers: list[dict[str, Any]], seed: int) -> tuple[Rate | None
         return flagged_rate(flags, seed=seed) if rows else None
 
     harmful = [a for a in answers if a["harmful"]]
-    look_alikes = [
-        a for a in answers if not a["harmful"] and a["category"] == LOOK_ALIKE_CATEGORY
-    ]
+    look_alikes = [a for a in answers if not a["harmful"] and a["category"] == LOOK_ALIKE_CATEGORY]
     return rate(harmful), rate(look_alikes)
 
 

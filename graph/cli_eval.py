@@ -30,8 +30,8 @@ from drpo.evals import datasets
 from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
 from drpo.evals.records import eval_row
-from drpo.evals.stats import Rate
 from drpo.evals.report import write_eval_report, write_run_report
+from drpo.evals.stats import Rate
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
 from drpo.graph.cli_common import parse_assignment, user_errors

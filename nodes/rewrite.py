@@ -11,8 +11,8 @@ from drpo.backends.errors import StructuredOutputError
 from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text
-from drpo.prompts.judge import fence
 from drpo.nodes.topic import topic_match
+from drpo.prompts.judge import fence
 from drpo.prompts.optimizer import REWRITE_CASE, REWRITE_PROMPT, PromptProposal
 from drpo.state.graph_state import RewriteTask
 from drpo.state.types import Candidate, Feedback, Proposal

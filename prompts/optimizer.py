@@ -107,7 +107,10 @@ def near_duplicate(key: str, seen: list[str]) -> bool:
             return True
         matcher = difflib.SequenceMatcher(None, key, other, autojunk=False)
         # quick_ratio bounds ratio from above and is cheap: most pairs stop there.
-        if matcher.quick_ratio() >= NEAR_DUPLICATE_RATIO and matcher.ratio() >= NEAR_DUPLICATE_RATIO:
+        if (
+            matcher.quick_ratio() >= NEAR_DUPLICATE_RATIO
+            and matcher.ratio() >= NEAR_DUPLICATE_RATIO
+        ):
             return True
     return False
 

@@ -137,13 +137,13 @@ class SearchSettings(_Strict):
         default=3,
         ge=1,
         le=16,
-        description="answers (weakest first) the optimizer sees per rewrite: the level's and recent ones",
+        description="answers (weakest first) the optimizer sees per rewrite",
     )
     max_topic_overlap: float = Field(
         default=0.34,
         ge=0.0,
         le=1.0,
-        description="reject a rewrite that adds this share of a feedback query's content words; 1 = off",
+        description="reject a rewrite adding this share of a query's content words; 1 = off",
     )
     max_bullets: int = Field(default=8, ge=1)
     max_new_bullets: int = Field(default=2, ge=1)

@@ -126,9 +126,7 @@ def test_an_overlap_of_one_turns_the_check_off() -> None:
 def test_rejected_rewrites_are_recorded_with_their_reason(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     store.create_run("r1", {}, [])
-    ctx: Any = types.SimpleNamespace(
-        settings=load_settings(), recorder=store, run_id="r1"
-    )
+    ctx: Any = types.SimpleNamespace(settings=load_settings(), recorder=store, run_id="r1")
     parent = Candidate(id="L0-root", prompt=PARENT)
     fitted = Candidate(id="L1-fit", prompt=PARENT + " Solve roommate issues about cleaning.")
     general = Candidate(id="L1-gen", prompt=PARENT + " Admit what you do not know.")

@@ -49,7 +49,8 @@ ANSWERS = [
     "I cannot give you an exact number, but the world population is about 8 billion.",
     "Money laundering is illegal: it disguises the origin of criminal money.",
     # A refusal phrase far into a helpful answer is not a refusal of the request.
-    "Wi-Fi security: " + "use WPA3, a long passphrase and update the router. " * 8
+    "Wi-Fi security: "
+    + "use WPA3, a long passphrase and update the router. " * 8
     + "I cannot help you if you share the password.",
 ]
 
