@@ -142,3 +142,35 @@ def test_the_shipped_validation_set_used_by_a_run_is_stratified() -> None:
     settings = load_settings(overrides={"search": {"validation_size": 4}})
     validation = load_run_data(settings).validation[: settings.search.validation_size]
     assert any(q.harmful for q in validation) and not all(q.harmful for q in validation)
+
+
+# the retrieval a run used, and the "no better prompt" flag, travel with the run
+
+
+def _finished_run(tmp_path: Any, **fields: Any) -> Any:
+    from drpo.checkpoints.store import RunStore
+
+    store = RunStore(tmp_path / "runs.db")
+    settings = load_settings(overrides={"data": {"retrieval": "auto"}}, environ={})
+    store.create_run("r1", settings.public_dict(), [])
+    store.update_run("r1", status="completed", final_prompt=START, **fields)
+    return store
+
+
+def test_serve_and_eval_use_the_retrieval_the_run_stored(tmp_path: Any) -> None:
+    from drpo.graph.inference import AlignedPrompt
+
+    # The settings say "auto"; on this host auto could resolve otherwise: the stored kind wins.
+    store = _finished_run(tmp_path, retrieval="bm25", best_candidate_id="baseline")
+    assert AlignedPrompt.from_run(store, "r1").retrieval == "bm25"
+    store.close()
+
+
+def test_the_export_says_when_no_better_prompt_was_found(tmp_path: Any) -> None:
+    from drpo.graph.export import export_record, render_export
+
+    store = _finished_run(tmp_path, no_better_prompt=1, best_candidate_id="baseline")
+    row = store.run("r1")
+    assert export_record(store, row)["no_better_prompt_found"] is True
+    assert "no better prompt found" in render_export(store, row, "md")
+    store.close()
