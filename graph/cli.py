@@ -169,7 +169,7 @@ class ProgressPrinter:
 
 
 NO_BETTER = (
-    "no better prompt found: no rewrite validated better than the starting prompt, "
+    "no better prompt found: no rewrite beat the starting prompt, "
     "so the result is the starting prompt"
 )
 

@@ -78,7 +78,7 @@ def render_export(db: RunStore, row: dict[str, Any], fmt: str) -> str:
         "",
         f"- status: {record['status']}; drpo {record['drpo_version']}",
         *(
-            ["- no better prompt found: this is the starting prompt, which validated best"]
+            ["- no better prompt found: this is the starting prompt; no rewrite beat it"]
             if record["no_better_prompt_found"]
             else []
         ),
