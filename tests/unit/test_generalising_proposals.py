@@ -52,6 +52,16 @@ def test_a_reworded_repeat_is_dropped() -> None:
     )
 
 
+def test_a_loop_with_one_word_changed_each_time_collapses() -> None:
+    # The 1.5B optimizer's loop in docs/results/eval-20261127-220437-1d6632.md (2,001 chars);
+    # exact-repeat removal kept four variants of the looped sentence.
+    looped = "You are not able to provide a solution that involves {}."
+    variants = ["physical actions", "negative language", "positive language"]
+    variants += ["using positive language"] * 5
+    prompt = "You are a helpful assistant. " + " ".join(looped.format(v) for v in variants)
+    assert tidy_prompt(prompt) == "You are a helpful assistant. " + looped.format(variants[0])
+
+
 def test_distinct_rules_with_the_same_opening_are_kept() -> None:
     prompt = (
         "You are not allowed to share personal information. "
