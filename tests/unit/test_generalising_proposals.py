@@ -3,6 +3,7 @@ dropped, and rewrites that name their training query's topic rejected and record
 
 from __future__ import annotations
 
+import asyncio
 import types
 from pathlib import Path
 from typing import Any
@@ -145,4 +146,46 @@ def test_rejected_rewrites_are_recorded_with_their_reason(tmp_path: Path) -> Non
     row = store.candidate("r1", "L1-fit")
     assert row is not None and "roommate" in row["rejected"] and row["survived"] == 0
     assert store.candidate("r1", "L1-gen") is None
+    store.close()
+
+
+class CapturingOptimizer:
+    """The optimizer role: records what it was shown and proposes the given prompts."""
+
+    def __init__(self, prompts: list[str]) -> None:
+        self.prompts = prompts
+        self.users: list[str] = []
+
+    async def structured(self, system: str, user: str, schema: Any, **_: Any) -> list[Any]:
+        self.users.append(user)
+        return [schema(analysis="a", prompt=p) for p in self.prompts]
+
+
+def test_the_rewrite_node_shows_every_case_and_drops_a_topic_fitted_proposal(
+    tmp_path: Path,
+) -> None:
+    from drpo.nodes.rewrite import _rewrite
+
+    store = RunStore(tmp_path / "runs.db")
+    store.create_run("r1", {}, [])
+    optimizer = CapturingOptimizer(
+        [PARENT + " Fix roommate issues about kitchen cleaning.", PARENT + " Admit doubt."]
+    )
+    ctx: Any = types.SimpleNamespace(
+        settings=load_settings(), recorder=store, run_id="r1", models={"optimizer": optimizer}
+    )
+    cases = [_feedback(ROOMMATE, 2), _feedback("What is the capital of Peru?", 3)]
+    task: Any = {
+        "candidate": Candidate(id="L1-p", prompt=PARENT, path_rewards=(3.0,)),
+        "last_feedback": cases[0],
+        "level": 2,
+        "feedback_cases": cases,
+    }
+    result = asyncio.run(_rewrite(task, ctx))
+    (user,) = optimizer.users
+    assert "Case 1:" in user and ROOMMATE in user and "capital of Peru" in user
+    (proposal,) = result["proposals"]
+    assert proposal.candidate.prompt.endswith("Admit doubt.")
+    rejected = [r for r in store.db["candidates"].rows if r["rejected"]]
+    assert len(rejected) == 1 and "roommate" in rejected[0]["rejected"]
     store.close()
