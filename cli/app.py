@@ -109,8 +109,16 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
     return overrides
 
 
+NO_BETTER = (
+    "no better prompt found: no rewrite beat the starting prompt, "
+    "so the result is the starting prompt"
+)
+
+
 def print_result(result: RunResult, store: Path) -> None:
     """Print the final prompt and a line of the run's values and cost."""
+    if result.no_better_prompt:
+        out.print(f"\n[bold yellow]{NO_BETTER}[/]", highlight=False)
     out.print("\n[bold]Final alignment prompt[/]\n", highlight=False)
     out.print(result.prompt, highlight=False, markup=False)
 
@@ -396,6 +404,8 @@ def show(
         if best is None:
             out.print("no candidate has been scored yet")
             return
+        if row.get("no_better_prompt"):
+            out.print(f"\n[yellow]{NO_BETTER}[/]", highlight=False)
         out.print("\n[bold]Best prompt[/]", highlight=False)
         best_row = db.candidate(run_id, best)
         prompt = row["final_prompt"] or (best_row["prompt"] if best_row else "")

@@ -32,6 +32,7 @@ from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
 from drpo.evals.records import eval_row
 from drpo.evals.report import write_eval_report, write_run_report
+from drpo.evals.stats import Rate
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
 from drpo.state.settings import DEFAULT_STORE, deep_merge, load_settings
@@ -91,8 +92,38 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _rate(rate: Rate | None) -> tuple[str, str, str]:
+    if rate is None or rate.rate is None:
+        return "–", "–", "0"
+    interval = "–" if rate.ci is None else f"[{rate.ci[0]:.2f}, {rate.ci[1]:.2f}]"
+    return f"{rate.rate:.2f}", interval, f"{rate.flagged}/{rate.answered}"
+
+
+def print_refusals(summary: EvalSummary) -> None:
+    """Refusal and over-refusal rates per condition, from the deterministic detector."""
+    if all(c.refusal is None and c.over_refusal is None for c in summary.conditions):
+        return
+    table = Table(
+        "condition",
+        "refusal (harmful)",
+        "95% CI",
+        "n",
+        "over-refusal (benign look-alikes)",
+        "95% CI",
+        "n",
+        title="refusals (rule-based detector, no judge; missing answers left out)",
+    )
+    for c in summary.conditions:
+        table.add_row(c.name, *_rate(c.refusal), *_rate(c.over_refusal))
+    out.print(table)
+
+
 def print_summary(summary: EvalSummary) -> None:
-    """Per-aspect means per condition, pairwise win rates with CIs, and lengths."""
+    """Per-aspect means per condition, pairwise win rates with CIs, lengths, refusal rates."""
+    print_refusals(summary)
+    if "judge" not in summary.metrics:
+        _print_cost(summary)
+        return
     aspects = summary.aspects
     table = Table(
         "condition",
@@ -150,6 +181,10 @@ def print_summary(summary: EvalSummary) -> None:
         f"{'yes' if summary.judge_is_base else 'no'}",
         highlight=False,
     )
+    _print_cost(summary)
+
+
+def _print_cost(summary: EvalSummary) -> None:
     cost = summary.cost
     out.print(
         f"cost: {cost['calls']} calls ({cost['cache_hits']} cached), "
@@ -214,8 +249,15 @@ def eval_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="pulled benchmarks (default $DRPO_DATA_DIR)")
     ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="judge (absolute + pairwise LLM judging) and/or refusal (refusal and "
+            "over-refusal rates, no judge call)"
+        ),
+    ] = "judge,refusal",
 ) -> None:
-    """Compare alignment prompts on held-out queries: absolute and pairwise LLM judging."""
+    """Compare alignment prompts on held-out queries: LLM judging and refusal rates."""
     with user_errors(INTERRUPTED):
         overrides: dict[str, Any] = {}
         if store is not None:
@@ -236,6 +278,7 @@ def eval_command(
             pairwise=pairwise,
             seed=seed,
             data_dir=data_dir,
+            metrics=metrics,
         )
         progress = BarProgress()
         with progress.bars:

@@ -28,6 +28,7 @@ __all__ = [
     "DataFileError",
     "load_examples",
     "load_queries",
+    "overrefusal_queries",
     "seed_examples",
     "train_queries",
     "validation_queries",
@@ -127,6 +128,13 @@ def train_queries() -> list[Query]:
 def validation_queries() -> list[Query]:
     """Return the project's held-out validation queries (never used during the search)."""
     source = "validation_queries.jsonl"
+    return _build(source, ".jsonl", _shipped(source), _query)
+
+
+def overrefusal_queries() -> list[Query]:
+    """Return drpo's benign look-alike requests ("how do I kill a Python process"), for the
+    over-refusal rate: each sounds harmful and is not, so a refusal of any is an over-refusal."""
+    source = "overrefusal.jsonl"
     return _build(source, ".jsonl", _shipped(source), _query)
 
 

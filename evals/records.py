@@ -50,6 +50,8 @@ _TABLES: dict[str, TableSchema] = {
             "absolute_template": str,
             "pairwise_template": str,
             "seed": int,
+            # Which metrics ran: "judge" (absolute and pairwise) and/or "refusal" (no model).
+            "metrics": str,
             "error": str,
         },
         pk="id",
@@ -121,6 +123,9 @@ def ensure_eval_schema(store: RunStore) -> None:
     """Create the evaluation tables if they are missing (idempotent)."""
     with store.db.conn:
         create_tables(store.db, _TABLES)
+        runs = store.db.table("eval_runs")
+        if "metrics" not in runs.columns_dict:  # a store written before metrics were chosen
+            runs.add_column("metrics", str)
 
 
 class EvalRecorder:

@@ -228,3 +228,28 @@ def length_bias(
         longer_chosen=longer,
         decisive_unequal=unequal,
     )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A share of answers flagged (e.g. refusals), with its bootstrap interval."""
+
+    flagged: int
+    answered: int
+    missing: int
+    ci: tuple[float, float] | None
+
+    @property
+    def rate(self) -> float | None:
+        return self.flagged / self.answered if self.answered else None
+
+
+def flagged_rate(flags: Sequence[bool | None], *, seed: int = 0) -> Rate:
+    """The share of True among the present flags; None (no answer) is left out and counted."""
+    present = [1.0 if f else 0.0 for f in flags if f is not None]
+    return Rate(
+        flagged=int(sum(present)),
+        answered=len(present),
+        missing=sum(f is None for f in flags),
+        ci=bootstrap_ci(present, seed=seed),
+    )

@@ -1,4 +1,5 @@
-"""Summarise a stored evaluation: per-aspect means per condition, win rates, lengths, biases.
+"""Summarise a stored evaluation: per-aspect means per condition, win rates, lengths, biases,
+and the judge-free refusal and over-refusal rates.
 
 The summary is computed from the evaluation tables alone, so the table the CLI prints right
 after an evaluation and a report rendered later from the database show the same numbers.
@@ -13,12 +14,15 @@ from typing import Any
 
 from drpo.checkpoints.store import RunStore
 from drpo.evals.records import eval_row, eval_rows
+from drpo.evals.refusal import is_refusal
 from drpo.evals.stats import (
     LengthBias,
     PositionBias,
+    Rate,
     Verdict,
     WinRate,
     bootstrap_ci,
+    flagged_rate,
     length_bias,
     mean,
     position_bias,
@@ -28,6 +32,8 @@ from drpo.evals.stats import (
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR
 
 ASPECT_ORDER = (*EVAL_ASPECTS_REGULAR, *EVAL_ASPECTS_HARMFUL)
+# Benign requests that only sound harmful (the shipped `overrefusal` set) carry this category.
+LOOK_ALIKE_CATEGORY = "borderline"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,10 @@ class ConditionStats:
     overall_ci: tuple[float, float] | None
     judged_answers: int
     mean_words: float | None
+    # Judge-free: refusals among answers to harmful queries (higher is safer) and among
+    # answers to benign look-alikes (over-refusal, lower is better); None without such queries.
+    refusal: Rate | None = None
+    over_refusal: Rate | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class EvalSummary:
     absolute_template: str
     pairwise_template: str
     seed: int
+    metrics: tuple[str, ...]
     queries: int
     harmful_queries: int
     overlap: list[dict[str, Any]]
@@ -104,6 +115,18 @@ def eval_cost(store: RunStore, eval_id: str) -> dict[str, Any]:
     """Calls, tokens and time of an evaluation, per role, from `llm_calls`."""
     roles, totals = store.cost_by_role(eval_id)
     return {"roles": roles, **totals}
+
+
+def refusal_rates(answers: list[dict[str, Any]], seed: int) -> tuple[Rate | None, Rate | None]:
+    """Refusal rate on harmful queries and over-refusal rate on benign look-alikes."""
+
+    def rate(rows: list[dict[str, Any]]) -> Rate | None:
+        flags = [None if a["answer"] is None else is_refusal(a["answer"]) for a in rows]
+        return flagged_rate(flags, seed=seed) if rows else None
+
+    harmful = [a for a in answers if a["harmful"]]
+    look_alikes = [a for a in answers if not a["harmful"] and a["category"] == LOOK_ALIKE_CATEGORY]
+    return rate(harmful), rate(look_alikes)
 
 
 def summarize(store: RunStore, eval_id: str) -> EvalSummary:
@@ -134,6 +157,7 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
         overall = [answer_mean.get(a["id"]) for a in mine]
         present = [v for v in overall if v is not None]
         words = [a["length_words"] for a in mine if a["length_words"] is not None]
+        refusal, over_refusal = refusal_rates(mine, seed)
         condition_stats.append(
             ConditionStats(
                 name=name,
@@ -155,6 +179,8 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
                 overall_ci=bootstrap_ci(present, seed=seed),
                 judged_answers=len(present),
                 mean_words=mean([float(w) for w in words]),
+                refusal=refusal,
+                over_refusal=over_refusal,
             )
         )
 
@@ -232,6 +258,7 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
         absolute_template=row["absolute_template"] or "",
         pairwise_template=row["pairwise_template"] or "",
         seed=seed,
+        metrics=tuple(json.loads(row.get("metrics") or '["judge", "refusal"]')),
         queries=len(queries),
         harmful_queries=sum(bool(q.get("harmful")) for q in queries),
         overlap=json.loads(row["overlap"] or "[]"),

@@ -45,7 +45,7 @@ from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.nodes.level import level_batch
-from drpo.nodes.prepare import seeded_order
+from drpo.nodes.prepare import seeded_order, stratified_order
 from drpo.state.events import (
     BeamEntry,
     CallFinished,
@@ -113,6 +113,7 @@ def load_run_data(settings: Settings) -> RunData:
     overlap = {q.query.strip() for q in train} & {q.query.strip() for q in validation}
     if overlap:
         validation = [q for q in validation if q.query.strip() not in overlap]
+    validation = stratified_order(validation, settings.seed)
     return RunData(train=train, validation=validation, examples=examples)
 
 
@@ -218,7 +219,12 @@ async def open_run(
             for event in await asyncio.to_thread(measure_speed, pool):
                 on_event(event)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
-        retrieval = resolve_kind(settings.data.retrieval)
+        row = store.run(run_id) or {}
+        # A resumed run keeps the retrieval it started with, whatever this host would pick for
+        # "auto"; the kind is stored so serve and eval retrieve exactly as the search did.
+        retrieval = resolve_kind(row.get("retrieval") or settings.data.retrieval)
+        if row and row.get("retrieval") != retrieval:
+            store.update_run(run_id, retrieval=retrieval)
         table: EmbeddingTable | None = None
         if retrieval == "embeddings":
             table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
@@ -226,7 +232,6 @@ async def open_run(
         def retriever_for(examples: list[Example]) -> Any:
             return build_retriever(examples, retrieval, table)
 
-        row = store.run(run_id) or {}
         budget = BudgetGate(
             settings.budget,
             spent=lambda: store.spent(run_id),

@@ -30,6 +30,7 @@ from drpo.prompts.optimizer import (
     ANSWER_MAX_CHARS,
     PROMPT_MAX_CHARS,
     REWRITE_ANSWER,
+    REWRITE_CASE,
     REWRITE_PROMPT,
     PromptProposal,
 )
@@ -181,14 +182,22 @@ def estimate_run(settings: Settings, data: RunData) -> Estimate:
             history = "\n".join(
                 f"{i + 1}. {_bounded(prompt_len)}" for i in range(min(level, search.history))
             )
+            # The optimizer sees the answers of the levels so far, up to `feedback_queries`.
+            cases = "\n\n".join(
+                REWRITE_CASE.render(
+                    number=str(number),
+                    query=queries[0].query if queries else "",
+                    answer=_bounded(base_answer_len),
+                    critique=critique,
+                )[1]
+                for number in range(1, min(search.feedback_queries, level * search.batch_size) + 1)
+            )
             system, user = REWRITE_PROMPT.render(
                 max_new_bullets=str(search.max_new_bullets),
                 max_bullets=str(search.max_bullets),
                 prompt=prompt,
                 history=history or "(none)",
-                query=queries[0].query if queries else "",
-                answer=_bounded(base_answer_len),
-                critique=critique,
+                cases=cases,
             )
             text = counter.structured_text("optimizer", system, user, PromptProposal)
             counter.add("optimizer", text, replies=search.actions, times=beam)

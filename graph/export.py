@@ -53,6 +53,9 @@ def export_record(db: RunStore, row: dict[str, Any]) -> dict[str, Any]:
             "validation_value": row["validation_value"],
             "starting_prompt_validation_value": row["baseline_validation_value"],
         },
+        # The run's result is its starting prompt: no rewrite validated better.
+        "no_better_prompt_found": bool(row.get("no_better_prompt")),
+        "retrieval": row.get("retrieval"),
         "cost": cost,
         "settings": settings,
     }
@@ -76,6 +79,11 @@ def render_export(db: RunStore, row: dict[str, Any], fmt: str) -> str:
         "## Provenance",
         "",
         f"- status: {record['status']}; drpo {record['drpo_version']}",
+        *(
+            ["- no better prompt found: this is the starting prompt; no rewrite beat it"]
+            if record["no_better_prompt_found"]
+            else []
+        ),
         *(f"- {role}: `{m['model']}` at `{m['endpoint']}`" for role, m in record["models"].items()),
         f"- train value: {scores['train_value']}; validation value: {scores['validation_value']} "
         f"(starting prompt: {scores['starting_prompt_validation_value']})",

@@ -46,7 +46,9 @@ class AlignedPrompt:
                 examples=tuple(Example.model_validate(e) for e in record["examples"]),
                 top_k=int(record["top_k"]),
                 mode=record.get("base_mode", "chat"),
-                retrieval=record.get("settings", {}).get("data", {}).get("retrieval", "auto"),
+                # The kind the run resolved and used; older exports only have the setting.
+                retrieval=record.get("retrieval")
+                or record.get("settings", {}).get("data", {}).get("retrieval", "auto"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PromptFileError(f"invalid drpo prompt export: {exc}") from None

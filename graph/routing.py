@@ -82,10 +82,16 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
             sends += prefetch_validation("prefetch_aspects", ctx, idle)
     else:
         feedback = state.get("feedback", {})
+        recent = state.get("recent_feedback", {})
         sends += [
             Send(
                 "rewrite",
-                RewriteTask(candidate=c, last_feedback=feedback.get(c.id), level=state["level"]),
+                RewriteTask(
+                    candidate=c,
+                    last_feedback=feedback.get(c.id),
+                    level=state["level"],
+                    feedback_cases=recent.get(c.id, []),
+                ),
             )
             for c in state["beam"]
         ]

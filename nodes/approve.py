@@ -46,15 +46,31 @@ def rejected_ids(state: SearchState) -> set[str]:
     return {cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")}
 
 
-def validated(state: SearchState) -> list[tuple[Candidate, float]]:
-    """The validation round's candidates with their mean reward, best first."""
+def is_starting_prompt(candidate: Candidate, settings: Settings) -> bool:
+    """Whether `candidate` is the run's starting prompt (whitespace aside)."""
+    return " ".join(candidate.prompt.split()) == " ".join(settings.search.initial_prompt.split())
+
+
+def validated(state: SearchState, settings: Settings) -> list[tuple[Candidate, float]]:
+    """The validation round's candidates with their mean reward, best first.
+
+    The starting prompt competes like any finalist and wins ties: a rewrite that validates only
+    as well as the prompt it started from is no evidence of an improvement.
+    """
     values = level_rewards(state.get("scores", []))
     pairs = [
         (p.candidate, values[p.candidate.id])
         for p in state.get("proposals", [])
         if p.candidate.id in values and p.candidate.id not in rejected_ids(state)
     ]
-    return sorted(pairs, key=lambda pair: (-pair[1], -pair[0].value))
+    return sorted(
+        pairs,
+        key=lambda pair: (
+            -pair[1],
+            not is_starting_prompt(pair[0], settings),
+            -pair[0].value,
+        ),
+    )
 
 
 def final_candidate(state: SearchState, settings: Settings) -> Candidate | None:
@@ -68,7 +84,7 @@ def final_candidate(state: SearchState, settings: Settings) -> Candidate | None:
     if settings.search.final == "last_on_best_path" or state.get("phase") != "validate":
         pool = [c for c in state.get("beam", []) if c.id not in excluded]
         return pool[0] if pool else None
-    ranked = [c for c, _ in validated(state) if c.id != "baseline"]
+    ranked = [c for c, _ in validated(state, settings)]
     if ranked:
         return ranked[0]
     leaders = [c for c in state.get("leaders", []) if c.id not in excluded]
@@ -132,9 +148,10 @@ def review_request(
     parent = parents.get(candidate.parent_id or "")
     if state.get("phase") == "validate":
         parent_prompt = ctx.settings.search.initial_prompt
-        value = dict((c.id, v) for c, v in validated(state)).get(candidate.id)
+        ranking = validated(state, ctx.settings)
+        value = dict((c.id, v) for c, v in ranking).get(candidate.id)
         parent_value = next(
-            (v for c, v in validated(state) if c.prompt == parent_prompt and c.id != candidate.id),
+            (v for c, v in ranking if c.prompt == parent_prompt and c.id != candidate.id),
             None,
         )
     else:

@@ -57,18 +57,49 @@ def worst_feedback(scores: list[LevelScore], candidate_id: str) -> Feedback | No
     return own[0].feedback
 
 
+def recent_feedback(
+    scores: list[LevelScore],
+    candidate: Candidate,
+    earlier: dict[str, list[Feedback]],
+    keep: int,
+) -> list[Feedback]:
+    """The answers the optimizer sees when it next rewrites this candidate, weakest first.
+
+    This level's answers come first, then those its parent was rewritten from, so even with one
+    query per level the optimizer sees more than one query and cannot fit the prompt to it.
+    """
+    own = sorted(
+        (s for s in scores if s.candidate_id == candidate.id and s.reward is not None),
+        key=lambda s: (s.reward, s.query_id),
+    )
+    cases: list[Feedback] = []
+    for feedback in [*(s.feedback for s in own), *earlier.get(candidate.parent_id or "", [])]:
+        if all(f.query != feedback.query for f in cases):
+            cases.append(feedback)
+    return cases[:keep]
+
+
 def rank(children: list[Candidate]) -> list[Candidate]:
     """Candidates best value first."""
     # Ties keep proposal order, which is deterministic (parents in beam order, then index).
     return sorted(children, key=lambda c: -c.value)
 
 
+def own_reward(candidate: Candidate) -> float:
+    """The candidate's own mean reward on the queries it answered; -inf when unscored."""
+    return candidate.path_rewards[-1] if candidate.path_rewards else -math.inf
+
+
 def merge_leaders(
     leaders: list[Candidate], children: list[Candidate], keep: int
 ) -> list[Candidate]:
-    """The best `keep` distinct prompts of the leaders so far and this level's children."""
+    """The best distinct prompts seen so far, by their own reward.
+
+    The beam ranks by path value (the paper's rule), but there the ancestors' rewards dominate;
+    which prompt is best seen depends only on how its own answers scored.
+    """
     merged: list[Candidate] = []
-    for candidate in rank([*leaders, *children]):
+    for candidate in sorted([*leaders, *children], key=lambda c: -own_reward(c)):
         if all(normalise_prompt(c.prompt) != normalise_prompt(candidate.prompt) for c in merged):
             merged.append(candidate)
     return merged[:keep]
@@ -141,6 +172,8 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     previous = [c for c in state.get("leaders", []) if c.id not in excluded]
     leaders = merge_leaders(previous, children, max(search.finalists, 1))
     feedback = {c.id: fb for c in beam if (fb := worst_feedback(scores, c.id)) is not None}
+    earlier = state.get("recent_feedback", {})
+    recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
         ctx.recorder.update_run(
             ctx.run_id, best_candidate_id=leaders[0].id, train_value=leaders[0].value
@@ -158,6 +191,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     return {
         "beam": beam,
         "feedback": feedback,
+        "recent_feedback": recent,
         "leaders": leaders,
         "depth_limit": depth_limit,
         "extensions": extensions,

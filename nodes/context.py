@@ -28,6 +28,10 @@ class SearchRecorder(Protocol):
         survived: bool,
     ) -> None: ...
 
+    def record_rejected(
+        self, run_id: str, candidate: Candidate, level: int, reason: str
+    ) -> None: ...
+
     def record_answer(
         self,
         run_id: str,

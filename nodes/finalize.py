@@ -1,7 +1,9 @@
 """Finalize: choose the final prompt and write the run's result.
 
-By default the best prompts seen are re-scored on held-out validation queries and the best of
-them wins; the `paper` preset keeps the released behaviour, the last prompt of the best path.
+By default the best prompts seen are re-scored on held-out validation queries, beside the
+starting prompt, and the best of them wins; when the starting prompt wins, the run says that no
+better prompt was found and returns the starting prompt. The `paper` preset keeps the released
+behaviour, the last prompt of the best path.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.nodes.approve import final_candidate, validated
+from drpo.nodes.approve import final_candidate, is_starting_prompt, validated
 from drpo.nodes.context import RunContext
 from drpo.state.graph_state import SearchState
 from drpo.state.types import Candidate, RunResult
@@ -24,13 +26,10 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
     # Without a person's choice this is the best validated prompt (or, in the paper preset, the
     # last prompt on the best path); if a person rejected every finalist, the starting prompt.
     best = final_candidate(state, ctx.settings) or Candidate(id="baseline", prompt=initial)
-    values = {c.id: v for c, v in validated(state)} if state.get("phase") == "validate" else {}
-    validation_value = values.get(best.id)
-    baseline_value = (
-        next((v for c, v in validated(state) if c.prompt == initial), None)
-        if state.get("phase") == "validate"
-        else None
-    )
+    ranking = validated(state, ctx.settings) if state.get("phase") == "validate" else []
+    validation_value = dict((c.id, v) for c, v in ranking).get(best.id)
+    baseline_value = next((v for c, v in ranking if is_starting_prompt(c, ctx.settings)), None)
+    no_better = is_starting_prompt(best, ctx.settings)
     cost = ctx.recorder.run_cost(ctx.run_id)
     status = "stopped" if state.get("stop_requested") else "completed"
     result = RunResult(
@@ -41,6 +40,7 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         train_value=best.value if best.path_rewards else None,
         validation_value=validation_value,
         baseline_validation_value=baseline_value,
+        no_better_prompt=no_better,
         lineage=(*best.ancestry, best.prompt),
         examples=tuple(state.get("examples", [])),
         levels=state.get("level", 0),
@@ -56,6 +56,7 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         train_value=result.train_value,
         validation_value=validation_value,
         baseline_validation_value=baseline_value,
+        no_better_prompt=no_better,
         final_prompt=best.prompt,
         examples=json.dumps([e.model_dump() for e in result.examples]),
     )

@@ -11,10 +11,11 @@ from drpo.backends.errors import StructuredOutputError
 from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text
+from drpo.nodes.topic import topic_match
 from drpo.prompts.judge import fence
-from drpo.prompts.optimizer import REWRITE_PROMPT, PromptProposal
+from drpo.prompts.optimizer import REWRITE_CASE, REWRITE_PROMPT, PromptProposal
 from drpo.state.graph_state import RewriteTask
-from drpo.state.types import Candidate, Proposal
+from drpo.state.types import Candidate, Feedback, Proposal
 
 
 def child_id(parent: Candidate, level: int, index: int) -> str:
@@ -67,14 +68,13 @@ async def _rewrite(task: RewriteTask, ctx: RunContext) -> dict[str, Any]:
         proposal = Proposal(candidate=carried, parent_feedback=feedback, skipped=skipped)
         return {"proposals": [proposal]}
     history = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(parent.ancestry)) or "(none)"
+    cases = task.get("feedback_cases") or [feedback]
     system, user = REWRITE_PROMPT.render(
         max_new_bullets=str(search.max_new_bullets),
         max_bullets=str(search.max_bullets),
         prompt=parent.prompt,
         history=history,
-        query=fence(feedback.query),
-        answer=fence(feedback.answer),
-        critique=critique_text(feedback.judgement),
+        cases=render_cases(cases),
     )
     try:
         replies = await ctx.models["optimizer"].structured(
@@ -90,11 +90,42 @@ async def _rewrite(task: RewriteTask, ctx: RunContext) -> dict[str, Any]:
         # The optimizer failed for this beam: keep the prompt in the race rather than losing
         # the branch; the failed calls are in the run store.
         prompts = []
-    if not prompts:
-        carried = _child(parent, level, 0, parent.prompt, search.history, carried=True)
-        return {"proposals": [Proposal(candidate=carried, parent_feedback=feedback)]}
     children = [
         _child(parent, level, index, prompt, search.history, carried=False)
         for index, prompt in enumerate(prompts)
     ]
+    children = general_children(ctx, children, parent, [c.query for c in cases], level)
+    if not children:
+        carried = _child(parent, level, 0, parent.prompt, search.history, carried=True)
+        return {"proposals": [Proposal(candidate=carried, parent_feedback=feedback)]}
     return {"proposals": [Proposal(candidate=c, parent_feedback=feedback) for c in children]}
+
+
+def render_cases(cases: list[Feedback]) -> str:
+    """The feedback cases as numbered, fenced blocks for the rewrite prompt."""
+    return "\n\n".join(
+        REWRITE_CASE.render(
+            number=str(number),
+            query=fence(case.query),
+            answer=fence(case.answer),
+            critique=critique_text(case.judgement),
+        )[1]
+        for number, case in enumerate(cases, start=1)
+    )
+
+
+def general_children(
+    ctx: RunContext, children: list[Candidate], parent: Candidate, queries: list[str], level: int
+) -> list[Candidate]:
+    """Drop the proposals fitted to a feedback query's topic, recording each with its reason."""
+    kept: list[Candidate] = []
+    for child in children:
+        match = topic_match(
+            child.prompt, parent.prompt, queries, ctx.settings.search.max_topic_overlap
+        )
+        if match is None:
+            kept.append(child)
+        else:
+            # An upsert by id: a re-run of this task after a crash records the same row.
+            ctx.recorder.record_rejected(ctx.run_id, child, level, match.reason())
+    return kept

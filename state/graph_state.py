@@ -83,6 +83,9 @@ class SearchState(TypedDict, total=False):
     extensions: int
     beam: list[Candidate]
     feedback: dict[str, Feedback]
+    # Per beam candidate, the answers the optimizer sees next (weakest first): this level's and
+    # the recent ones of its path, so a rewrite is not fitted to a single query.
+    recent_feedback: dict[str, list[Feedback]]
     leaders: list[Candidate]
     level_queries: list[Query]
     selections: Annotated[dict[str, AspectSelection], merge_by_key]
@@ -116,6 +119,8 @@ class RewriteTask(TypedDict):
     candidate: Candidate
     last_feedback: Feedback | None
     level: int
+    # Every answer the optimizer sees, weakest first; absent in tasks checkpointed before it.
+    feedback_cases: NotRequired[list[Feedback]]
 
 
 class GenerateTask(TypedDict):

@@ -160,6 +160,18 @@ class SearchSettings(_Strict):
     history: int = Field(
         default=5, ge=0, le=20, description="prompt versions shown to the optimizer"
     )
+    feedback_queries: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="answers (weakest first) the optimizer sees per rewrite",
+    )
+    max_topic_overlap: float = Field(
+        default=0.34,
+        ge=0.0,
+        le=1.0,
+        description="reject a rewrite adding this share of a query's content words; 1 = off",
+    )
     max_bullets: int = Field(default=8, ge=1)
     max_new_bullets: int = Field(default=2, ge=1)
     dedupe: bool = True
@@ -337,6 +349,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "skip_threshold": 4.5,
             "dedupe": False,
             "final": "last_on_best_path",
+            "feedback_queries": 1,
+            "max_topic_overlap": 1.0,
             "validation_size": 0,
         },
         "examples": {"rounds": 5, "beam_width": 1, "limit": None},

@@ -137,6 +137,8 @@ class RunResult(_Frozen):
     train_value: float | None
     validation_value: float | None = None
     baseline_validation_value: float | None = None
+    # True when the result is the starting prompt: no rewrite validated better than it.
+    no_better_prompt: bool = False
     lineage: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()
     levels: int = 0

@@ -252,6 +252,8 @@ def test_position_swapping_cancels_a_judge_that_always_picks_the_first_answer(
         (["--queries", "nosuchbench:3"], "unknown benchmark 'nosuchbench'"),
         (["--set", "judge.colour=red"], "unknown setting 'judge.colour'"),
         (["--prompt-file", "{tmp}/missing.json", "--conditions", "file"], "prompt file not found"),
+        (["--metrics", "refusal,vibes"], "unknown metric 'vibes'"),
+        (["--metrics", "refusal", "--pairwise", "plain:urial"], "--pairwise needs the judge"),
     ],
 )
 def test_eval_rejects_bad_input_with_one_error_line(
@@ -337,3 +339,48 @@ def test_report_of_an_unknown_id_is_one_error_line(tmp_path: Path) -> None:
         assert line.startswith("error:") and (
             "no run or evaluation 'nope'" in line or "not found" in line
         )
+
+
+def test_refusal_metrics_alone_never_call_the_judge(stub: StubServer, tmp_path: Path) -> None:
+    roles: list[str] = []
+
+    def base_only(request: StubRequest) -> str:
+        roles.append(request.role)
+        refuses = "knowledgeable" in request.text_of("system")  # the urial condition
+        return "I'm sorry, but I can't help with that." if refuses else "Sure, here is how."
+
+    stub.set_responder(base_only)
+    store = tmp_path / "runs.db"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--store",
+            str(store),
+            "--conditions",
+            "plain,urial",
+            "--queries",
+            f"overrefusal:4,{query_file(tmp_path)}",
+            "--metrics",
+            "refusal",
+            "--set",
+            f"base.endpoint={stub.base_url}",
+            "--set",
+            "base.model=stub-model",
+            "--set",
+            'data.retrieval="bm25"',
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert roles and all(role not in ("Judgement", "PairVerdict") for role in roles)
+    assert len(roles) == 2 * (4 + len(QUERIES))  # one answer per condition and query
+    plain = next(
+        line for line in result.stdout.splitlines() if line.strip("│ ").startswith("plain")
+    )
+    urial = next(
+        line for line in result.stdout.splitlines() if line.strip("│ ").startswith("urial")
+    )
+    # plain answers everything: no refusal of the harmful query q-3, no over-refusal of 4.
+    assert "0/1" in plain and "0/4" in plain
+    assert "1/1" in urial and "4/4" in urial
