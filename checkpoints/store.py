@@ -41,6 +41,8 @@ _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
     ("llm_calls", "cached_tokens", int),
+    ("judgements", "expected_score", float),
+    ("reply_cache", "logprobs", str),
 )
 
 # Spending by run, stage (examples / search / validate), level and role. Only `ok` calls were paid
@@ -177,6 +179,9 @@ _TABLES: dict[str, TableSchema] = {
             "run_id": str,
             "aspect": str,
             "score": int,
+            # The probability-weighted score (expected value over the score tokens), or NULL
+            # when the endpoint gave no usable logprobs.
+            "expected_score": float,
             "rationale": str,
             "error": str,
         },
@@ -229,6 +234,7 @@ _TABLES: dict[str, TableSchema] = {
             "prompt_tokens": int,
             "completion_tokens": int,
             "created_at": float,
+            "logprobs": str,
         },
         pk="key",
     ),
@@ -577,6 +583,7 @@ class RunStore:
                 "run_id": run_id,
                 "aspect": s.aspect,
                 "score": s.score,
+                "expected_score": s.expected,
                 "rationale": s.rationale,
                 "error": None,
             }
@@ -589,6 +596,7 @@ class RunStore:
                     "run_id": run_id,
                     "aspect": "(judge)",
                     "score": None,
+                    "expected_score": None,
                     "rationale": "",
                     "error": judgement.error,
                 }
@@ -695,8 +703,12 @@ class RunStore:
             row = self.db.table("reply_cache").get(key)
         except sqlite_utils.db.NotFoundError:
             return None
+        logprobs = row.get("logprobs")
         return CachedReply(
-            tuple(json.loads(row["texts"])), row["prompt_tokens"], row["completion_tokens"]
+            tuple(json.loads(row["texts"])),
+            row["prompt_tokens"],
+            row["completion_tokens"],
+            tuple(json.loads(logprobs)) if logprobs else None,
         )
 
     def put_reply(
@@ -717,6 +729,9 @@ class RunStore:
                     "prompt_tokens": reply.prompt_tokens,
                     "completion_tokens": reply.completion_tokens,
                     "created_at": time.time(),
+                    "logprobs": json.dumps(list(reply.logprobs))
+                    if reply.logprobs is not None
+                    else None,
                 },
                 pk="key",
             )

@@ -79,6 +79,11 @@ class RoleSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=20, description="retries of a failed request")
     structured_output: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     supports_n: bool = Field(default=True, description="the endpoint honours the 'n' parameter")
+    logprobs: bool = Field(
+        default=True,
+        description="ask for token logprobs where the role scores (the judge), for "
+        "probability-weighted scores; false for an endpoint that rejects the parameter",
+    )
     endpoints: list[ReplicaSettings] = Field(
         default_factory=list,
         description="several replicas serving the same model, instead of one endpoint",
