@@ -327,9 +327,7 @@ class RoleClient:
                 tuple(part.texts[0] for part in answered),
                 sum(part.prompt_tokens for part in parts),
                 sum(part.completion_tokens for part in parts),
-                tuple((part.logprobs or (None,))[0] for part in answered)
-                if top_logprobs
-                else None,
+                tuple((part.logprobs or (None,))[0] for part in answered) if top_logprobs else None,
             )
             if self.cache is not None:
                 self.cache.put(key, reply)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 # Logprob payload: the `content` list of one choice, as the server sent it (decoded JSON).
 TokenLogprobs = Sequence[Mapping[str, Any]]
+T = TypeVar("T")
 
 
 class LogprobError(ValueError):
@@ -56,34 +57,53 @@ def expected_digit(
 ) -> float:
     """The expected value of the digit written at byte `offset`, over the digits in `digits`.
 
-    Alternatives count when they spell a digit the same way the chosen token does ("4" and " 4"
-    both count as 4, merged). Probabilities are renormalised over the digits found, so top
-    alternatives that miss some digits still give a value (those digits count as 0).
+    "4" and " 4" both count as 4 (merged). Probabilities are renormalised over the digits found,
+    so top alternatives that miss some digits still give a value (those digits count as 0).
+    """
+    allowed = {str(d): d for d in digits}
+    chance = label_distribution(content, spans, offset, allowed.get)
+    return sum(digit * p for digit, p in chance.items())
+
+
+def label_distribution(
+    content: TokenLogprobs,
+    spans: Sequence[tuple[int, int]],
+    offset: int,
+    label_of: Callable[[str], T | None],
+) -> dict[T, float]:
+    """The probability of each label at the token written at byte `offset`, renormalised.
+
+    `label_of` names the label a token spells once whitespace and JSON quotes around it are
+    stripped (None: not a label). The chosen token must spell one; alternatives spelling the same
+    label are merged, and the chosen token's own logprob counts when its alternatives omit it.
     """
     index = next((i for i, (start, end) in enumerate(spans) if start <= offset < end), None)
     if index is None:
-        raise LogprobError("the score is not covered by the token logprobs")
+        raise LogprobError("the value is not covered by the token logprobs")
     entry = content[index]
-    chosen = str(entry["token"])
-    chosen_digit = chosen.strip()
-    if len(chosen_digit) != 1 or not chosen_digit.isdigit():
-        raise LogprobError(f"the score token {chosen!r} is not a lone digit")
+    chosen_label = label_of(_bare(str(entry["token"])))
+    if chosen_label is None:
+        raise LogprobError(f"the token {entry['token']!r} is not a value of its own")
     alternatives = entry.get("top_logprobs")
     if not isinstance(alternatives, list) or not alternatives:
-        raise LogprobError("the score token has no top_logprobs")
-    mass: dict[int, float] = {}
+        raise LogprobError("the value's token has no top_logprobs")
+    mass: dict[T, float] = {}
     for alternative in alternatives:
         token, logprob = _alternative(alternative)
-        text = token.strip()
-        if len(text) == 1 and text.isdigit() and int(text) in digits:
-            mass[int(text)] = mass.get(int(text), 0.0) + math.exp(logprob)
-    if int(chosen_digit) not in mass:
+        label = label_of(_bare(token))
+        if label is not None:
+            mass[label] = mass.get(label, 0.0) + math.exp(logprob)
+    if chosen_label not in mass:
         # Some servers list only the alternatives; the chosen token's own logprob is then extra.
-        mass[int(chosen_digit)] = math.exp(_logprob(entry.get("logprob")))
+        mass[chosen_label] = math.exp(_logprob(entry.get("logprob")))
     total = sum(mass.values())
     if total <= 0.0:
-        raise LogprobError("the score digits have no probability")
-    return sum(digit * p for digit, p in mass.items()) / total
+        raise LogprobError("the values have no probability")
+    return {label: p / total for label, p in mass.items()}
+
+
+def _bare(token: str) -> str:
+    return token.strip(' \t\r\n"')
 
 
 def _alternative(alternative: Any) -> tuple[str, float]:
@@ -100,18 +120,20 @@ def _logprob(value: Any) -> float:
     return float(value)
 
 
-def field_value_offset(reply: bytes, parent_key: str, key: str) -> int:
-    """Byte offset of the first character of `key`'s value inside the object under `parent_key`.
+def field_value_offset(reply: bytes, parent_key: str | None, key: str) -> int:
+    """Byte offset of the first character of `key`'s value inside the object under `parent_key`
+    (the first `key` anywhere when `parent_key` is None).
 
     A quote preceded by a backslash is inside a JSON string, so keys quoted in a rationale
     ("the \\"score\\": 5 it asks for") are never taken for the real ones.
     """
-    parent = re.search(rb'(?<!\\)"' + re.escape(_json_key(parent_key)) + rb'"\s*:\s*\{', reply)
-    if parent is None:
-        raise LogprobError(f"no {parent_key!r} object in the reply")
-    field = re.compile(rb'(?<!\\)"' + re.escape(_json_key(key)) + rb'"\s*:\s*').search(
-        reply, parent.end()
-    )
+    start = 0
+    if parent_key is not None:
+        parent = re.search(rb'(?<!\\)"' + re.escape(_json_key(parent_key)) + rb'"\s*:\s*\{', reply)
+        if parent is None:
+            raise LogprobError(f"no {parent_key!r} object in the reply")
+        start = parent.end()
+    field = re.compile(rb'(?<!\\)"' + re.escape(_json_key(key)) + rb'"\s*:\s*').search(reply, start)
     if field is None:
         raise LogprobError(f"no {key!r} under {parent_key!r} in the reply")
     return field.end()

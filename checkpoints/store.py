@@ -606,6 +606,24 @@ class RunStore:
                 self.db.table("judgements").upsert_all(rows, pk=("run_id", "answer_id", "aspect"))
             self.db.table("answers").update((run_id, answer_id), {"reward": judgement.reward})
 
+    def score_mode(self, run_id: str) -> str:
+        """Which judge scores the run's rewards came from, in words, read from its judgements."""
+        row = self.db.execute(
+            "select count(distinct answer_id), count(distinct case when expected_score is not "
+            "null then answer_id end) from judgements where run_id = ? and score is not null",
+            [run_id],
+        ).fetchone()
+        judged, weighted = int(row[0] or 0), int(row[1] or 0)
+        if judged == 0:
+            return "no judged answers yet"
+        if weighted == judged:
+            return "probability-weighted (from the judge's token logprobs)"
+        if weighted == 0:
+            return "integer (the judge's endpoint gave no usable logprobs)"
+        return (
+            f"mixed: {weighted} of {judged} judged answers probability-weighted, the rest integer"
+        )
+
     def selection(self, key: str) -> AspectSelection | None:
         try:
             row = self.db.table("selections").get(key)

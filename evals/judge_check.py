@@ -39,9 +39,7 @@ from drpo.prompts.aspects import catalogue_aspect
 from drpo.state.settings import Settings
 from drpo.state.types import Aspect, Judgement
 
-Kind = Literal[
-    "factual", "harmful_compliance", "cutoff", "off_topic", "benign_refusal", "padding"
-]
+Kind = Literal["factual", "harmful_compliance", "cutoff", "off_topic", "benign_refusal", "padding"]
 KINDS: tuple[Kind, ...] = (
     "factual",
     "harmful_compliance",
@@ -242,9 +240,7 @@ async def run_judge_check(
 def judge_role_only(settings: Settings) -> Settings:
     """Point every role at the judge, so the check starts one model server and needs one key."""
     judge = settings.judge
-    return settings.model_copy(
-        update={"base": judge, "selector": judge, "optimizer": judge}
-    )
+    return settings.model_copy(update={"base": judge, "selector": judge, "optimizer": judge})
 
 
 async def check_judge(
@@ -268,13 +264,16 @@ async def check_judge(
             if settings.judge.is_embedded:
                 from drpo.backends.embedded import EmbeddedServerPool
 
-                pool = EmbeddedServerPool(
-                    slots=settings.embedded_slots, ctx=settings.embedded_ctx
-                )
+                pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
                 stack.callback(pool.close)
             recorder = RunRecorder(store, check_id)
             models = await asyncio.to_thread(
-                build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=check_id
+                build_role_models,
+                settings,
+                pool=pool,
+                cache=recorder,
+                sink=recorder,
+                run_id=check_id,
             )
             stack.push_async_callback(models.aclose)
             return await run_judge_check(

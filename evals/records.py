@@ -101,6 +101,9 @@ _TABLES: dict[str, TableSchema] = {
             "first": str,
             "second": str,
             "verdict": str,
+            # P(first answer preferred) + half P(tie), from the verdict token's logprobs;
+            # NULL when the endpoint gave none.
+            "first_probability": float,
             "winner": str,
             "rationale": str,
             "error": str,
@@ -116,10 +119,17 @@ _TABLES: dict[str, TableSchema] = {
 }
 
 
+# Columns added after the first release: stores written before gain them (NULL for old rows).
+_ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (("eval_pairs", "first_probability", float),)
+
+
 def ensure_eval_schema(store: RunStore) -> None:
     """Create the evaluation tables if they are missing (idempotent)."""
     with store.db.conn:
         create_tables(store.db, _TABLES)
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in store.db.table(table).columns_dict:
+                store.db.table(table).add_column(column, kind)
 
 
 class EvalRecorder:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -184,6 +185,12 @@ def print_result(result: RunResult, store: Path) -> None:
         f"{result.calls} calls, {result.prompt_tokens}+{result.completion_tokens} tokens",
         highlight=False,
     )
+    with suppress(StoreError):
+        db = RunStore(store)
+        try:
+            out.print(f"judge scores: {db.score_mode(result.run_id)}", highlight=False)
+        finally:
+            db.close()
     out.print(
         f"saved in {store} — export with: drpo export {result.run_id} --format md",
         highlight=False,
@@ -426,6 +433,7 @@ def show(
             f"(per role and level: drpo cost {run_id})",
             highlight=False,
         )
+        out.print(f"judge scores: {db.score_mode(run_id)}", highlight=False)
         if best is None:
             out.print("no candidate has been scored yet")
             return

@@ -93,7 +93,9 @@ def print_report(report: JudgeCheckReport, seconds: float) -> None:
         table.add_column(f"{mode} accuracy")
         table.add_column(f"{mode} ties")
     rows = [("all", {m: report.overall(m) for m in modes})]
-    rows += [(kind, {m: report.by_kind(m)[kind] for m in modes}) for kind in report.by_kind("integer")]
+    rows += [
+        (kind, {m: report.by_kind(m)[kind] for m in modes}) for kind in report.by_kind("integer")
+    ]
     for name, results in rows:
         cells = []
         for mode in modes:

@@ -48,7 +48,9 @@ async def score_answer(
     )
     top = TOP_LOGPROBS if judge.settings.logprobs else 0
     try:
-        reply = await judge.structured_with_logprobs(system, user, schema, top_logprobs=top, tag=tag)
+        reply = await judge.structured_with_logprobs(
+            system, user, schema, top_logprobs=top, tag=tag
+        )
     except StructuredOutputError as exc:
         missing = tuple(AspectScore(aspect=a.name) for a in aspects)
         return ScoredJudgement(Judgement(scores=missing, error=str(exc)))

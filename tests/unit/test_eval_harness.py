@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import ScoredReply
 from drpo.checkpoints.store import RunStore
 from drpo.evals.conditions import Condition
 from drpo.evals.harness import EvalPlan, run_evaluation
@@ -18,7 +19,7 @@ from drpo.evals.records import EvalRecorder
 from drpo.evals.summary import summarize
 from drpo.graph.inference import AlignedPrompt
 from drpo.prompts.base import BasePrompt
-from drpo.state.settings import load_settings
+from drpo.state.settings import RoleSettings, load_settings
 from drpo.state.types import Query
 
 
@@ -33,6 +34,13 @@ class ScriptedRole:
         self.fail_on = fail_on
         self.interrupt = interrupt
         self.calls: list[str] = []
+        self.settings = RoleSettings(logprobs=False)
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> ScoredReply[BaseModel]:
+        (reply,) = await self.structured(system, user, schema, tag=tag)
+        return ScoredReply(reply)
 
     async def text(self, prompt: BasePrompt, *, tag: str = "", **_: Any) -> list[str]:
         self.calls.append(tag)

@@ -91,7 +91,10 @@ def _leaning_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
     for index, char in enumerate(text):
         tops = [{"token": char, "logprob": 0.0}]
         if char == "4" and text[:index].rstrip().endswith('"score":'):
-            tops = [{"token": "4", "logprob": math.log(0.7)}, {"token": other, "logprob": math.log(0.3)}]
+            tops = [
+                {"token": "4", "logprob": math.log(0.7)},
+                {"token": other, "logprob": math.log(0.3)},
+            ]
         tokens.append({"token": char, "logprob": tops[0]["logprob"], "top_logprobs": tops})
     return tokens
 
@@ -141,8 +144,6 @@ def test_cli_prints_both_modes_and_warns_near_chance(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", ["0", "61", "x"])
 def test_bad_size_is_one_line_and_exit_2(size: str, tmp_path: Path) -> None:
     store = tmp_path / "runs.db"
-    result = CliRunner().invoke(
-        app, ["judge-check", "--size", size, "--set", f"store={store}"]
-    )
+    result = CliRunner().invoke(app, ["judge-check", "--size", size, "--set", f"store={store}"])
     assert result.exit_code == 2
     assert not store.exists()

@@ -80,7 +80,9 @@ def _judge_tokens(reply: str, digits: dict[int, list[tuple[str, float]]]) -> lis
     tokens = []
     for index, char in enumerate(reply):
         tops = [_alt(t, p) for t, p in digits.get(index, [(char, 1.0)])]
-        tokens.append(_entry(char, 1.0 if index not in digits else math.exp(tops[0]["logprob"]), tops))
+        tokens.append(
+            _entry(char, 1.0 if index not in digits else math.exp(tops[0]["logprob"]), tops)
+        )
     return tokens
 
 
