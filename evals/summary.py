@@ -172,9 +172,9 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
     verdicts: dict[tuple[str, str, str], dict[str, Verdict | None]] = defaultdict(dict)
     first_chance: dict[tuple[str, str, str], dict[str, float | None]] = defaultdict(dict)
     for pair in pairs:
-        key = (pair["x"], pair["y"], pair["query_id"])
-        verdicts[key][pair["shown_order"]] = pair["verdict"]
-        first_chance[key][pair["shown_order"]] = pair.get("first_probability")
+        pair_key = (pair["x"], pair["y"], pair["query_id"])
+        verdicts[pair_key][pair["shown_order"]] = pair["verdict"]
+        first_chance[pair_key][pair["shown_order"]] = pair.get("first_probability")
     words_of = {a["id"]: a["length_words"] for a in answers}
     pair_stats = []
     outcomes_by_query: dict[str, dict[str, float | None]] = defaultdict(dict)
