@@ -23,7 +23,8 @@ from drpo.evals.judge_check import (
     stratified_subset,
 )
 from drpo.graph.cli import app
-from drpo.state.settings import RoleSettings
+from drpo.graph.cli_judge import pre_search_check
+from drpo.state.settings import RoleSettings, load_settings
 from drpo.state.types import AspectScore, Judgement
 from tests.support.stub_server import StubRequest, StubServer
 
@@ -147,3 +148,23 @@ def test_bad_size_is_one_line_and_exit_2(size: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["judge-check", "--size", size, "--set", f"store={store}"])
     assert result.exit_code == 2
     assert not store.exists()
+
+
+def test_optimize_pre_check_warns_near_chance(tmp_path: Path, capsys: Any) -> None:
+    settings = load_settings(
+        overrides={
+            "judge": {"endpoint": "http://127.0.0.1:1", "model": "stub-model"},
+            "store": str(tmp_path / "runs.db"),
+        },
+        environ={},
+    )
+    with StubServer(_flat_judge, logprobs=_leaning_logprobs) as stub:
+        judge = settings.judge.model_copy(update={"endpoint": stub.base_url})
+        pre_search_check(settings.model_copy(update={"judge": judge}), 6)
+    printed = capsys.readouterr().err
+    assert "judge-check (probability scores): 100%" in printed and "near chance" not in printed
+    with StubServer(_flat_judge) as stub:
+        judge = settings.judge.model_copy(update={"endpoint": stub.base_url})
+        pre_search_check(settings.model_copy(update={"judge": judge}), 6)
+    printed = capsys.readouterr().err
+    assert "judge-check (integer scores): 0%" in printed and "near chance" in printed
