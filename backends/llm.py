@@ -9,11 +9,13 @@ to the run store. A cached reply is recorded as a cache hit and never counted as
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,15 +28,34 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel
 
-from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
+from drpo.backends.errors import (
+    EndpointDown,
+    EndpointRefused,
+    LLMCallError,
+    StructuredOutputError,
+)
 from drpo.backends.json_reply import ReplyParseError, parse_reply
 from drpo.backends.logprobs import TokenLogprobs
+from drpo.backends.providers import (
+    ProviderProfile,
+    effective_profile,
+    extra_fields,
+    static_kind,
+)
+from drpo.backends.refusals import describe_refusal
 from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
+from drpo.backends.structured_output import drop_null_optionals, reply_format
 from drpo.prompts.base import BasePrompt
 from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
+
+# LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
+# refusal (backends/refusals.py) already says what happened and which setting fixes it.
+warnings.filterwarnings(
+    "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
+)
 
 # Which part of the schedule the current task belongs to, so every call record can be summed by
 # stage and level. A context variable, because LangGraph runs each task in its own context.
@@ -125,6 +146,18 @@ class RoleClient:
     run_id: str = ""
     # Several replicas of the endpoint; `model` is then the first replica's client.
     pool: ReplicaPool | None = None
+    # What the endpoint accepts (structured output, n); the factory sets the detected one.
+    profile: ProviderProfile | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile is None:
+            self.profile = effective_profile(self.settings, static_kind(self.settings))
+
+    @property
+    def rules(self) -> ProviderProfile:
+        """The endpoint's profile (always set after construction)."""
+        assert self.profile is not None
+        return self.profile
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -149,6 +182,8 @@ class RoleClient:
             "sample": sample_key if sampled else "",
             "scope": self.run_id if (sampled or not self.share_cache) else "",
         }
+        if s.reasoning_effort is not None:
+            identity["reasoning_effort"] = s.reasoning_effort
         blob = json.dumps(identity, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -199,23 +234,10 @@ class RoleClient:
         tag: str,
         top_logprobs: int,
     ) -> list[ScoredReply[ModelT]]:
-        json_schema = schema.model_json_schema()
-        mode = self.settings.structured_output
-        if mode != "json_schema":
-            system += "\n\nThe reply must be one JSON object valid for this JSON schema:\n"
-            system += json.dumps(json_schema, ensure_ascii=False)
-        response_format: dict[str, Any] | None = None
-        if mode == "json_schema":
-            response_format = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": json_schema.get("title", "Reply"),
-                    "schema": json_schema,
-                    "strict": True,
-                },
-            }
-        elif mode == "json_object":
-            response_format = {"type": "json_object"}
+        wire = reply_format(schema, self.rules)
+        system += wire.system_suffix
+        response_format = wire.response_format
+        prepare = functools.partial(drop_null_optionals, model=schema) if wire.drops_nulls else None
 
         results: list[ScoredReply[ModelT]] = []
         wanted = n
@@ -243,7 +265,7 @@ class RoleClient:
             logprobs = reply.logprobs or (None,) * len(reply.texts)
             for text, token_logprobs in zip(reply.texts, logprobs, strict=False):
                 try:
-                    results.append(ScoredReply(parse_reply(text, schema), token_logprobs))
+                    results.append(ScoredReply(parse_reply(text, schema, prepare), token_logprobs))
                 except ReplyParseError as exc:
                     last_error, last_reply = str(exc), text[:4000]
                     self._record_invalid(tag, last_error)
@@ -299,7 +321,7 @@ class RoleClient:
             if hit is not None and len(hit.texts) >= n:
                 self._record(self._hit(key, tag, started))
                 return hit.first(n)
-        if n > 1 and not self.settings.supports_n:
+        if n > 1 and not self.rules.supports_n:
             # One request per choice, all in flight at once (they are independent samples, and
             # a server with parallel slots serves them side by side), each cached under its own
             # key as soon as it arrives, so a crash after some replays those and pays the rest.
@@ -367,10 +389,13 @@ class RoleClient:
         kwargs: dict[str, Any] = {}
         if top_logprobs:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        extra = extra_fields(self.settings, self.rules)
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
             # reply cut off at max_tokens, which must instead count as a malformed reply.
-            kwargs["extra_body"] = {"response_format": response_format}
+            extra["response_format"] = response_format
+        if extra:
+            kwargs["extra_body"] = extra
         if n > 1:
             kwargs["n"] = n
         seed = self.settings.seed
@@ -404,6 +429,12 @@ class RoleClient:
                 raise LLMCallError(
                     self.role, f"{message} (after {self.settings.retries} retries)"
                 ) from None
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                # The same request would be refused again: no retry, and the line names the
+                # setting that changes it.
+                message, fix = describe_refusal(self.role, self.endpoint_id, self.rules, exc)
+                self._record_error(key, tag, started, t0, message)
+                raise EndpointRefused(self.role, message, fix) from None
             except openai.OpenAIError as exc:
                 message = self._describe(exc)
                 self._record_error(key, tag, started, t0, message)
