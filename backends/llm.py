@@ -159,6 +159,11 @@ class RoleClient:
         assert self.profile is not None
         return self.profile
 
+    @property
+    def gives_logprobs(self) -> bool:
+        """Ask for token logprobs: the role allows it and its provider returns them."""
+        return self.settings.logprobs and self.rules.logprobs
+
     # ---- keys -------------------------------------------------------------------------------
 
     def cache_key(self, payload: dict[str, Any], sample_key: str) -> str:

@@ -185,7 +185,7 @@ async def _ask_pair_judge(
     judge: RoleClient, system: str, user: str, *, tag: str
 ) -> tuple[ScoredReply[PairVerdict] | None, str | None]:
     """The pairwise verdict with its token logprobs (when the judge's endpoint gives them)."""
-    top = TOP_LOGPROBS if judge.settings.logprobs else 0
+    top = TOP_LOGPROBS if judge.gives_logprobs else 0
     try:
         reply = await judge.structured_with_logprobs(
             system, user, PairVerdict, top_logprobs=top, tag=tag

@@ -46,7 +46,7 @@ async def score_answer(
     system, user = JUDGE_ANSWER.render(
         aspects=format_aspects(aspects), query=fence(query), answer=fence(answer)
     )
-    top = TOP_LOGPROBS if judge.settings.logprobs else 0
+    top = TOP_LOGPROBS if judge.gives_logprobs else 0
     try:
         reply = await judge.structured_with_logprobs(
             system, user, schema, top_logprobs=top, tag=tag

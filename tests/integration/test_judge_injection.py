@@ -294,7 +294,7 @@ class ScoresEverything:
 
     def __init__(self, pair_judge: RoleClient) -> None:
         self.pair_judge = pair_judge
-        self.settings = pair_judge.settings
+        self.gives_logprobs = pair_judge.gives_logprobs
 
     async def structured_with_logprobs(
         self, system: str, user: str, schema: Any, **kwargs: Any

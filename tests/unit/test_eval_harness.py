@@ -20,7 +20,7 @@ from drpo.evals.records import EvalRecorder
 from drpo.evals.summary import summarize
 from drpo.graph.inference import AlignedPrompt
 from drpo.prompts.base import BasePrompt
-from drpo.state.settings import RoleSettings, load_settings
+from drpo.state.settings import load_settings
 from drpo.state.types import Query
 
 
@@ -35,7 +35,7 @@ class ScriptedRole:
         self.fail_on = fail_on
         self.interrupt = interrupt
         self.calls: list[str] = []
-        self.settings = RoleSettings(logprobs=False)
+        self.gives_logprobs = False
 
     async def structured_with_logprobs(
         self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
@@ -122,7 +122,7 @@ class FirstLeaningJudge(ScriptedRole):
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = RoleSettings(logprobs=True)
+        self.gives_logprobs = True
 
     async def structured_with_logprobs(
         self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any

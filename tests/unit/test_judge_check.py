@@ -103,7 +103,7 @@ def _leaning_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
 def test_check_through_the_endpoint_integer_ties_probability_right() -> None:
     subset = stratified_subset(PAIRS, 6)
     with StubServer(_flat_judge, logprobs=_leaning_logprobs) as stub:
-        role = RoleSettings(endpoint=stub.base_url, model="stub-model")
+        role = RoleSettings(endpoint=stub.base_url, model="stub-model", provider="llamacpp")
         judge = RoleClient(
             role="judge",
             settings=role,
@@ -131,6 +131,8 @@ def test_cli_prints_both_modes_and_warns_near_chance(tmp_path: Path) -> None:
                 "--set",
                 "judge.model=stub-model",
                 "--set",
+                "judge.provider=llamacpp",
+                "--set",
                 f"store={tmp_path / 'runs.db'}",
             ],
             env={"COLUMNS": "200"},
@@ -153,7 +155,11 @@ def test_bad_size_is_one_line_and_exit_2(size: str, tmp_path: Path) -> None:
 def test_optimize_pre_check_warns_near_chance(tmp_path: Path, capsys: Any) -> None:
     settings = load_settings(
         overrides={
-            "judge": {"endpoint": "http://127.0.0.1:1", "model": "stub-model"},
+            "judge": {
+                "endpoint": "http://127.0.0.1:1",
+                "model": "stub-model",
+                "provider": "llamacpp",
+            },
             "store": str(tmp_path / "runs.db"),
         },
         environ={},

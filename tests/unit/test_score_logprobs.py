@@ -160,7 +160,7 @@ def _good_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
 
 
 def _client(url: str, store: RunStore | None = None, **settings: Any) -> RoleClient:
-    role = RoleSettings(endpoint=url, model="stub-model", **settings)
+    role = RoleSettings(endpoint=url, model="stub-model", provider="llamacpp", **settings)
     recorder = RunRecorder(store, "r1") if store is not None else None
     return RoleClient(
         role="judge",
