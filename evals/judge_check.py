@@ -153,6 +153,7 @@ class Accuracy:
 
 
 def accuracy(outcomes: Sequence[PairOutcome], mode: Mode, seed: int = 0) -> Accuracy:
+    """How often `mode` ranks the better answer higher, over the pairs it could judge."""
     verdicts = [v for v in (o.verdict(mode) for o in outcomes) if v is not None]
     hits = [1.0 if v == "right" else 0.0 for v in verdicts]
     right, ties = verdicts.count("right"), verdicts.count("tie")

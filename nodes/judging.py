@@ -128,4 +128,5 @@ def critique_text(judgement: Judgement) -> str:
 
 
 def all_perfect(judgement: Judgement) -> bool:
+    """Whether a judgement scored every aspect 5."""
     return bool(judgement.scores) and all(s.score == 5 for s in judgement.scores)

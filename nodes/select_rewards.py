@@ -71,6 +71,7 @@ def selection_key(ctx: RunContext, query: str) -> str:
 
 
 async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
+    """The aspects to judge a query on: from the run's record, or asked of the selector."""
     key = selection_key(ctx, query.query)
     cached = ctx.recorder.selection(key)
     if cached is not None:

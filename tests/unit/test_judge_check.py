@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from drpo.backends.factory import build_langchain_model
 from drpo.backends.llm import RoleClient
+from drpo.cli.app import app
+from drpo.cli.judge import pre_search_check
 from drpo.evals.judge_check import (
     KINDS,
     PairOutcome,
@@ -22,8 +24,6 @@ from drpo.evals.judge_check import (
     shipped_pairs,
     stratified_subset,
 )
-from drpo.graph.cli import app
-from drpo.graph.cli_judge import pre_search_check
 from drpo.state.settings import RoleSettings, load_settings
 from drpo.state.types import AspectScore, Judgement
 from tests.support.stub_server import StubRequest, StubServer

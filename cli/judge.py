@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drpo.cli.common import parse_assignment, user_errors
 from drpo.evals.judge_check import (
     NEAR_CHANCE_ACCURACY,
     Accuracy,
@@ -24,7 +25,6 @@ from drpo.evals.judge_check import (
     shipped_pairs,
     stratified_subset,
 )
-from drpo.graph.cli_common import parse_assignment, user_errors
 from drpo.state.settings import ConfigError, Settings, deep_merge, load_settings
 
 err = Console(stderr=True)
@@ -79,6 +79,7 @@ def run_check(settings: Settings, size: int | None, seed: int) -> JudgeCheckRepo
 
 
 def accuracy_cell(result: Accuracy) -> str:
+    """`83% [70%, 93%] (50/60)`: the rate, its interval and the counts."""
     if result.rate is None:
         return "n/a"
     ci = f" [{result.ci[0]:.0%}, {result.ci[1]:.0%}]" if result.ci else ""
@@ -86,6 +87,7 @@ def accuracy_cell(result: Accuracy) -> str:
 
 
 def print_report(report: JudgeCheckReport, seconds: float) -> None:
+    """Both modes overall and per kind, then what the figures do not cover."""
     modes: tuple[Mode, ...] = ("integer", "probability")
     table = Table(title="judge-check: better answer scored higher (95 % bootstrap CI)")
     table.add_column("kind")
@@ -121,6 +123,7 @@ def print_report(report: JudgeCheckReport, seconds: float) -> None:
 
 
 def near_chance_line(report: JudgeCheckReport) -> str:
+    """The one-line warning for a judge whose accuracy is near a coin toss."""
     mode = report.headline_mode
     rate = report.overall(mode).rate
     shown = "n/a" if rate is None else f"{rate:.0%}"
