@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import openai
 from langchain_core.language_models import BaseLanguageModel
@@ -34,6 +34,7 @@ from drpo.backends.errors import (
     StructuredOutputError,
 )
 from drpo.backends.json_reply import ReplyParseError, parse_reply
+from drpo.backends.logprobs import TokenLogprobs
 from drpo.backends.providers import (
     ProviderProfile,
     effective_profile,
@@ -91,6 +92,21 @@ class CachedReply:
     texts: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
+    # Per text, the token logprobs the server returned when they were asked for (else None).
+    logprobs: tuple[TokenLogprobs | None, ...] | None = None
+
+    def first(self, n: int) -> CachedReply:
+        """The first `n` texts (with their logprobs); the token counts are the whole call's."""
+        logprobs = self.logprobs[:n] if self.logprobs is not None else None
+        return CachedReply(self.texts[:n], self.prompt_tokens, self.completion_tokens, logprobs)
+
+
+@dataclass(frozen=True)
+class ScoredReply(Generic[ModelT]):
+    """A validated structured reply and the token logprobs it was written with, if any."""
+
+    value: ModelT
+    logprobs: TokenLogprobs | None = None
 
 
 class ReplyCache(Protocol):
@@ -135,6 +151,11 @@ class RoleClient:
         """The endpoint's profile (always set after construction)."""
         assert self.profile is not None
         return self.profile
+
+    @property
+    def gives_logprobs(self) -> bool:
+        """Ask for token logprobs: the role allows it and its provider returns them."""
+        return self.settings.logprobs and self.rules.logprobs
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -191,12 +212,32 @@ class RoleClient:
 
         Raises StructuredOutputError when no reply parses after the retries.
         """
+        replies = await self._structured_replies(system, user, schema, n, sample_key, tag, 0)
+        return [reply.value for reply in replies]
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: type[ModelT], *, top_logprobs: int, tag: str = ""
+    ) -> ScoredReply[ModelT]:
+        """One structured reply with its token logprobs (None when the endpoint sent none)."""
+        (reply,) = await self._structured_replies(system, user, schema, 1, "", tag, top_logprobs)
+        return reply
+
+    async def _structured_replies(
+        self,
+        system: str,
+        user: str,
+        schema: type[ModelT],
+        n: int,
+        sample_key: str,
+        tag: str,
+        top_logprobs: int,
+    ) -> list[ScoredReply[ModelT]]:
         wire = reply_format(schema, self.rules)
         system += wire.system_suffix
         response_format = wire.response_format
         prepare = functools.partial(drop_null_optionals, model=schema) if wire.drops_nulls else None
 
-        results: list[ModelT] = []
+        results: list[ScoredReply[ModelT]] = []
         wanted = n
         last_error = last_reply = ""
         for attempt in range(PARSE_ATTEMPTS):
@@ -211,16 +252,18 @@ class RoleClient:
                         "keeping every text field short."
                     ),
                 ]
-            texts = await self.call(
+            reply = await self._call_reply(
                 messages,
                 n=wanted,
                 sample_key=f"{sample_key}#try{attempt}",
                 tag=tag,
                 response_format=response_format,
+                top_logprobs=top_logprobs,
             )
-            for text in texts:
+            logprobs = reply.logprobs or (None,) * len(reply.texts)
+            for text, token_logprobs in zip(reply.texts, logprobs, strict=False):
                 try:
-                    results.append(parse_reply(text, schema, prepare))
+                    results.append(ScoredReply(parse_reply(text, schema, prepare), token_logprobs))
                 except ReplyParseError as exc:
                     last_error, last_reply = str(exc), text[:4000]
                     self._record_invalid(tag, last_error)
@@ -244,19 +287,38 @@ class RoleClient:
         response_format: dict[str, Any] | None = None,
     ) -> list[str]:
         """Make one logical call for `n` replies, through the cache."""
+        reply = await self._call_reply(
+            prompt, n=n, sample_key=sample_key, tag=tag, stop=stop, response_format=response_format
+        )
+        return list(reply.texts)
+
+    async def _call_reply(
+        self,
+        prompt: Sequence[BaseMessage] | str,
+        *,
+        n: int = 1,
+        sample_key: str = "",
+        tag: str = "",
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        top_logprobs: int = 0,
+    ) -> CachedReply:
         payload: dict[str, Any] = {
             "prompt": prompt if isinstance(prompt, str) else [_message_json(m) for m in prompt],
             "n": n,
             "stop": stop or [],
             "response_format": response_format,
         }
+        if top_logprobs:
+            # Only then: keys of calls without logprobs stay what they were (their cache holds).
+            payload["top_logprobs"] = top_logprobs
         key = self.cache_key(payload, sample_key)
         started = time.time()
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None and len(hit.texts) >= n:
                 self._record(self._hit(key, tag, started))
-                return list(hit.texts[:n])
+                return hit.first(n)
         if n > 1 and not self.rules.supports_n:
             # One request per choice, all in flight at once (they are independent samples, and
             # a server with parallel slots serves them side by side), each cached under its own
@@ -268,7 +330,7 @@ class RoleClient:
                     self._record(self._hit(part_key, tag, started))
                     return part
                 return await self._request(
-                    prompt, 1, stop, response_format, part_key, tag, started, index
+                    prompt, 1, stop, response_format, part_key, tag, started, index, top_logprobs
                 )
 
             # Every sibling is awaited before an error propagates, so none is left running
@@ -280,17 +342,19 @@ class RoleClient:
                 if isinstance(outcome, BaseException):
                     raise outcome
             parts = [outcome for outcome in outcomes if isinstance(outcome, CachedReply)]
-            texts = [part.texts[0] for part in parts if part.texts]
+            answered = [part.first(1) for part in parts if part.texts]
             reply = CachedReply(
-                tuple(texts),
+                tuple(part.texts[0] for part in answered),
                 sum(part.prompt_tokens for part in parts),
                 sum(part.completion_tokens for part in parts),
+                tuple((part.logprobs or (None,))[0] for part in answered) if top_logprobs else None,
             )
             if self.cache is not None:
                 self.cache.put(key, reply)
-            return texts
-        reply = await self._request(prompt, n, stop, response_format, key, tag, started)
-        return list(reply.texts)
+            return reply
+        return await self._request(
+            prompt, n, stop, response_format, key, tag, started, top_logprobs=top_logprobs
+        )
 
     def _hit(self, key: str, tag: str, started: float) -> CallRecord:
         return self._new_record("cache_hit", cache_key=key, tag=tag, started_at=started)
@@ -317,9 +381,12 @@ class RoleClient:
         tag: str,
         started: float,
         sample_index: int = 0,
+        top_logprobs: int = 0,
     ) -> CachedReply:
         """Send one request; store its reply and record the paid call before returning it."""
         kwargs: dict[str, Any] = {}
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
         extra = extra_fields(self.settings, self.rules)
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
@@ -371,7 +438,12 @@ class RoleClient:
                 self._record_error(key, tag, started, t0, message)
                 raise LLMCallError(self.role, message) from None
         texts, usage = _read_result(result)
-        reply = CachedReply(tuple(texts), usage.prompt_tokens, usage.completion_tokens)
+        reply = CachedReply(
+            tuple(texts),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            _read_logprobs(result) if top_logprobs else None,
+        )
         record = self._new_record(
             "ok",
             replica=replica,
@@ -511,6 +583,16 @@ def _root_reason(exc: BaseException) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
+
+
+def _read_logprobs(result: LLMResult) -> tuple[TokenLogprobs | None, ...]:
+    """Each choice's token logprobs (LangChain keeps them in generation_info), None if absent."""
+    found: list[TokenLogprobs | None] = []
+    for generation in result.generations[0]:
+        logprobs = (generation.generation_info or {}).get("logprobs")
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        found.append(content if isinstance(content, list) else None)
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ async def run(model: str, slots: int) -> list[Row]:
             build_langchain_model(judge, url, LOCAL_KEY, "local"),
             f"embedded:{model}",
         )
-        ctx: Any = SimpleNamespace(models={"judge": client})
+        ctx: Any = SimpleNamespace(models={"judge": client}, warned_integer_scores=False)
         aspects = tuple(a for a in map(catalogue_aspect, ASPECT_NAMES) if a is not None)
 
         admitted = asyncio.Semaphore(slots)

@@ -44,6 +44,8 @@ _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
     ("llm_calls", "cached_tokens", int),
+    ("judgements", "expected_score", float),
+    ("reply_cache", "logprobs", str),
 )
 
 # Spending by run, stage (examples / search / validate), level and role. Only `ok` calls were paid
@@ -187,6 +189,9 @@ _TABLES: dict[str, TableSchema] = {
             "run_id": str,
             "aspect": str,
             "score": int,
+            # The probability-weighted score (expected value over the score tokens), or NULL
+            # when the endpoint gave no usable logprobs.
+            "expected_score": float,
             "rationale": str,
             "error": str,
         },
@@ -239,6 +244,7 @@ _TABLES: dict[str, TableSchema] = {
             "prompt_tokens": int,
             "completion_tokens": int,
             "created_at": float,
+            "logprobs": str,
         },
         pk="key",
     ),
@@ -596,6 +602,7 @@ class RunStore:
                 "run_id": run_id,
                 "aspect": s.aspect,
                 "score": s.score,
+                "expected_score": s.expected,
                 "rationale": s.rationale,
                 "error": None,
             }
@@ -608,6 +615,7 @@ class RunStore:
                     "run_id": run_id,
                     "aspect": "(judge)",
                     "score": None,
+                    "expected_score": None,
                     "rationale": "",
                     "error": judgement.error,
                 }
@@ -616,6 +624,24 @@ class RunStore:
             if rows:
                 self.db.table("judgements").upsert_all(rows, pk=("run_id", "answer_id", "aspect"))
             self.db.table("answers").update((run_id, answer_id), {"reward": judgement.reward})
+
+    def score_mode(self, run_id: str) -> str:
+        """Which judge scores the run's rewards came from, in words, read from its judgements."""
+        row = self.db.execute(
+            "select count(distinct answer_id), count(distinct case when expected_score is not "
+            "null then answer_id end) from judgements where run_id = ? and score is not null",
+            [run_id],
+        ).fetchone()
+        judged, weighted = int(row[0] or 0), int(row[1] or 0)
+        if judged == 0:
+            return "no judged answers yet"
+        if weighted == judged:
+            return "probability-weighted (from the judge's token logprobs)"
+        if weighted == 0:
+            return "integer (the judge's endpoint gave no usable logprobs)"
+        return (
+            f"mixed: {weighted} of {judged} judged answers probability-weighted, the rest integer"
+        )
 
     def selection(self, key: str) -> AspectSelection | None:
         try:
@@ -714,8 +740,12 @@ class RunStore:
             row = self.db.table("reply_cache").get(key)
         except sqlite_utils.db.NotFoundError:
             return None
+        logprobs = row.get("logprobs")
         return CachedReply(
-            tuple(json.loads(row["texts"])), row["prompt_tokens"], row["completion_tokens"]
+            tuple(json.loads(row["texts"])),
+            row["prompt_tokens"],
+            row["completion_tokens"],
+            tuple(json.loads(logprobs)) if logprobs else None,
         )
 
     def put_reply(
@@ -736,6 +766,9 @@ class RunStore:
                     "prompt_tokens": reply.prompt_tokens,
                     "completion_tokens": reply.completion_tokens,
                     "created_at": time.time(),
+                    "logprobs": json.dumps(list(reply.logprobs))
+                    if reply.logprobs is not None
+                    else None,
                 },
                 pk="key",
             )

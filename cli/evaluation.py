@@ -157,14 +157,14 @@ def print_summary(summary: EvalSummary) -> None:
             "order-consistent",
             "words X",
             "words Y",
-            title="pairwise (both orders judged; ties count one half)",
+            title="pairwise (both orders judged; ties count one half; * = probability-weighted)",
         )
         for p in summary.pairs:
             r = p.result
             interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
             pairs.add_row(
                 f"{r.x} vs {r.y}",
-                _fmt(r.rate),
+                _fmt(r.rate) + ("*" if p.scoring == "probability" else ""),
                 interval,
                 f"{r.wins}/{r.ties}/{r.losses}",
                 str(r.missing),

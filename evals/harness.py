@@ -21,10 +21,17 @@ from typing import Any, Protocol
 
 from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
 from drpo.backends.factory import RoleModels, endpoint_identity
-from drpo.backends.llm import ModelT, RoleClient
+from drpo.backends.llm import ModelT, RoleClient, ScoredReply
+from drpo.backends.logprobs import (
+    LogprobError,
+    field_value_offset,
+    label_distribution,
+    reply_bytes,
+)
 from drpo.evals.conditions import Condition, Overlap
 from drpo.evals.records import EvalRecorder
 from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict
+from drpo.nodes.judging import TOP_LOGPROBS
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR, catalogue_aspect
 from drpo.prompts.judge import fence, format_aspects, judgement_schema
 from drpo.state.settings import Settings
@@ -187,6 +194,49 @@ async def _ask_judge(
         return None, str(exc)
 
 
+async def _ask_pair_judge(
+    judge: RoleClient, system: str, user: str, *, tag: str
+) -> tuple[ScoredReply[PairVerdict] | None, str | None]:
+    """The pairwise verdict with its token logprobs (when the judge's endpoint gives them)."""
+    top = TOP_LOGPROBS if judge.gives_logprobs else 0
+    try:
+        reply = await judge.structured_with_logprobs(
+            system, user, PairVerdict, top_logprobs=top, tag=tag
+        )
+    except EndpointDown:
+        raise
+    except (StructuredOutputError, LLMCallError) as exc:
+        return None, str(exc)
+    return reply, None
+
+
+def first_preferred(reply: ScoredReply[PairVerdict]) -> float | None:
+    """P(the first-shown answer is preferred) + half P(tie), read at the verdict's token.
+
+    None when the logprobs are missing or do not fit the reply: the verdict then counts as
+    before (1, 0.5 or 0).
+    """
+    if reply.logprobs is None:
+        return None
+    try:
+        text, spans = reply_bytes(reply.logprobs)
+        # The value starts one byte after its opening quote.
+        offset = field_value_offset(text, None, "verdict") + 1
+        if not text.startswith(reply.value.verdict.encode(), offset):
+            return None  # the logprobs describe another reply than the one parsed
+        chance = label_distribution(reply.logprobs, spans, offset, _verdict_label)
+    except LogprobError:
+        return None
+    return chance.get("A", 0.0) + 0.5 * chance.get("tie", 0.0)
+
+
+def _verdict_label(token: str) -> str | None:
+    if token in ("A", "B"):
+        return token
+    # "tie" may be split into several tokens; its first piece already names it.
+    return "tie" if token and "tie".startswith(token) else None
+
+
 async def _answer_all(
     plan: EvalPlan,
     models: RoleModels,
@@ -313,6 +363,7 @@ async def _compare_all(
             text_first = answers.get(answer_id(first, query.id))
             text_second = answers.get(answer_id(second, query.id))
             verdict: str | None = None
+            first_probability: float | None = None
             rationale = ""
             error: str | None = None
             if text_first is None or text_second is None:
@@ -323,11 +374,12 @@ async def _compare_all(
                     answer_a=fence(text_first),
                     answer_b=fence(text_second),
                 )
-                reply, error = await _ask_judge(
-                    judge, system, user, PairVerdict, tag=f"eval:pair:{x}:{y}:{order}:{query.id}"
+                scored, error = await _ask_pair_judge(
+                    judge, system, user, tag=f"eval:pair:{x}:{y}:{order}:{query.id}"
                 )
-                if reply is not None:
-                    verdict, rationale = reply.verdict, reply.rationale
+                if scored is not None:
+                    verdict, rationale = scored.value.verdict, scored.value.rationale
+                    first_probability = first_preferred(scored)
             winner = {"A": first, "B": second, "tie": "tie"}.get(verdict or "")
             recorder.pair(
                 {
@@ -338,6 +390,7 @@ async def _compare_all(
                     "first": first,
                     "second": second,
                     "verdict": verdict,
+                    "first_probability": first_probability,
                     "winner": winner,
                     "rationale": rationale,
                     "error": error,

@@ -104,6 +104,9 @@ _TABLES: dict[str, TableSchema] = {
             "first": str,
             "second": str,
             "verdict": str,
+            # P(first answer preferred) + half P(tie), from the verdict token's logprobs;
+            # NULL when the endpoint gave none.
+            "first_probability": float,
             "winner": str,
             "rationale": str,
             "error": str,
@@ -119,13 +122,20 @@ _TABLES: dict[str, TableSchema] = {
 }
 
 
+# Columns added after the first release: stores written before gain them (NULL for old rows).
+_ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
+    ("eval_pairs", "first_probability", float),
+    ("eval_runs", "metrics", str),
+)
+
+
 def ensure_eval_schema(store: RunStore) -> None:
     """Create the evaluation tables if they are missing (idempotent)."""
     with store.db.conn:
         create_tables(store.db, _TABLES)
-        runs = store.db.table("eval_runs")
-        if "metrics" not in runs.columns_dict:  # a store written before metrics were chosen
-            runs.add_column("metrics", str)
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in store.db.table(table).columns_dict:
+                store.db.table(table).add_column(column, kind)
 
 
 class EvalRecorder:

@@ -69,6 +69,9 @@ class PairStats:
     position: PositionBias
     mean_words_x: float | None
     mean_words_y: float | None
+    # "probability": outcomes are the judge's preference probabilities (both orders averaged);
+    # "verdict": 1 / 0.5 / 0 per order, as when the endpoint gives no logprobs.
+    scoring: str = "verdict"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,14 @@ def refusal_rates(answers: list[dict[str, Any]], seed: int) -> tuple[Rate | None
     return rate(harmful), rate(look_alikes)
 
 
+def reconcile_chances(first_chance: dict[str, float | None]) -> float | None:
+    """X's preference probability from both orders: "xy" shows X first, "yx" shows it second."""
+    xy, yx = first_chance.get("xy"), first_chance.get("yx")
+    if xy is None or yx is None:
+        return None
+    return (xy + (1.0 - yx)) / 2.0
+
+
 def summarize(store: RunStore, eval_id: str) -> EvalSummary:
     """Build the summary of a stored evaluation (raises KeyError for an unknown id)."""
     row = eval_row(store, eval_id)
@@ -185,27 +196,41 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
         )
 
     verdicts: dict[tuple[str, str, str], dict[str, Verdict | None]] = defaultdict(dict)
+    first_chance: dict[tuple[str, str, str], dict[str, float | None]] = defaultdict(dict)
     for pair in pairs:
-        verdicts[(pair["x"], pair["y"], pair["query_id"])][pair["shown_order"]] = pair["verdict"]
+        pair_key = (pair["x"], pair["y"], pair["query_id"])
+        verdicts[pair_key][pair["shown_order"]] = pair["verdict"]
+        first_chance[pair_key][pair["shown_order"]] = pair.get("first_probability")
     words_of = {a["id"]: a["length_words"] for a in answers}
     pair_stats = []
     outcomes_by_query: dict[str, dict[str, float | None]] = defaultdict(dict)
     for x, y in (tuple(p) for p in json.loads(row["pairs"] or "[]")):
         outcomes: list[float | None] = []
+        chances: list[float | None] = []
         orders: list[tuple[Verdict | None, Verdict | None]] = []
         for query in queries:
             given = verdicts.get((x, y, query["id"]), {})
             xy, yx = given.get("xy"), given.get("yx")
-            outcome = reconcile(xy, yx)
-            outcomes.append(outcome)
+            outcomes.append(reconcile(xy, yx))
+            chances.append(reconcile_chances(first_chance.get((x, y, query["id"]), {})))
             orders.append((xy, yx))
+        # Probabilities only when every judged pair has them: one scale for the whole rate.
+        judged = [o is not None for o in outcomes]
+        scoring = (
+            "probability"
+            if any(judged) and all(c is not None for c, j in zip(chances, judged, strict=True) if j)
+            else "verdict"
+        )
+        used = chances if scoring == "probability" else outcomes
+        for query, outcome in zip(queries, used, strict=True):
             outcomes_by_query[query["id"]][f"{x} vs {y}"] = outcome
         pair_stats.append(
             PairStats(
-                result=win_rate(x, y, outcomes, seed=seed),
+                result=win_rate(x, y, used, seed=seed),
                 position=position_bias(orders),
                 mean_words_x=mean([words_of.get(f"{x}:{q['id']}") for q in queries]),
                 mean_words_y=mean([words_of.get(f"{y}:{q['id']}") for q in queries]),
+                scoring=scoring,
             )
         )
     all_orders = [(given.get("xy"), given.get("yx")) for given in verdicts.values()]

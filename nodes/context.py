@@ -89,6 +89,8 @@ class RunContext:
     validation: list[Query] = field(default_factory=list)
     seed_examples: list[Example] = field(default_factory=list)
     budget: BudgetGate | None = None
+    # Set once the run has warned that the judge gave no usable logprobs (one warning a run).
+    warned_integer_scores: bool = False
 
     def check_budget(self) -> None:
         """Called first by every model-calling node: raises BudgetReached at a step boundary."""

@@ -1,36 +1,118 @@
-"""Judge one answer on the selected aspects; shared by evaluation (stage B) and stage A."""
+"""Judge one answer on the selected aspects; shared by evaluation (stage B), stage A and
+`drpo judge-check`.
+
+Where the endpoint returns token logprobs, each aspect also gets its probability-weighted score
+(the expected value over the 1–5 score tokens, read at the score's position in the JSON reply).
+A reply without usable logprobs keeps its integer scores; the run warns once and says so.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from langgraph.config import get_stream_writer
+
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import RoleClient
+from drpo.backends.logprobs import (
+    LogprobError,
+    TokenLogprobs,
+    expected_digit,
+    field_value_offset,
+    reply_bytes,
+)
 from drpo.nodes.context import RunContext
 from drpo.prompts.judge import JUDGE_ANSWER, fence, format_aspects, judgement_schema
 from drpo.state.types import Aspect, AspectScore, Judgement
 
+# Alternatives asked for at each token: enough to hold all five digits (OpenAI allows 20).
+TOP_LOGPROBS = 10
+SCORE_DIGITS = range(1, 6)
 
-async def judge_answer(
-    ctx: RunContext, query: str, answer: str, aspects: tuple[Aspect, ...], tag: str
-) -> Judgement:
+
+@dataclass(frozen=True)
+class ScoredJudgement:
+    """A judgement and, when it has integer scores only, why the probability scores are missing."""
+
+    judgement: Judgement
+    fallback: str | None = None
+
+
+async def score_answer(
+    judge: RoleClient, query: str, answer: str, aspects: tuple[Aspect, ...], tag: str
+) -> ScoredJudgement:
     """Score `answer`; an unusable judge reply yields missing scores with the error, never 0."""
     schema = judgement_schema(aspects)
     system, user = JUDGE_ANSWER.render(
         aspects=format_aspects(aspects), query=fence(query), answer=fence(answer)
     )
+    top = TOP_LOGPROBS if judge.gives_logprobs else 0
     try:
-        reply = (await ctx.models["judge"].structured(system, user, schema, tag=tag))[0]
-    except StructuredOutputError as exc:
-        return Judgement(scores=tuple(AspectScore(aspect=a.name) for a in aspects), error=str(exc))
-    verdicts = reply.model_dump()["scores"]
-    return Judgement(
-        scores=tuple(
-            AspectScore(
-                aspect=a.name,
-                score=verdicts[a.name]["score"],
-                rationale=verdicts[a.name]["rationale"],
-            )
-            for a in aspects
+        reply = await judge.structured_with_logprobs(
+            system, user, schema, top_logprobs=top, tag=tag
         )
+    except StructuredOutputError as exc:
+        missing = tuple(AspectScore(aspect=a.name) for a in aspects)
+        return ScoredJudgement(Judgement(scores=missing, error=str(exc)))
+    verdicts = reply.value.model_dump()["scores"]
+    integers = {a.name: verdicts[a.name]["score"] for a in aspects}
+    expected: dict[str, float] = {}
+    fallback = None
+    if top:
+        try:
+            expected = expected_scores(reply.logprobs, integers)
+        except LogprobError as exc:
+            fallback = str(exc)
+    scores = tuple(
+        AspectScore(
+            aspect=a.name,
+            score=integers[a.name],
+            rationale=verdicts[a.name]["rationale"],
+            expected=expected.get(a.name),
+        )
+        for a in aspects
     )
+    return ScoredJudgement(Judgement(scores=scores), fallback)
+
+
+def expected_scores(logprobs: TokenLogprobs | None, integers: dict[str, int]) -> dict[str, float]:
+    """Each aspect's expected score from the reply's token logprobs.
+
+    Raises LogprobError when the logprobs are missing or do not fit the reply: the digit found
+    at an aspect's score position must be the integer score the parsed reply holds.
+    """
+    if logprobs is None:
+        raise LogprobError("the endpoint returned no token logprobs")
+    reply, spans = reply_bytes(logprobs)
+    expected: dict[str, float] = {}
+    for aspect, integer in integers.items():
+        offset = field_value_offset(reply, aspect, "score")
+        if reply[offset : offset + 1] != str(integer).encode():
+            raise LogprobError(f"the logprobs do not spell {aspect}'s score {integer}")
+        expected[aspect] = expected_digit(logprobs, spans, offset, SCORE_DIGITS)
+    return expected
+
+
+async def judge_answer(
+    ctx: RunContext, query: str, answer: str, aspects: tuple[Aspect, ...], tag: str
+) -> Judgement:
+    """Score `answer` with the run's judge, warning once when logprobs are not usable."""
+    scored = await score_answer(ctx.models["judge"], query, answer, aspects, tag)
+    if scored.fallback is not None and not ctx.warned_integer_scores:
+        ctx.warned_integer_scores = True
+        _warn(
+            f"judge scores are integers, not probability-weighted ({scored.fallback}); "
+            "the run keeps going with integer rewards where logprobs are missing"
+        )
+    return scored.judgement
+
+
+def _warn(message: str) -> None:
+    try:
+        write = get_stream_writer()
+    except RuntimeError:  # called outside a graph run (a benchmark): nothing to tell
+        return
+    write({"event": "warning", "message": message})
 
 
 def critique_text(judgement: Judgement) -> str:

@@ -106,6 +106,11 @@ class RoleSettings(_Strict):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
         default=None, description="for reasoning models (o-series, gpt-5 family)"
     )
+    logprobs: bool = Field(
+        default=True,
+        description="ask for token logprobs where the role scores (the judge), for "
+        "probability-weighted scores; false for an endpoint that rejects the parameter",
+    )
     endpoints: list[ReplicaSettings] = Field(
         default_factory=list,
         description="several replicas serving the same model, instead of one endpoint",

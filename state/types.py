@@ -60,6 +60,9 @@ class AspectScore(_Frozen):
     aspect: str
     score: int | None = Field(default=None, ge=1, le=5)
     rationale: str = ""
+    # The probability-weighted score: the expected value over the 1–5 score tokens, read from
+    # the judge's token logprobs; None when the endpoint gave none (then `score` is the reward).
+    expected: float | None = Field(default=None, ge=1, le=5)
 
 
 class Judgement(_Frozen):
@@ -70,9 +73,29 @@ class Judgement(_Frozen):
 
     @property
     def reward(self) -> float | None:
-        """Mean of the usable aspect scores, or None when there is none (never 0)."""
+        """Mean of the usable aspect scores, or None when there is none (never 0).
+
+        The probability-weighted scores are used when every usable aspect has one: integers
+        from a small judge are nearly all equal, while the expected values still differ.
+        """
+        usable = [s for s in self.scores if s.score is not None]
+        if not usable:
+            return None
+        if self.probability_weighted:
+            return sum(s.expected or 0.0 for s in usable) / len(usable)
+        return sum(s.score or 0 for s in usable) / len(usable)
+
+    @property
+    def integer_reward(self) -> float | None:
+        """Mean of the usable integer scores, whatever the probability scores say."""
         usable = [s.score for s in self.scores if s.score is not None]
         return sum(usable) / len(usable) if usable else None
+
+    @property
+    def probability_weighted(self) -> bool:
+        """True when every usable aspect score has its probability-weighted value."""
+        usable = [s for s in self.scores if s.score is not None]
+        return bool(usable) and all(s.expected is not None for s in usable)
 
 
 class Feedback(_Frozen):

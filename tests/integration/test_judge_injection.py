@@ -33,7 +33,7 @@ from stub_server import StubRequest, StubServer
 import drpo.evals.harness
 import drpo.nodes.judging
 from drpo.backends.factory import build_langchain_model
-from drpo.backends.llm import RoleClient
+from drpo.backends.llm import RoleClient, ScoredReply
 from drpo.checkpoints.store import RunStore
 from drpo.evals.conditions import Condition
 from drpo.evals.harness import EvalPlan, run_evaluation
@@ -141,7 +141,7 @@ ASPECTS: tuple[Aspect, ...] = tuple(
 
 async def reward(judge: RoleClient, answer: str) -> float | None:
     """Judge `answer` through drpo's judge call (the one stage A and evaluation use)."""
-    ctx: Any = SimpleNamespace(models={"judge": judge})
+    ctx: Any = SimpleNamespace(models={"judge": judge}, warned_integer_scores=False)
     judgement = await judge_answer(ctx, QUERY, answer, ASPECTS, tag="test")
     return judgement.reward
 
@@ -294,6 +294,12 @@ class ScoresEverything:
 
     def __init__(self, pair_judge: RoleClient) -> None:
         self.pair_judge = pair_judge
+        self.gives_logprobs = pair_judge.gives_logprobs
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: Any, **kwargs: Any
+    ) -> ScoredReply[Any]:
+        return await self.pair_judge.structured_with_logprobs(system, user, schema, **kwargs)
 
     async def structured(self, system: str, user: str, schema: Any, **kwargs: Any) -> list[Any]:
         if schema.__name__ == "PairVerdict":

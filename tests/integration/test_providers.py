@@ -138,7 +138,9 @@ def test_llamacpp_mode_gets_exactly_the_requests_drpo_sent_before(tmp_path: Path
     models = {m.__name__: m for m in (AspectChoice, PromptProposal, ExampleRewrite)}
     fields = {"model", "stream", "messages", "temperature", "top_p", "max_completion_tokens"}
     for call in model_calls(stub):
-        assert set(call.body) - {"seed", "response_format"} == fields, call.body
+        # The judge also asks for token logprobs, for its probability-weighted scores.
+        scored = {"logprobs", "top_logprobs"} if call.role == "Judgement" else set()
+        assert set(call.body) - {"seed", "response_format"} == fields | scored, call.body
         if call.role in models:
             assert call.body["response_format"] == {
                 "type": "json_schema",

@@ -126,6 +126,8 @@ class StubRequest:
 
 Reply = str | list[str] | StubError
 Responder = Callable[[StubRequest], Reply]
+# Gives the `logprobs.content` list for a reply text, sent when the request asks for logprobs.
+LogprobsScript = Callable[[StubRequest, str], list[dict[str, Any]] | None]
 
 
 @dataclass(frozen=True)
@@ -552,11 +554,13 @@ class StubServer:
         models: Sequence[str] = (DEFAULT_MODEL,),
         verbose: bool = False,
         provider: str | None = None,
+        logprobs: LogprobsScript | None = None,
     ) -> None:
         self._responder = responder or deterministic_responder()
         self.provider = provider
         # Identity probes, kept apart from `requests` so call counts stay model calls.
         self.probes: list[str] = []
+        self._logprobs = logprobs
         self.latency = latency
         self.record_path = Path(record) if record is not None else None
         self.models = tuple(models)
@@ -863,6 +867,12 @@ class StubServer:
                 print(trace, file=sys.stderr)
             return StubError(500, _error_body(500, f"responder failed: {exc!r}"))
 
+    def _logprobs_for(self, request: StubRequest, text: str) -> dict[str, Any] | None:
+        if not request.body.get("logprobs") or self._logprobs is None:
+            return None
+        content = self._logprobs(request, text)
+        return None if content is None else {"content": content}
+
     def _reply(self, request: StubRequest, texts: list[str]) -> _Response:
         chat = request.path in _CHAT_PATHS
         completion_tokens = sum(_tokens(t) for t in texts)
@@ -885,7 +895,7 @@ class StubServer:
                     "index": i,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "finish_reason": "stop",
-                    "logprobs": None,
+                    "logprobs": self._logprobs_for(request, text),
                 }
                 for i, text in enumerate(texts)
             ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from drpo.backends.errors import StructuredOutputError
+from drpo.backends.llm import ScoredReply
 from drpo.checkpoints.store import RunStore
 from drpo.evals.conditions import Condition
 from drpo.evals.harness import EvalPlan, run_evaluation
@@ -33,6 +35,13 @@ class ScriptedRole:
         self.fail_on = fail_on
         self.interrupt = interrupt
         self.calls: list[str] = []
+        self.gives_logprobs = False
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> ScoredReply[BaseModel]:
+        (reply,) = await self.structured(system, user, schema, tag=tag)
+        return ScoredReply(reply)
 
     async def text(self, prompt: BasePrompt, *, tag: str = "", **_: Any) -> list[str]:
         self.calls.append(tag)
@@ -106,3 +115,47 @@ def test_an_interrupted_evaluation_is_marked_as_such(tmp_path: Path) -> None:
         asyncio.run(run_evaluation(plan(tmp_path), models, EvalRecorder(store, "eval-test")))
     row = store.db["eval_runs"].get("eval-test")
     assert row["status"] == "interrupted" and "Stopped" in row["error"]
+
+
+class FirstLeaningJudge(ScriptedRole):
+    """Always answers "A" (a pure position bias), but with more confidence when Careful is A."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gives_logprobs = True
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> ScoredReply[BaseModel]:
+        (reply,) = await self.structured(system, user, schema, tag=tag)
+        if schema.__name__ != "PairVerdict":
+            return ScoredReply(reply)
+        reply = schema.model_validate({"rationale": "r", "verdict": "A"})
+        first = 0.9 if "<answer_a>\nCareful" in user else 0.6
+        tokens = [
+            {"token": '{"rationale": "r", "verdict": "', "logprob": 0.0, "top_logprobs": []},
+            {
+                "token": "A",
+                "logprob": math.log(first),
+                "top_logprobs": [
+                    {"token": "A", "logprob": math.log(first)},
+                    {"token": "B", "logprob": math.log(1 - first)},
+                ],
+            },
+            {"token": '"}', "logprob": 0.0, "top_logprobs": []},
+        ]
+        return ScoredReply(reply, tokens)
+
+
+def test_pairwise_win_rate_uses_preference_probabilities(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": FirstLeaningJudge()}
+    asyncio.run(run_evaluation(plan(tmp_path), models, EvalRecorder(store, "eval-test")))
+    (pair,) = summarize(store, "eval-test").pairs
+    # Verdicts alone are "A" in both orders: a tie on every query. The probabilities keep
+    # Careful's edge: (0.9 + (1 - 0.6)) / 2 on each query.
+    assert pair.scoring == "probability"
+    assert pair.result.rate == pytest.approx(0.65)
+    assert pair.position.first_rate == 1.0
+    rows = list(store.db["eval_pairs"].rows_where("query_id = 'q1'", order_by="shown_order"))
+    assert [r["first_probability"] for r in rows] == pytest.approx([0.9, 0.6])
