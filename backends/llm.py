@@ -109,6 +109,8 @@ class RoleClient:
     run_id: str = ""
     # Several replicas of the endpoint; `model` is then the first replica's client.
     pool: ReplicaPool | None = None
+    # The hash of a run's own rubric (empty for the built-in one, so old keys stay valid).
+    rubric_hash: str = ""
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class RoleClient:
             "payload": payload,
             "sample": sample_key if sampled else "",
             "scope": self.run_id if (sampled or not self.share_cache) else "",
+            **({"rubric": self.rubric_hash} if self.rubric_hash else {}),
         }
         blob = json.dumps(identity, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()

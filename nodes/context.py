@@ -12,6 +12,8 @@ from typing import Protocol
 from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
 from drpo.nodes.budget import BudgetGate
+from drpo.nodes.metric import Metric
+from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.state.settings import Settings
 from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
 
@@ -85,6 +87,8 @@ class RunContext:
     validation: list[Query] = field(default_factory=list)
     seed_examples: list[Example] = field(default_factory=list)
     budget: BudgetGate | None = None
+    rubric: Rubric = BUILTIN_RUBRIC
+    metric: Metric | None = None
 
     def check_budget(self) -> None:
         """Called first by every model-calling node: raises BudgetReached at a step boundary."""

@@ -36,6 +36,9 @@ class Query(_Frozen):
     query: str
     category: Category = "general"
     harmful: bool = False
+    # The expected answer, when the task has one: the judge grades against it (reference-guided
+    # judging) and a metric receives it.
+    reference: str | None = None
 
 
 class Aspect(_Frozen):
@@ -44,6 +47,7 @@ class Aspect(_Frozen):
     name: str
     definition: str
     proposed: bool = False
+    weight: float = Field(default=1.0, ge=0.0)
 
 
 class AspectSelection(_Frozen):
@@ -60,6 +64,22 @@ class AspectScore(_Frozen):
     aspect: str
     score: int | None = Field(default=None, ge=1, le=5)
     rationale: str = ""
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class MetricScore(_Frozen):
+    """A programmatic metric's verdict on one answer: a value in [0, 1], or missing with the error."""
+
+    name: str
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    reason: str = ""
+    error: str | None = None
+    weight: float = Field(default=1.0, ge=0.0)
+
+    @property
+    def on_aspect_scale(self) -> float | None:
+        """The value on the judge's 1–5 scale, so the two can be averaged."""
+        return None if self.score is None else 1.0 + 4.0 * self.score
 
 
 class Judgement(_Frozen):
@@ -67,12 +87,21 @@ class Judgement(_Frozen):
 
     scores: tuple[AspectScore, ...] = ()
     error: str | None = None
+    metric: MetricScore | None = None
 
     @property
     def reward(self) -> float | None:
-        """Mean of the usable aspect scores, or None when there is none (never 0)."""
-        usable = [s.score for s in self.scores if s.score is not None]
-        return sum(usable) / len(usable) if usable else None
+        """Weighted mean of the usable scores (aspects and metric), or None when there is none.
+
+        A missing score is left out rather than counted as 0.
+        """
+        weighted = [(float(s.score), s.weight) for s in self.scores if s.score is not None]
+        if self.metric is not None and self.metric.on_aspect_scale is not None:
+            weighted.append((self.metric.on_aspect_scale, self.metric.weight))
+        total = sum(weight for _, weight in weighted)
+        if not weighted or total <= 0:
+            return None
+        return sum(value * weight for value, weight in weighted) / total
 
 
 class Feedback(_Frozen):

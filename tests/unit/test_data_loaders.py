@@ -201,7 +201,8 @@ def test_question_alias_and_unknown_category(tmp_path: Path) -> None:
 
 def test_queries_loader_accepts_an_examples_file(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "ex.jsonl", [{"id": "e", "query": "Q", "answer": "A"}])
-    assert load_queries(path) == [Query(id="e", query="Q")]
+    # The example's answer becomes the query's reference answer (issue #17).
+    assert load_queries(path) == [Query(id="e", query="Q", reference="A")]
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
 from drpo.nodes.rewrite import child_id, should_skip
 from drpo.nodes.select_rewards import normalise_choice
+from drpo.prompts.rubric import BUILTIN_RUBRIC
 from drpo.prompts.aspects import ASPECT_DEFINITIONS, canonical_name, catalogue_aspect
 from drpo.prompts.judge import fence, judgement_schema
 from drpo.prompts.selector import AspectChoice, NewAspect
@@ -423,7 +424,9 @@ def test_judgement_schema_rejects_missing_extra_and_out_of_range() -> None:
 
 def _ctx(**rewards: object) -> types.SimpleNamespace:
     overrides = {"rewards": rewards} if rewards else None
-    return types.SimpleNamespace(settings=load_settings(overrides=overrides, environ={}))
+    return types.SimpleNamespace(
+        settings=load_settings(overrides=overrides, environ={}), rubric=BUILTIN_RUBRIC
+    )
 
 
 def _choice(*aspects: tuple[str, str]) -> AspectChoice:
