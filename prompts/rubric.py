@@ -155,9 +155,10 @@ def _first_error(exc: ValidationError, data: object) -> str:
             f"{where.strip() or 'aspect'}: 'applies' must be \"always\", \"selector\" or "
             f"{{categories = [...]}} with known categories"
         )
-    field = ".".join(p for p in location if not p.isdigit() and p != "aspects") or "rubric"
     message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}{field}: {message}" if where else f"{field}: {message}"
+    if where:
+        return f"{where}{'.'.join(location[2:])}: {message}"
+    return f"{'.'.join(location) or 'rubric'}: {message}"
 
 
 def _aspect_label(location: list[str], data: object) -> str:
