@@ -311,7 +311,7 @@ def _reference(source: str, record: _Record) -> str | None:
 
 def _given(value: Any) -> bool:
     # A CSV row has every column; an empty cell means "no value", as a missing JSON key does.
-    return value is not None and not (isinstance(value, str) and not value.strip())
+    return bool(value is not None and not (isinstance(value, str) and not value.strip()))
 
 
 def _id(source: str, stem: str, record: _Record) -> str:

@@ -290,9 +290,9 @@ def optimize(
         if budget:
             overrides = deep_merge(overrides, {"budget": budget})
         settings = load_settings(config, preset, overrides)
-        run_rubric(settings)  # a bad rubric or metric is bad input, even for --estimate
+        rubric = run_rubric(settings)  # a bad rubric or metric is bad input, even for --estimate
         with_metric(settings, None)
-        forecast = describe(estimate_run(settings, load_run_data(settings)))
+        forecast = describe(estimate_run(settings, load_run_data(settings), rubric))
         if estimate_only:
             out.print(describe_settings(settings), highlight=False, soft_wrap=True)
             out.print(forecast, highlight=False, soft_wrap=True)

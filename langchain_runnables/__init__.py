@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -44,11 +44,13 @@ __all__ = ["AlignedChat", "aligned_prompt", "load_aligned"]
 CLIENT_SYSTEM_MARKER = "\n\n# Additional instructions\n\n"
 DEFAULT_STORE = Path("drpo-runs/runs.db")
 
-RunSource = AlignedPrompt | RunResult | str | os.PathLike[str]
-AlignedInput = str | Mapping[str, Any] | Sequence[BaseMessage]
+RunSource: TypeAlias = AlignedPrompt | RunResult | str | os.PathLike[str]
+AlignedInput: TypeAlias = str | Mapping[str, Any] | Sequence[BaseMessage]
 
 
-def load_aligned(run_or_file: RunSource, store: str | os.PathLike[str] = DEFAULT_STORE) -> AlignedPrompt:
+def load_aligned(
+    run_or_file: RunSource, store: str | os.PathLike[str] = DEFAULT_STORE
+) -> AlignedPrompt:
     """The aligned prompt of a run (id or RunResult, from `store`) or of an exported .json file."""
     if isinstance(run_or_file, AlignedPrompt):
         return run_or_file
@@ -109,7 +111,7 @@ def _last_human(messages: list[BaseMessage]) -> int:
 def _conversation(
     system: str, user: str, messages: list[BaseMessage], index: int
 ) -> list[BaseMessage]:
-    """The alignment system message, then the caller's turns with the query as the search sent it."""
+    """The alignment system message, then the caller's turns with the query as searched."""
     client_system = [str(m.content) for m in messages if isinstance(m, SystemMessage)]
     if client_system:
         system += CLIENT_SYSTEM_MARKER + "\n\n".join(client_system)

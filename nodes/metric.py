@@ -48,7 +48,7 @@ def import_metric(path: str) -> Metric:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any error in the user's module is bad input
+    except Exception as exc:
         raise ConfigError(f"metric {path!r} cannot be imported: {_one_line(exc)}") from None
     for part in attribute.split("."):
         target = getattr(target, part, None)
@@ -88,8 +88,10 @@ async def score_answer(
             # A thread, so a slow metric (a test suite, a parser) does not stall the model calls.
             value = await asyncio.to_thread(metric, query, answer, reference)
         score, reason = _read(value)
-    except Exception as exc:  # noqa: BLE001 - a failing metric must not stop the run
-        return MetricScore(name=name, weight=weight, error=f"metric {name} failed: {_one_line(exc)}")
+    except Exception as exc:
+        return MetricScore(
+            name=name, weight=weight, error=f"metric {name} failed: {_one_line(exc)}"
+        )
     return MetricScore(name=name, weight=weight, score=score, reason=reason[:REASON_MAX_CHARS])
 
 

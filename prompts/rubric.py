@@ -152,7 +152,7 @@ def _first_error(exc: ValidationError, data: object) -> str:
     where = _aspect_label(location, data)
     if "applies" in location:
         return (
-            f"{where.strip() or 'aspect'}: 'applies' must be \"always\", \"selector\" or "
+            f'{where.strip() or "aspect"}: \'applies\' must be "always", "selector" or '
             f"{{categories = [...]}} with known categories"
         )
     message = str(first["msg"]).removeprefix("Value error, ")
@@ -162,7 +162,7 @@ def _first_error(exc: ValidationError, data: object) -> str:
 
 
 def _aspect_label(location: list[str], data: object) -> str:
-    """"aspect 'Name' " for an error inside one aspect, so the user finds it in the file."""
+    """ "aspect 'Name' " for an error inside one aspect, so the user finds it in the file."""
     if len(location) < 2 or location[0] != "aspects" or not location[1].isdigit():
         return ""
     index = int(location[1])

@@ -68,7 +68,7 @@ class AspectScore(_Frozen):
 
 
 class MetricScore(_Frozen):
-    """A programmatic metric's verdict on one answer: a value in [0, 1], or missing with the error."""
+    """A metric's verdict on an answer: a value in [0, 1], or missing with its error."""
 
     name: str
     score: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -1,6 +1,8 @@
-"""JSON-schema validity for an extraction task: the answer must be one JSON object that
-validates against the task's schema (a pydantic model, whose JSON schema is `Contact.model_json_schema()`),
-with half the score for validity and half for the fields agreeing with the reference.
+"""JSON-schema validity for an extraction task, as a drpo metric.
+
+The answer must be one JSON object valid for the task's schema — a pydantic model, so the schema
+is `Contact.model_json_schema()` — for half the score; the other half is for the fields that
+agree with the reference.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""drpo.langchain: the aligned prompt and AlignedChat send what the search scored, also in LangGraph."""
+"""drpo.langchain: aligned_prompt and AlignedChat send what the search scored, also in LangGraph."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def searched(stub: StubServer, make_settings: Callable[..., Settings]) -> tuple[RunResult, Settings]:
+def searched(
+    stub: StubServer, make_settings: Callable[..., Settings]
+) -> tuple[RunResult, Settings]:
     stub.set_responder(ScriptedLLM())
     settings = make_settings(
         search={"width": 2, "actions": 2, "depth": 1, "batch_size": 1, "validation_size": 2},
@@ -106,7 +108,9 @@ def test_the_prompt_runnable_from_an_exported_file_equals_the_search_prompt(
     query = next(iter(scored))
     built = prompt.invoke([SystemMessage(content="Answer in French."), HumanMessage(content=query)])
     system = built.to_messages()[0].content
-    assert system == scored[query][0]["content"] + "\n\n# Additional instructions\n\nAnswer in French."
+    assert (
+        system == scored[query][0]["content"] + "\n\n# Additional instructions\n\nAnswer in French."
+    )
 
 
 class _QA(TypedDict, total=False):

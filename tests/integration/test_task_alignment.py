@@ -20,7 +20,8 @@ from scripted_llm import ScriptedLLM
 from stub_server import StubServer
 
 from drpo.checkpoints.store import METRIC_ASPECT, RunStore
-from drpo.graph.api import RunError, RunPaused, optimize, resume
+from drpo.graph.api import RunError, RunPaused, load_run_data, optimize, resume
+from drpo.graph.estimate import estimate_run
 from drpo.state.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,9 @@ def test_a_metric_only_search_makes_no_selector_or_judge_call(
     result = optimize(settings)
     assert result.status == "completed"
     assert stub.count("AspectChoice", "Judgement", "ExampleRewrite") == 0
+    forecast = estimate_run(settings, load_run_data(settings)).roles
+    assert forecast["selector"].calls == forecast["judge"].calls == 0
+    assert forecast["base"].calls >= stub.count("base")
     assert stub.count("base") > 0 and stub.count("PromptProposal") > 0
     judged = _rows(
         settings,
@@ -199,7 +203,7 @@ def test_resume_reimports_the_metric_and_asks_again_for_a_bare_callable(
     with pytest.raises(RunPaused) as paused:
         optimize(settings, metric=local_metric)
     run_id = paused.value.run_id
-    with pytest.raises(RunError, match="Python callable .*local_metric.* no import path"):
+    with pytest.raises(RunError, match=r"Python callable .*local_metric.* no import path"):
         resume(run_id, store_path=settings.store, budget={"calls": 500})
     result = resume(run_id, store_path=settings.store, budget={"calls": 500}, metric=local_metric)
     assert result.status == "completed" and scored
@@ -279,7 +283,10 @@ def test_a_bad_rubric_is_refused_before_anything_is_written(
     [
         ("no_such_metrics:exact", "metric 'no_such_metrics:exact' cannot be imported"),
         ("task_metrics:missing", "module 'task_metrics' has no 'missing'"),
-        ("task_metrics", "invalid setting 'rewards.metric': Value error, must be 'module:function'"),
+        (
+            "task_metrics",
+            "invalid setting 'rewards.metric': Value error, must be 'module:function'",
+        ),
     ],
 )
 def test_a_metric_that_cannot_be_imported_is_refused(

@@ -140,7 +140,5 @@ def test_queries_with_a_reference_are_graded_against_it(tmp_path: Path) -> None:
         u.startswith("<reference>\nWater falling from clouds.\n</reference>") for u in guided
     )
     assert plain and not any("<reference>" in u for u in plain)
-    templates = {
-        row["query_id"]: row["template"] for row in store.db["eval_scores"].rows
-    }
+    templates = {row["query_id"]: row["template"] for row in store.db["eval_scores"].rows}
     assert templates == {"q1": "eval_judge_absolute_reference", "q2": "eval_judge_absolute"}

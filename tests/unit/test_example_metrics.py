@@ -33,7 +33,9 @@ def test_schema_validity_scores_the_json_and_then_the_fields() -> None:
     reference = json.dumps({"name": "Tom Berg", "email": "tom@x.org", "company": None})
     fenced = f"```json\n{reference}\n```"
     assert valid("q", fenced, reference).score == 1.0
-    partly = valid("q", json.dumps({"name": "Tom", "email": "tom@x.org", "company": None}), reference)
+    partly = valid(
+        "q", json.dumps({"name": "Tom", "email": "tom@x.org", "company": None}), reference
+    )
     assert partly.score == pytest.approx(0.5 + 0.5 * 2 / 3) and "wrong: name" in partly.reason
     assert valid("q", '{"name": "Tom", "extra": 1}', reference).score == 0.0
     assert valid("q", "Sure! Here it is.", reference).score == 0.0

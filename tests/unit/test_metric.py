@@ -22,7 +22,9 @@ def _const(value: Any) -> Any:
 
 async def test_a_float_or_a_result_with_a_reason_is_a_score() -> None:
     plain = await score_answer(_const(0.25), 2.0, "q", "a", "r")
-    reasoned = await score_answer(_const(MetricResult(score=1, reason="exact")), 1.0, "q", "a", None)
+    reasoned = await score_answer(
+        _const(MetricResult(score=1, reason="exact")), 1.0, "q", "a", None
+    )
     assert (plain.score, plain.weight, plain.error) == (0.25, 2.0, None)
     assert (reasoned.score, reasoned.reason) == (1.0, "exact")
 

@@ -13,9 +13,9 @@ from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
 from drpo.nodes.rewrite import child_id, should_skip
 from drpo.nodes.select_rewards import normalise_choice
-from drpo.prompts.rubric import BUILTIN_RUBRIC
 from drpo.prompts.aspects import ASPECT_DEFINITIONS, canonical_name, catalogue_aspect
 from drpo.prompts.judge import fence, judgement_schema
+from drpo.prompts.rubric import BUILTIN_RUBRIC
 from drpo.prompts.selector import AspectChoice, NewAspect
 from drpo.state.graph_state import RewriteTask
 from drpo.state.settings import load_settings
