@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drpo.backends.errors import StructuredOutputError
 from drpo.nodes.context import RunContext
-from drpo.prompts.judge import judge_messages, judgement_schema
+from drpo.prompts.judge import fence, judge_messages, judgement_schema
 from drpo.state.types import Aspect, AspectScore, Judgement
 
 
@@ -24,7 +24,8 @@ async def judge_answer(
     if not aspects:
         return Judgement()
     schema = judgement_schema(aspects)
-    system, user = judge_messages(aspects, query, answer, reference)
+    fenced_reference = None if reference is None else fence(reference)
+    system, user = judge_messages(aspects, fence(query), fence(answer), fenced_reference)
     try:
         reply = (await ctx.models["judge"].structured(system, user, schema, tag=tag))[0]
     except StructuredOutputError as exc:

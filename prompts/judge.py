@@ -74,16 +74,14 @@ JUDGE_ANSWER_WITH_REFERENCE = PromptTemplate(
 def judge_messages(
     aspects: tuple[Aspect, ...], query: str, answer: str, reference: str | None
 ) -> tuple[str, str]:
-    """The judge's (system, user) messages, reference-guided when the query has a reference."""
+    """The judge's (system, user) messages, reference-guided when there is a reference.
+
+    The texts must already be fenced (`fence`): the caller applies it, so one place guards them.
+    """
     if reference is None:
-        return JUDGE_ANSWER.render(
-            aspects=format_aspects(aspects), query=fence(query), answer=fence(answer)
-        )
+        return JUDGE_ANSWER.render(aspects=format_aspects(aspects), query=query, answer=answer)
     return JUDGE_ANSWER_WITH_REFERENCE.render(
-        aspects=format_aspects(aspects),
-        query=fence(query),
-        answer=fence(answer),
-        reference=fence(reference),
+        aspects=format_aspects(aspects), query=query, answer=answer, reference=reference
     )
 
 

@@ -5,7 +5,7 @@
 `drpo.langchain.AlignedChat`, so both are built exactly as the search built its prompts. The
 base model is called with the run's own decoding settings.
 
-    .venv/bin/python examples/task_qa/heldout.py RUN [--store drpo-runs/runs.db]
+    .venv/bin/python examples/task_qa/heldout.py RUN [--store drpo-runs/runs.db] [--only before]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--store", type=Path, default=Path("drpo-runs/runs.db"))
     parser.add_argument("--heldout", type=Path, default=HERE / "heldout.jsonl")
+    # "before" needs only the run's settings, so it can be measured while the search runs.
+    parser.add_argument("--only", choices=("before", "after"), default=None)
     args = parser.parse_args()
     store = RunStore(args.store)
     row = store.run(args.run)
@@ -60,7 +62,8 @@ def main() -> None:
             mode=base.mode,
             retrieval=settings.data.retrieval,
         )
-        for label, run in (("before", before), ("after", args.run)):
+        conditions = (("before", before), ("after", args.run))
+        for label, run in (c for c in conditions if args.only in (None, c[0])):
             chat = AlignedChat(model=model, run=run, store=args.store)
             started = time.monotonic()
             replies = chat.batch(
