@@ -43,12 +43,22 @@ class EmbeddedServerError(RuntimeError):
 
 
 def default_threads() -> int:
-    """CPU threads for llama.cpp: the cores this process may use, at most 8."""
+    """CPU threads for llama.cpp: the cores this process may use that others do not, 1 to 8.
+
+    llama.cpp's threads wait for each other at every step, so one thread on a core another
+    program holds stalls them all: on 2 cores shared with other work, 1 thread decoded 10× and
+    prefilled 2× faster than 2 (bench/server_options.py, README "Performance"). Cores already
+    busy are read from the 1-minute load average when the server starts.
+    """
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 2
-    return max(1, min(available, 8))
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        busy = 0
+    return max(1, min(available - busy, 8))
 
 
 class EmbeddedServer:
@@ -65,8 +75,11 @@ class EmbeddedServer:
         threads: int | None = None,
         startup_timeout: float = 120.0,
         verbose: bool = False,
+        tuning: dict[str, str] | None = None,
     ) -> None:
         self.model = Path(model)
+        # Extra llama_server flags (`{"--ubatch": "64"}`), for benchmarks of server options.
+        self.tuning = dict(tuning or {})
         self.host = host
         self.requested_port = port
         self.slots = slots
@@ -120,6 +133,7 @@ class EmbeddedServer:
                 "--ctx": str(self.ctx),
                 "--threads": str(self.threads),
                 "--parent-pid": str(os.getpid()),
+                **self.tuning,
             }
             command = [
                 *(sys.executable, "-m", "drpo.backends.llama_server", "--die-with-parent"),

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx
 from langchain_core.language_models import BaseLanguageModel
-from langchain_openai import ChatOpenAI, OpenAI
+from langchain_openai import AzureChatOpenAI, ChatOpenAI, OpenAI
 
 from drpo.backends.errors import CredentialError
 from drpo.backends.llm import CallSink, ReplyCache, RoleClient
+from drpo.backends.providers import (
+    ProviderProfile,
+    effective_profile,
+    model_options,
+    resolve_kind,
+    static_kind,
+)
 from drpo.backends.replicas import Replica, ReplicaBoard, ReplicaPool
 from drpo.state.settings import ROLES, RoleName, RoleSettings, Settings
 
@@ -52,8 +59,13 @@ def endpoint_identity(settings: RoleSettings) -> str:
 
 
 def build_langchain_model(
-    settings: RoleSettings, base_url: str, api_key: str, model_name: str
+    settings: RoleSettings,
+    base_url: str,
+    api_key: str,
+    model_name: str,
+    profile: ProviderProfile | None = None,
 ) -> BaseLanguageModel[Any]:
+    profile = profile or effective_profile(settings, static_kind(settings))
     common: dict[str, Any] = {
         # A client per model, not LangChain's process-wide one: that one is bound to the first
         # event loop, so a second `optimize()` in the same process would fail.
@@ -61,19 +73,30 @@ def build_langchain_model(
         "model": model_name,
         "base_url": base_url,
         "api_key": api_key,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_tokens": settings.max_tokens,
+        # Sampling and length as this provider takes them (reasoning models: no temperature).
+        **model_options(settings, profile),
         # ChatOpenAI has no timeout by default: a hung server would stall a run forever.
         "timeout": settings.timeout,
         "max_retries": settings.retries,
     }
     if settings.mode == "completion":
         return OpenAI(**common)
+    if profile.kind == "azure" and settings.api_version:
+        # Azure's classic URLs: /openai/deployments/{model}/chat/completions?api-version=…
+        # (without api_version, `endpoint` is Azure's v1 API and ChatOpenAI talks to it).
+        del common["base_url"]
+        return AzureChatOpenAI(
+            **common,
+            azure_endpoint=base_url,
+            azure_deployment=model_name,
+            api_version=settings.api_version,
+        )
     return ChatOpenAI(**common)
 
 
-def build_pool(settings: RoleSettings, api_key: str, board: ReplicaBoard) -> ReplicaPool:
+def build_pool(
+    settings: RoleSettings, api_key: str, board: ReplicaBoard, profile: ProviderProfile
+) -> ReplicaPool:
     """One client per replica. The SDK does not retry on its own here: a failed request moves
     to another replica at once, and the role's `retries` add attempts after every replica."""
     single = settings.model_copy(update={"retries": 0})
@@ -82,7 +105,7 @@ def build_pool(settings: RoleSettings, api_key: str, board: ReplicaBoard) -> Rep
         [
             Replica(
                 state=board.state(r.url, r.max_concurrency),
-                model=build_langchain_model(single, r.url, api_key, settings.model),
+                model=build_langchain_model(single, r.url, api_key, settings.model, profile),
             )
             for r in settings.endpoints
         ],
@@ -124,22 +147,26 @@ def build_role_models(
             if pool is None:
                 raise RuntimeError("an embedded endpoint needs a server pool")
             base_url = pool.url_for(role_settings.model_path or role_settings.model)
-            # llama.cpp re-processes the prompt for every extra choice and miscounts their
-            # tokens, so separate calls are as cheap and keep the accounting right.
-            role_settings = role_settings.model_copy(update={"supports_n": False})
             model_name = "local"
         else:
             base_url = role_settings.endpoint
             model_name = role_settings.model
         api_key = api_key_for(role, role_settings, environ)
-        replicas = build_pool(role_settings, api_key, board) if role_settings.endpoints else None
+        profile = effective_profile(role_settings, resolve_kind(role, role_settings, api_key))
+        if role_settings.is_embedded:
+            # Whatever `supports_n` says: the embedded server gets one request per choice.
+            profile = replace(profile, supports_n=False)
+        replicas = (
+            build_pool(role_settings, api_key, board, profile) if role_settings.endpoints else None
+        )
         clients[role] = RoleClient(
             role=role,
             settings=role_settings,
             pool=replicas,
             model=replicas.replicas[0].model
             if replicas
-            else build_langchain_model(role_settings, base_url, api_key, model_name),
+            else build_langchain_model(role_settings, base_url, api_key, model_name, profile),
+            profile=profile,
             endpoint_id=endpoint_identity(role_settings),
             cache=cache,
             sink=sink,

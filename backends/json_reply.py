@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,13 +62,20 @@ def _balanced_blocks(text: str) -> Iterator[str | None]:
         start = text.find("{", start + 1)
 
 
-def parse_reply(text: str, schema: type[ModelT]) -> ModelT:
-    """Parse `text` into `schema`, raising ReplyParseError with a one-line reason."""
+def parse_reply(
+    text: str, schema: type[ModelT], prepare: Callable[[Any], Any] | None = None
+) -> ModelT:
+    """Parse `text` into `schema`, raising ReplyParseError with a one-line reason.
+
+    `prepare` adjusts the decoded JSON before validation (e.g. drops a strict schema's nulls).
+    """
     candidate = extract_json_object(text)
     try:
         data = json.loads(candidate)
     except json.JSONDecodeError as exc:
         raise ReplyParseError(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    if prepare is not None:
+        data = prepare(data)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

@@ -17,8 +17,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# ggml_type values (ggml.h) of the KV cache types worth trying on a CPU.
+_KV_TYPES = {"f16": 1, "q8_0": 8}
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 _PARENT_POLL_SECONDS = 1.0
 
 
@@ -34,6 +38,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=4, help="parallel requests (n_parallel)")
     parser.add_argument("--ctx", type=int, default=8192, help="KV cache tokens shared by all slots")
     parser.add_argument("--threads", type=int, default=2)
+    # Tuning knobs, llama.cpp's defaults unless given; bench/server_options.py compares them.
+    parser.add_argument("--ubatch", type=int, default=None, help="physical batch (n_ubatch)")
+    parser.add_argument("--poll", type=int, default=None, help="thread busy-wait level, 0–100")
+    parser.add_argument("--flash-attn", choices=("auto", "on", "off"), default=None)
+    parser.add_argument("--kv-type", choices=tuple(_KV_TYPES), default=None, help="KV cache type")
+    parser.add_argument(
+        "--cache-reuse", type=int, default=None, help="min chunk reused by KV shifting (0 off)"
+    )
     parser.add_argument("--verbose", action="store_true", help="llama.cpp's info-level log")
     parser.add_argument(
         "--die-with-parent", action="store_true", help="exit when the starting process dies"
@@ -71,6 +83,23 @@ def _die_with_parent(stop: threading.Event, parent_pid: int | None) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _apply_tuning(params: object, args: argparse.Namespace) -> None:
+    """Set the tuning knobs that were given; the others keep llama.cpp's defaults."""
+    p: Any = params
+    if args.ubatch is not None:
+        p.n_ubatch = args.ubatch
+    if args.poll is not None:
+        p.cpuparams.poll = args.poll
+        p.cpuparams_batch.poll = args.poll
+    if args.flash_attn is not None:
+        p.flash_attn_type = _FLASH_ATTN[args.flash_attn]
+    if args.kv_type is not None:
+        p.cache_type_k = _KV_TYPES[args.kv_type]
+        p.cache_type_v = _KV_TYPES[args.kv_type]
+    if args.cache_reuse is not None:
+        p.n_cache_reuse = args.cache_reuse
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     stop = threading.Event()
@@ -101,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     params.kv_unified = True
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    _apply_tuning(params, args)
     # llama.cpp logs every request at its default level 3; 1 keeps errors only, so the log file
     # of a long run stays small.
     params.verbosity = 3 if args.verbose else 1

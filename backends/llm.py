@@ -9,11 +9,13 @@ to the run store. A cached reply is recorded as a cache hit and never counted as
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,14 +28,33 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel
 
-from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
+from drpo.backends.errors import (
+    EndpointDown,
+    EndpointRefused,
+    LLMCallError,
+    StructuredOutputError,
+)
 from drpo.backends.json_reply import ReplyParseError, parse_reply
+from drpo.backends.providers import (
+    ProviderProfile,
+    effective_profile,
+    extra_fields,
+    static_kind,
+)
+from drpo.backends.refusals import describe_refusal
 from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
+from drpo.backends.structured_output import drop_null_optionals, reply_format
 from drpo.prompts.base import BasePrompt
 from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
+
+# LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
+# refusal (backends/refusals.py) already says what happened and which setting fixes it.
+warnings.filterwarnings(
+    "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
+)
 
 # Which part of the schedule the current task belongs to, so every call record can be summed by
 # stage and level. A context variable, because LangGraph runs each task in its own context.
@@ -111,6 +132,18 @@ class RoleClient:
     pool: ReplicaPool | None = None
     # The hash of a run's own rubric (empty for the built-in one, so old keys stay valid).
     rubric_hash: str = ""
+    # What the endpoint accepts (structured output, n); the factory sets the detected one.
+    profile: ProviderProfile | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile is None:
+            self.profile = effective_profile(self.settings, static_kind(self.settings))
+
+    @property
+    def rules(self) -> ProviderProfile:
+        """The endpoint's profile (always set after construction)."""
+        assert self.profile is not None
+        return self.profile
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -136,6 +169,8 @@ class RoleClient:
             "scope": self.run_id if (sampled or not self.share_cache) else "",
             **({"rubric": self.rubric_hash} if self.rubric_hash else {}),
         }
+        if s.reasoning_effort is not None:
+            identity["reasoning_effort"] = s.reasoning_effort
         blob = json.dumps(identity, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -166,23 +201,10 @@ class RoleClient:
 
         Raises StructuredOutputError when no reply parses after the retries.
         """
-        json_schema = schema.model_json_schema()
-        mode = self.settings.structured_output
-        if mode != "json_schema":
-            system += "\n\nThe reply must be one JSON object valid for this JSON schema:\n"
-            system += json.dumps(json_schema, ensure_ascii=False)
-        response_format: dict[str, Any] | None = None
-        if mode == "json_schema":
-            response_format = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": json_schema.get("title", "Reply"),
-                    "schema": json_schema,
-                    "strict": True,
-                },
-            }
-        elif mode == "json_object":
-            response_format = {"type": "json_object"}
+        wire = reply_format(schema, self.rules)
+        system += wire.system_suffix
+        response_format = wire.response_format
+        prepare = functools.partial(drop_null_optionals, model=schema) if wire.drops_nulls else None
 
         results: list[ModelT] = []
         wanted = n
@@ -208,7 +230,7 @@ class RoleClient:
             )
             for text in texts:
                 try:
-                    results.append(parse_reply(text, schema))
+                    results.append(parse_reply(text, schema, prepare))
                 except ReplyParseError as exc:
                     last_error, last_reply = str(exc), text[:4000]
                     self._record_invalid(tag, last_error)
@@ -245,7 +267,7 @@ class RoleClient:
             if hit is not None and len(hit.texts) >= n:
                 self._record(self._hit(key, tag, started))
                 return list(hit.texts[:n])
-        if n > 1 and not self.settings.supports_n:
+        if n > 1 and not self.rules.supports_n:
             # One request per choice, all in flight at once (they are independent samples, and
             # a server with parallel slots serves them side by side), each cached under its own
             # key as soon as it arrives, so a crash after some replays those and pays the rest.
@@ -308,10 +330,13 @@ class RoleClient:
     ) -> CachedReply:
         """Send one request; store its reply and record the paid call before returning it."""
         kwargs: dict[str, Any] = {}
+        extra = extra_fields(self.settings, self.rules)
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
             # reply cut off at max_tokens, which must instead count as a malformed reply.
-            kwargs["extra_body"] = {"response_format": response_format}
+            extra["response_format"] = response_format
+        if extra:
+            kwargs["extra_body"] = extra
         if n > 1:
             kwargs["n"] = n
         seed = self.settings.seed
@@ -345,6 +370,12 @@ class RoleClient:
                 raise LLMCallError(
                     self.role, f"{message} (after {self.settings.retries} retries)"
                 ) from None
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                # The same request would be refused again: no retry, and the line names the
+                # setting that changes it.
+                message, fix = describe_refusal(self.role, self.endpoint_id, self.rules, exc)
+                self._record_error(key, tag, started, t0, message)
+                raise EndpointRefused(self.role, message, fix) from None
             except openai.OpenAIError as exc:
                 message = self._describe(exc)
                 self._record_error(key, tag, started, t0, message)

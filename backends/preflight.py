@@ -14,6 +14,7 @@ import httpx
 
 from drpo.backends.errors import CredentialError
 from drpo.backends.factory import api_key_for
+from drpo.backends.providers import resolve_kind
 from drpo.state.settings import ROLES, ConfigError, Settings
 
 PROBE_TIMEOUT = 10.0
@@ -39,6 +40,7 @@ def check_settings(settings: Settings, environ: Mapping[str, str] | None = None)
     for role in ROLES:
         role_settings = settings.role(role)
         if role_settings.is_embedded:
+            resolve_kind(role, role_settings, "")
             _check_embedded_model(role, role_settings.model, role_settings.model_path)
         else:
             api_key_for(role, role_settings, environ)
@@ -71,6 +73,9 @@ def check_settings(settings: Settings, environ: Mapping[str, str] | None = None)
             if len(dead) == 1:
                 raise dead[0]
             raise ConfigError(f"{role}: no replica is reachable ({dead[0]}, …)")
+        # A provider that contradicts what the endpoint says about itself fails here, before
+        # anything is written, rather than as a refused first call.
+        resolve_kind(role, role_settings, key)
         warnings += [f"{error} — calls go to the other replicas" for error in dead]
     return warnings
 

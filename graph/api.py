@@ -13,21 +13,24 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import ValidationError
 
 from drpo.backends.embeddings import EmbeddingTable, embed_in_child
-from drpo.backends.errors import LLMCallError
+from drpo.backends.errors import EndpointRefused, LLMCallError
 from drpo.backends.factory import build_role_models
+from drpo.backends.llm import CachedReply, CallRecord
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
+from drpo.backends.speed_probe import ProbeFailed, probe_speed
 from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
 from drpo.data.loaders import (
@@ -45,10 +48,33 @@ from drpo.nodes.level import level_batch
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
 from drpo.nodes.prepare import seeded_order
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric, load_rubric, parse_rubric
-from drpo.state.settings import ROLES, ConfigError, Settings, settings_from_stored
-from drpo.state.types import Example, Query, RunResult
+from drpo.state.events import (
+    BeamEntry,
+    CallFinished,
+    LevelDone,
+    ReviewNeeded,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    RunWarning,
+    SpeedMeasured,
+    StepFinished,
+)
+from drpo.state.settings import (
+    ROLES,
+    ConfigError,
+    RoleSettings,
+    Settings,
+    deep_merge,
+    format_validation_error,
+    settings_from_stored,
+)
+from drpo.state.types import Example, Query, ReviewRequest, RunResult
 
-EventHandler = Callable[[dict[str, Any]], None]
+if TYPE_CHECKING:
+    from drpo.backends.embedded import EmbeddedServerPool
+
+EventHandler = Callable[[RunEvent], None]
 RECURSION_LIMIT = 100_000
 WAITING = "waiting for a review decision"
 
@@ -161,9 +187,68 @@ def stored_metric(settings: Settings, run_id: str, metric: Metric | None) -> Met
     return None
 
 
+def call_event(record: CallRecord) -> CallFinished:
+    return CallFinished(
+        role=record.role,
+        model=record.model,
+        endpoint=record.endpoint,
+        outcome=record.outcome,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cached_tokens=record.cached_tokens,
+        seconds=record.latency,
+        stage=record.stage,
+        level=record.level,
+    )
+
+
+def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
+    """Time each embedded server once, before the search loads it; a failure is one warning."""
+    events: list[RunEvent] = []
+    for path, server in pool.servers.items():
+        try:
+            speed = probe_speed(server.root_url)
+        except ProbeFailed as exc:
+            events.append(RunWarning(message=f"no time estimate: {exc}"))
+            continue
+        events.append(
+            SpeedMeasured(
+                model=path.name,
+                prefill_per_second=speed.prefill_per_second,
+                decode_per_second=speed.decode_per_second,
+            )
+        )
+    return events
+
+
+class _ObservedRecorder(RunRecorder):
+    """The run recorder that also reports every recorded call as a `CallFinished` event.
+
+    It stays one object as cache and sink, so a paid call and its reply keep being written in
+    one transaction; the event follows the write.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, on_event: EventHandler) -> None:
+        super().__init__(store, run_id)
+        self.on_event = on_event
+
+    def record_call(self, record: CallRecord) -> None:
+        super().record_call(record)
+        self.on_event(call_event(record))
+
+    def put(self, key: str, reply: CachedReply, record: CallRecord | None = None) -> None:
+        super().put(key, reply, record)
+        if record is not None:
+            self.on_event(call_event(record))
+
+
 @asynccontextmanager
 async def open_run(
-    settings: Settings, run_id: str, store: RunStore, metric: Metric | None = None
+    settings: Settings,
+    run_id: str,
+    store: RunStore,
+    on_event: EventHandler | None = None,
+    metric: Metric | None = None,
 ) -> AsyncIterator[
     tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, BaseCheckpointSaver[Any]]
 ]:
@@ -179,7 +264,11 @@ async def open_run(
 
             pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
             stack.callback(pool.close)
-        recorder = RunRecorder(store, run_id)
+        recorder = (
+            RunRecorder(store, run_id)
+            if on_event is None
+            else _ObservedRecorder(store, run_id, on_event)
+        )
         models = await asyncio.to_thread(
             build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
         )
@@ -187,6 +276,10 @@ async def open_run(
         if not rubric.is_builtin:
             for role in ("selector", "judge"):
                 models[role].rubric_hash = rubric.hash
+        if pool is not None and on_event is not None:
+            # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
+            for event in await asyncio.to_thread(measure_speed, pool):
+                on_event(event)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         retrieval = resolve_kind(settings.data.retrieval)
         table: EmbeddingTable | None = None
@@ -270,32 +363,62 @@ async def _stream(
             stream_mode=["updates", "custom"],
         ):
             if on_event is not None:
-                if mode == "custom":
-                    # With several stream modes astream yields (mode, chunk) pairs, which its
-                    # annotations do not describe: a custom chunk is the event a node wrote.
-                    on_event(chunk)  # type: ignore[arg-type]
-                else:
-                    for node in chunk:
-                        on_event({"event": "node", "node": node})
+                # With several stream modes astream yields (mode, chunk) pairs, which its
+                # annotations do not describe: a custom chunk is the event a node wrote.
+                for event in _graph_events(mode, chunk):
+                    on_event(event)
     except BudgetReached as exc:
         store.update_run(run_id, status="paused", error=str(exc))
         # Twice the spent budget as an example of a larger one.
         raise RunPaused(run_id, str(exc), f" {exc.flag} {int(exc.limit * 2)}") from None
     except LLMCallError as exc:
         store.update_run(run_id, status="paused", error=str(exc))
-        raise RunPaused(run_id, str(exc)) from None
+        fix = refusal_flags(context.settings, exc) if isinstance(exc, EndpointRefused) else ""
+        raise RunPaused(run_id, str(exc), fix) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         store.update_run(run_id, status="paused", error="interrupted by the user")
         raise
     snapshot = await graph.aget_state(config)
     if snapshot.next:
         store.update_run(run_id, status="waiting")
+        if on_event is not None:
+            on_event(ReviewNeeded(run_id=run_id, request=_interrupt_request(snapshot.tasks)))
         raise RunPaused(run_id, WAITING)
     result = snapshot.values.get("result")
     if not isinstance(result, RunResult):
         store.update_run(run_id, status="failed", error="the graph ended without a result")
         raise RunError(f"run {run_id} ended without a result")
+    if on_event is not None:
+        on_event(RunFinished(result=result))
     return result
+
+
+def _graph_events(mode: str, chunk: Any) -> Iterator[RunEvent]:
+    """The typed events behind one item of the graph's stream."""
+    if mode == "updates":
+        for node in chunk:
+            yield StepFinished(node=node)
+    elif isinstance(chunk, dict) and chunk.get("event") == "level":
+        yield LevelDone(
+            level=chunk["level"],
+            depth_limit=chunk["depth_limit"],
+            children=chunk["children"],
+            unscored=chunk["unscored"],
+            beam=tuple(
+                BeamEntry(candidate_id=cid, value=value, reward=reward)
+                for cid, value, reward in chunk["beam"]
+            ),
+        )
+
+
+def _interrupt_request(tasks: Any) -> ReviewRequest | None:
+    for task in tasks:
+        for pending in task.interrupts:
+            value = pending.value
+            return (
+                value if isinstance(value, ReviewRequest) else ReviewRequest.model_validate(value)
+            )
+    return None
 
 
 async def optimize_async(
@@ -322,11 +445,11 @@ async def optimize_async(
         store.update_run(run_id, rubric=json.dumps(rubric.model_dump(mode="json")))
         store.claim_run(run_id)
         if on_event is not None:
-            on_event({"event": "start", "run_id": run_id, "store": str(settings.store)})
+            on_event(RunStarted(run_id=run_id, store=str(settings.store)))
             for warning in warnings:
-                on_event({"event": "warning", "message": warning})
+                on_event(RunWarning(message=warning))
         try:
-            async with open_run(settings, run_id, store, metric) as (graph, context, _):
+            async with open_run(settings, run_id, store, on_event, metric) as (graph, context, _):
                 return await _drive(graph, context, {"run_id": run_id}, store, on_event)
         except (KeyboardInterrupt, asyncio.CancelledError):
             store.update_run(run_id, status="paused", error="interrupted by the user")
@@ -342,15 +465,20 @@ async def resume_async(
     store_path: Path = Path("drpo-runs/runs.db"),
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
+    endpoint_changes: dict[str, Any] | None = None,
     metric: Metric | None = None,
 ) -> RunResult:
     """Continue a run from its last checkpoint with the settings it was started with.
 
-    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes. `metric`
-    is needed only when the run was started with a Python callable that has no import path.
+    `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes;
+    `endpoint_changes` (e.g. {"judge": {"structured_output": "json_object"}}) changes how a
+    role's requests are shaped, after an endpoint refused them. `metric` is needed only when
+    the run was started with a Python callable that has no import path.
     """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
+    if endpoint_changes:
+        check_request_shaping(endpoint_changes)
     store = RunStore(store_path)
     try:
         row = store.claim_run(run_id)  # refuses while another live process drives the run
@@ -359,12 +487,14 @@ async def resume_async(
         if row["status"] == "completed":
             raise RunError(f"run {run_id} is already completed")
         if on_event is not None:
-            on_event({"event": "start", "run_id": run_id, "store": str(store_path)})
+            on_event(RunStarted(run_id=run_id, store=str(store_path), resumed=True))
         settings = settings_from_stored(json.loads(row["settings"]))
         stored_metric(settings, run_id, metric)  # refuse before the budget is rewritten
         if budget:
             settings = raise_budget(settings, budget, store, row)
-        async with open_run(settings, run_id, store, metric) as (graph, context, _):
+        if endpoint_changes:
+            settings = change_request_shaping(settings, endpoint_changes, store, row["id"])
+        async with open_run(settings, run_id, store, on_event, metric) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
             return await _drive(graph, context, run_input, store, on_event)
@@ -390,6 +520,94 @@ def raise_budget(
     return updated
 
 
+async def astream_optimize(
+    settings: Settings, *, run_id: str | None = None
+) -> AsyncIterator[RunEvent]:
+    """Run `optimize_async` and yield its typed events as they happen.
+
+    The stream ends after `RunFinished`, or after `ReviewNeeded` when the run waits for a
+    person (answer it with `decide_async`). Any other stop raises what `optimize_async` raises
+    (`RunPaused` for a budget or an endpoint that is down), after the events before it.
+    """
+    events: asyncio.Queue[RunEvent] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def push(event: RunEvent) -> None:
+        # A queue is not thread-safe: an event raised in a worker thread is handed to the loop.
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            events.put_nowait(event)
+        else:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    run = asyncio.create_task(optimize_async(settings, run_id=run_id, on_event=push))
+    try:
+        while not run.done():
+            waiter = asyncio.ensure_future(events.get())
+            await asyncio.wait({waiter, run}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                yield waiter.result()
+            else:
+                waiter.cancel()
+        while not events.empty():
+            yield events.get_nowait()
+        failure = run.exception()
+        if isinstance(failure, RunPaused) and failure.reason == WAITING:
+            return
+        run.result()
+    finally:
+        if not run.done():  # the caller stopped iterating: stop the run, leaving it resumable
+            run.cancel()
+            with suppress(asyncio.CancelledError):
+                await run
+
+
+def refusal_flags(settings: Settings, exc: EndpointRefused) -> str:
+    """`drpo resume` flags applying the refusal's fix to every role on the same endpoint.
+
+    The other roles would be refused the same way on their first call; one resume fixes all.
+    """
+    if not exc.fix:
+        return ""
+    role, _, assignment = exc.fix.partition(".")
+    endpoint = next(settings.role(r).endpoint for r in ROLES if r == role)
+    roles = [r for r in ROLES if settings.role(r).endpoint == endpoint]
+    return "".join(f" --set {r}.{assignment}" for r in roles)
+
+
+# What a resume may change: how requests are shaped for an endpoint, never what the search does.
+RESUME_SETTABLE = ("provider", "structured_output", "supports_n", "reasoning_effort")
+
+
+def check_request_shaping(changes: dict[str, Any]) -> None:
+    """Raise ConfigError unless `changes` only sets valid request-shaping values of roles."""
+    for role, values in changes.items():
+        keys = list(values) if isinstance(values, dict) and role in ROLES else [None]
+        for key in keys:
+            if key not in RESUME_SETTABLE:
+                name = f"{role}.{key}" if key else role
+                raise ConfigError(
+                    f"resume --set cannot change {name!r}: only <role>."
+                    f"{{{','.join(RESUME_SETTABLE)}}} (role: {', '.join(ROLES)})"
+                )
+        try:
+            RoleSettings(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{role}: {format_validation_error(exc)}") from None
+
+
+def change_request_shaping(
+    settings: Settings, changes: dict[str, Any], store: RunStore, run_id: str
+) -> Settings:
+    """The stored settings with `changes` to the roles' request shaping, saved with the run."""
+    updated = settings_from_stored(deep_merge(settings.public_dict(), changes))
+    store.update_run(run_id, settings=json.dumps(updated.public_dict()))
+    return updated
+
+
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:
     return asyncio.run(optimize_async(settings, **kwargs))
 
@@ -403,6 +621,7 @@ __all__ = [
     "DataFileError",
     "RunError",
     "RunPaused",
+    "astream_optimize",
     "build_graph",
     "optimize",
     "optimize_async",

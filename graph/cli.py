@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.checkpoints.ownership import live_owner
-from drpo.checkpoints.store import RunStore, StoreError
+from drpo.checkpoints.store import RunStore
 from drpo.graph.api import (
     WAITING,
     RunError,
@@ -31,11 +31,12 @@ from drpo.graph.api import (
     with_metric,
 )
 from drpo.graph.cli_common import fail, parse_assignment, user_errors
-from drpo.graph.cli_cost import cost_command, level_line
+from drpo.graph.cli_cost import cost_command
 from drpo.graph.cli_eval import data_app, eval_command, report_command
 from drpo.graph.cli_model import model_app
+from drpo.graph.cli_progress import ProgressPrinter, time_forecast
 from drpo.graph.cli_serve import serve_command
-from drpo.graph.estimate import describe, estimate_run
+from drpo.graph.estimate import Estimate, describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
 from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
@@ -105,72 +106,6 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
     for assignment in flags["set_values"] or []:
         overrides = deep_merge(overrides, parse_assignment(assignment))
     return overrides
-
-
-class ProgressPrinter:
-    """Prints the search's progress: stages, each level's beam, and the cost so far."""
-
-    def __init__(self, store_path: Path, summary: str = "") -> None:
-        self.store_path = store_path
-        self.summary = summary
-        self.run_id = ""
-        self.examples_done = 0
-        self.nodes = 0
-
-    def cost(self, level: int | None = None) -> str:
-        """The run's cost so far, preceded by the level's own when `level` is given."""
-        try:
-            store = RunStore(self.store_path)
-            try:
-                cost = store.run_cost(self.run_id)
-                here = f"{level_line(store, self.run_id, level)} · " if level is not None else ""
-            finally:
-                store.close()
-        except StoreError:
-            return ""
-        hits = cost.get("cache_hits") or 0
-        return (
-            f"{here}total {cost['calls']} calls ({hits} cached), "
-            f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens"
-        )
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.run_id = event["run_id"]
-            if self.summary:
-                self._say(self.summary)
-            self._say(f"run [bold]{self.run_id}[/] (store: {event['store']})")
-        elif kind == "warning":
-            self._say(f"[yellow]warning:[/] {event['message']}")
-        elif kind == "node":
-            self._on_node(event["node"])
-        elif kind == "level":
-            beam = ", ".join(f"{cid} {value:.2f}" for cid, value, _ in event["beam"])
-            unscored = f" ({event['unscored']} unscored)" if event["unscored"] else ""
-            self._say(
-                f"  level {event['level']}/{event['depth_limit']}: {event['children']} candidates"
-                f"{unscored} · beam [{beam}] · {self.cost(event['level'])}"
-            )
-
-    def _on_node(self, node: str) -> None:
-        # A phase can take minutes on a local model, so its start is announced, not only its end.
-        if node == "prepare":
-            self._say("data loaded and indexed; the search begins")
-        elif node == "optimize_example":
-            self.examples_done += 1
-            self._say(f"  stage A: example {self.examples_done} optimized · {self.cost()}")
-        elif node == "collect_examples":
-            self._say("stage A done; stage B: searching system prompts")
-        elif node == "start_level":
-            self._say("  next level: choosing rewards, rewriting prompts, scoring answers…")
-        elif node == "start_validation":
-            self._say("validating the best prompts on held-out queries")
-
-    @staticmethod
-    def _say(line: str) -> None:
-        # soft_wrap: a log file or pipe gets whole lines, not lines cut at 80 columns.
-        console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_result(result: RunResult, store: Path) -> None:
@@ -292,16 +227,44 @@ def optimize(
         settings = load_settings(config, preset, overrides)
         rubric = run_rubric(settings)  # a bad rubric or metric is bad input, even for --estimate
         with_metric(settings, None)
-        forecast = describe(estimate_run(settings, load_run_data(settings), rubric))
+        estimate = estimate_run(settings, load_run_data(settings), rubric)
+        forecast = describe(estimate)
         if estimate_only:
             out.print(describe_settings(settings), highlight=False, soft_wrap=True)
             out.print(forecast, highlight=False, soft_wrap=True)
+            out.print(estimate_time(settings, estimate), highlight=False, soft_wrap=True)
             return
+        summary = f"{describe_settings(settings)}\n{forecast}"
         printer = ProgressPrinter(
-            settings.store, summary=f"{describe_settings(settings)}\n{forecast}"
+            settings.store, summary=summary, estimate=estimate, preset=settings.preset
         )
-        result = _run(lambda: optimize_async(settings, on_event=printer))
+        with printer:
+            result = _run(lambda: optimize_async(settings, on_event=printer))
         print_result(result, settings.store)
+
+
+def estimate_time(settings: Settings, estimate: Estimate) -> str:
+    """The run's time on this machine: an embedded server is started and timed (≤ 10 s)."""
+    from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
+    from drpo.backends.model_catalogue import CATALOGUE
+    from drpo.backends.model_files import ModelFileError, status
+    from drpo.backends.speed_probe import ProbeFailed, probe_speed
+
+    embedded = [settings.role(role) for role in ROLES if settings.role(role).is_embedded]
+    if not embedded:
+        return "time: no estimate for remote endpoints until the run's first calls have finished"
+    model = embedded[0].model
+    # An estimate must not download a model: a catalogue model that is not ready is not probed.
+    catalogued = embedded[0].model_path is None and model in CATALOGUE
+    if catalogued and status(CATALOGUE[model]) != "ready":
+        return f"time: no time estimate until the model is installed (drpo model pull {model})"
+    with EmbeddedServerPool.from_settings(settings) as pool:
+        try:
+            root = pool.url_for_role(embedded[0]).removesuffix("/v1")
+            speed = probe_speed(root)
+        except (EmbeddedServerError, ModelFileError, ProbeFailed) as exc:
+            return f"time: no time estimate ({exc})"
+    return time_forecast(estimate, speed, settings.preset)
 
 
 def parse_duration(text: str) -> float:
@@ -356,15 +319,32 @@ def resume(
     budget_time: Annotated[
         str | None, typer.Option(help="a new running-time budget: 90, 90s, 15m, 2h")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="change a role's request shaping after a refusal, e.g. "
+            "judge.structured_output=json_object (provider, structured_output, supports_n, "
+            "reasoning_effort)",
+        ),
+    ] = None,
 ) -> None:
     """Continue a paused, interrupted or killed run from its last checkpoint."""
     with user_errors():
         budget = budget_flags(budget_tokens, budget_calls, budget_time)
-        printer = ProgressPrinter(store)
-        printer.run_id = run_id
-        result = _run(
-            lambda: resume_async(run_id, store_path=store, on_event=printer, budget=budget)
-        )
+        changes: dict[str, Any] = {}
+        for text in set_ or []:
+            changes = deep_merge(changes, parse_assignment(text))
+        with ProgressPrinter.for_stored_run(store, run_id) as printer:
+            result = _run(
+                lambda: resume_async(
+                    run_id,
+                    store_path=store,
+                    on_event=printer,
+                    budget=budget,
+                    endpoint_changes=changes,
+                )
+            )
         print_result(result, store)
 
 
@@ -559,9 +539,8 @@ def edit_text(initial: str) -> str:
 
 
 def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
-    printer = ProgressPrinter(store)
-    printer.run_id = run_id
-    result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))
+    with ProgressPrinter.for_stored_run(store, run_id) as printer:
+        result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))
     print_result(result, store)
 
 
@@ -573,8 +552,7 @@ def review(
     """Review a waiting run's prompt edits interactively (approve, reject, edit, stop)."""
     from rich.prompt import Prompt
 
-    printer = ProgressPrinter(store)
-    printer.run_id = run_id
+    printer = ProgressPrinter.for_stored_run(store, run_id)
 
     async def loop() -> RunResult | None:
         # One event loop for the whole session: model clients cache connections per loop.
@@ -603,7 +581,7 @@ def review(
                     raise
                 # The run reached its next question: keep reviewing.
 
-    with user_errors():
+    with user_errors(), printer:
         result = _run(loop)
         if result is not None:
             print_result(result, store)
@@ -717,9 +695,8 @@ def fork(
         fork_id = asyncio.run(fork_async(run_id, at, store_path=store, prompt=text))
         console.print(f"forked {run_id} at step {at} into run {fork_id}", highlight=False)
         if run:
-            printer = ProgressPrinter(store)
-            printer.run_id = fork_id
-            result = _run(lambda: resume_async(fork_id, store_path=store, on_event=printer))
+            with ProgressPrinter.for_stored_run(store, fork_id) as printer:
+                result = _run(lambda: resume_async(fork_id, store_path=store, on_event=printer))
             print_result(result, store)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from drpo.backends.providers import effective_profile, static_kind
+from drpo.backends.structured_output import SCHEMA_IN_PROMPT
 from drpo.graph.api import RunData
 from drpo.nodes.examples import ANSWER_WORDS
 from drpo.nodes.level import level_batch
@@ -85,7 +87,8 @@ class _Counter:
     def add(self, role: RoleName, prompt_text: str, replies: int = 1, times: int = 1) -> None:
         settings = self.settings.role(role)
         # The embedded server (and endpoints without `n`) get one request per choice.
-        per_choice = settings.is_embedded or not settings.supports_n
+        profile = effective_profile(settings, static_kind(settings))
+        per_choice = settings.is_embedded or not profile.supports_n
         requests = replies if per_choice else 1
         entry = self.estimate.roles[role]
         entry.calls += requests * times
@@ -93,9 +96,9 @@ class _Counter:
         entry.completion_tokens += settings.max_tokens * replies * times
 
     def structured_text(self, role: RoleName, system: str, user: str, schema: object) -> str:
-        if self.settings.role(role).structured_output != "json_schema":
-            system += "\n\nThe reply must be one JSON object valid for this JSON schema:\n"
-            system += json.dumps(schema, ensure_ascii=False)
+        settings = self.settings.role(role)
+        if effective_profile(settings, static_kind(settings)).structured_output != "json_schema":
+            system += SCHEMA_IN_PROMPT + json.dumps(schema, ensure_ascii=False)
         return system + user
 
 

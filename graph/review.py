@@ -71,7 +71,7 @@ async def decide_async(
     store, _, settings = _open(store_path, run_id)
     try:
         store.claim_run(run_id)  # refuses while another live process drives the run
-        async with open_run(settings, run_id, store) as (graph, context, _):
+        async with open_run(settings, run_id, store, on_event) as (graph, context, _):
             return await _drive(
                 graph,
                 context,

@@ -60,6 +60,10 @@ class ReplicaSettings(_Strict):
         return _http_url(value)
 
 
+# The kinds of endpoint whose request rules drpo knows (see drpo.backends.providers).
+Provider = Literal["auto", "openai", "azure", "vllm", "llamacpp", "ollama", "anthropic", "generic"]
+
+
 class RoleSettings(_Strict):
     """One LLM role's endpoint and decoding settings."""
 
@@ -81,8 +85,26 @@ class RoleSettings(_Strict):
     seed: int | None = 0
     timeout: float = Field(default=600.0, gt=0, description="seconds per request")
     retries: int = Field(default=2, ge=0, le=20, description="retries of a failed request")
-    structured_output: Literal["json_schema", "json_object", "prompt"] = "json_schema"
-    supports_n: bool = Field(default=True, description="the endpoint honours the 'n' parameter")
+    provider: Provider = Field(
+        default="auto",
+        description="the kind of endpoint; 'auto' detects it (host name, /props, /version, "
+        "/api/version); embedded is llamacpp",
+    )
+    structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        default="auto", description="how replies are constrained; 'auto' = the provider's best"
+    )
+    supports_n: bool | None = Field(
+        default=None,
+        description="the endpoint honours the 'n' parameter; unset = what the provider honours",
+    )
+    api_version: str | None = Field(
+        default=None,
+        description="Azure OpenAI's api-version, for its classic deployment URLs; endpoint is "
+        "then the resource URL and model the deployment name",
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        default=None, description="for reasoning models (o-series, gpt-5 family)"
+    )
     endpoints: list[ReplicaSettings] = Field(
         default_factory=list,
         description="several replicas serving the same model, instead of one endpoint",

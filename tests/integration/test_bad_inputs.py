@@ -86,6 +86,14 @@ CASES: dict[str, Case] = {
     "--set temperature out of range": Case(
         ("optimize", "--set", "judge.temperature=5"), "invalid setting 'judge.temperature'"
     ),
+    "--set provider unknown": Case(
+        ("optimize", "--set", "judge.provider=openia"), "invalid setting 'judge.provider'"
+    ),
+    "provider contradicts the embedded server": Case(
+        ("optimize", "--set", "base.provider=vllm"),
+        "base.provider = 'vllm' contradicts endpoint 'embedded'",
+        own_endpoint=True,
+    ),
     # ---- data files
     "query over 20000 characters": Case(
         ("optimize", "--train", "{tmp}/long.jsonl"), "query too long (20001 characters"

@@ -120,5 +120,6 @@ def test_estimate_flag_prints_the_estimate_and_calls_nothing(
     assert done.returncode == 0, done.stderr
     assert "estimate: at most" in done.stdout
     assert "upper bound" in done.stdout
+    assert "time: no estimate for remote endpoints" in done.stdout
     assert not stub.requests  # not even the preflight's model list
     assert not (tmp_path / "runs.db").exists() and not (tmp_path / "ck.db").exists()

@@ -15,6 +15,7 @@ from stub_server import StubError, StubRequest, StubServer
 
 from drpo.checkpoints.store import RunStore
 from drpo.graph.api import optimize
+from drpo.state.events import RunEvent, RunWarning
 from drpo.state.settings import ROLES, ConfigError, Settings
 
 pytestmark = pytest.mark.integration
@@ -111,11 +112,11 @@ def test_a_dead_replica_is_a_warning_and_its_calls_fail_over(
     reference: dict[str, Any],
     make_settings: Callable[..., Settings],
 ) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[RunEvent] = []
     settings = make_settings(**SCHEDULE, **with_replicas(dead_url, stub.base_url))
     result = optimize(settings, on_event=events.append)
     assert comparable_result(settings.store, result.run_id) == reference
-    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    warnings = [e.message for e in events if isinstance(e, RunWarning)]
     assert warnings and all(dead_url in w and "other replicas" in w for w in warnings)
     rows = calls(settings.store, result.run_id)
     assert {c["replica"] for c in rows if c["outcome"] == "ok"} == {stub.base_url}

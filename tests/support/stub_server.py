@@ -15,6 +15,11 @@ Each request is routed to a role: the `X-Stub-Role` header if present, else the 
 "ExampleRewrite"), else "json_object" for JSON mode, "base" for chat and "completion" for
 /v1/completions. The responder sees a `StubRequest` and returns the reply text, one text per
 choice, or a `StubError` for fault tests.
+
+`--provider` (or `StubServer(provider=...)`) makes the stub behave like one real provider
+(openai, azure, vllm, llamacpp, ollama, anthropic; rules in provider_rules.py): it refuses what
+that provider refuses, with its status and error body, answers its identity probe (`/props`,
+`/version`, `/api/version`), and records which fields the provider would have ignored.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from provider_rules import (
+    PROVIDERS,
+    azure_route,
+    check_request,
+    honoured_choices,
+    ignored_fields,
+    probe_reply,
+)
+
 STUB_PATH = Path(__file__).resolve()
 DEFAULT_MODEL = "stub-model"
 
@@ -52,6 +66,10 @@ _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _COMPLETION_PATHS = frozenset({"/v1/completions", "/completions"})
 _MODELS_PATHS = frozenset({"/v1/models", "/models"})
 _HEALTH_PATHS = frozenset({"/health", "/v1/health"})
+# The identity probes drpo sends to tell llama.cpp, vLLM and Ollama apart.
+_IDENTITY_PATHS = frozenset({"/props", "/version", "/api/version"})
+# What drpo's prompt-only and JSON modes append to the system prompt before the schema.
+SCHEMA_IN_PROMPT = "The reply must be one JSON object valid for this JSON schema:\n"
 PROBE_ROLES = frozenset({"health", "models"})
 
 
@@ -122,6 +140,8 @@ class StubCall:
     reply: list[str] | None
     error: Any = None
     call_index: int | None = None
+    # Fields a provider mode would have silently ignored in this request.
+    ignored: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -359,11 +379,28 @@ def deterministic_responder(
         schema = request.schema
         if schema is not None:
             return json.dumps(fake_from_schema(schema, "\x1f".join(map(str, seed))))
+        in_prompt = schema_in_prompt(request.text_of("system"))
+        if in_prompt is not None:
+            # Prompt-only JSON: prose around the object, as chat models tend to write it.
+            value = json.dumps(fake_from_schema(in_prompt, "\x1f".join(map(str, seed))))
+            return f"Here is the JSON you asked for:\n{value}\nLet me know if you need more."
         if request.role == "json_object":
             return json.dumps({"result": deterministic_text(*seed)})
         return deterministic_text(*seed)
 
     return respond
+
+
+def schema_in_prompt(system: str) -> dict[str, Any] | None:
+    """The JSON schema drpo put in a system prompt (prompt-only / JSON mode), if any."""
+    start = system.find(SCHEMA_IN_PROMPT)
+    if start == -1:
+        return None
+    try:
+        schema, _ = json.JSONDecoder().raw_decode(system[start + len(SCHEMA_IN_PROMPT) :])
+    except ValueError:
+        return None
+    return schema if isinstance(schema, dict) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,9 +500,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         stub = self.server.stub
+        path, refusal = azure_route(self.path)
+        if refusal is not None and stub.provider == "azure":
+            self._send(_Response(refusal.status, refusal.body))
+            return
+        if stub.provider != "azure":
+            path = self.path.split("?", 1)[0].rstrip("/")
         stub._enter()
         try:
-            self._send(stub._handle_post(self.path.split("?", 1)[0].rstrip("/"), headers, raw))
+            self._send(stub._handle_post(path, headers, raw))
         finally:
             stub._leave()
 
@@ -508,8 +551,12 @@ class StubServer:
         port: int = 0,
         models: Sequence[str] = (DEFAULT_MODEL,),
         verbose: bool = False,
+        provider: str | None = None,
     ) -> None:
         self._responder = responder or deterministic_responder()
+        self.provider = provider
+        # Identity probes, kept apart from `requests` so call counts stay model calls.
+        self.probes: list[str] = []
         self.latency = latency
         self.record_path = Path(record) if record is not None else None
         self.models = tuple(models)
@@ -681,6 +728,13 @@ class StubServer:
         started = time.time()
         if path in _HEALTH_PATHS:
             role, response = "health", _Response(200, {"status": "ok"})
+        elif path in _IDENTITY_PATHS:
+            with self._lock:
+                self.probes.append(path)
+            reply = probe_reply(self.provider, path)
+            if reply is None:
+                return _Response(404, _error_body(404, f"no route GET {path}"))
+            return _Response(200, reply)
         elif path in _MODELS_PATHS:
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "stub"} for m in self.models
@@ -713,7 +767,18 @@ class StubServer:
         if self.latency > 0:
             time.sleep(self.latency)
 
+        ignored: list[str] = []
+        if self.provider is not None:
+            refusal = check_request(self.provider, body)
+            if refusal is not None:
+                self._record(
+                    StubCall(role, path, body, started, refusal.status, None, refusal.body)
+                )
+                return _Response(refusal.status, refusal.body)
+            ignored = ignored_fields(self.provider, body)
         request = self._build_request(role, path, body, headers, call_index)
+        if request is not None and self.provider is not None:
+            request = replace(request, n=honoured_choices(self.provider, request.n))
         if request is None:
             message = "'messages' is required" if path in _CHAT_PATHS else "'prompt' is required"
             response = _Response(400, _error_body(400, message))
@@ -735,7 +800,7 @@ class StubServer:
             )
             return _Response(outcome.status, outcome.body, error_headers)
 
-        self._record(StubCall(role, path, body, started, 200, outcome, None, call_index))
+        self._record(StubCall(role, path, body, started, 200, outcome, None, call_index, ignored))
         return self._reply(request, outcome)
 
     def _build_request(
@@ -996,6 +1061,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="append every call to this JSON-lines file")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept per call")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    parser.add_argument(
+        "--provider", choices=PROVIDERS, help="behave like this provider (see provider_rules.py)"
+    )
     args = parser.parse_args(argv)
 
     responder = load_responder(args.script) if args.script else deterministic_responder()
@@ -1006,6 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         verbose=args.verbose,
+        provider=args.provider,
     )
 
     def on_term(signum: int, frame: Any) -> None:

@@ -3,20 +3,23 @@ from pathlib import Path
 import pytest
 
 from drpo.graph.cli import ProgressPrinter
+from drpo.state.events import BeamEntry, LevelDone, RunStarted, StepFinished
 
 
 def test_each_phase_is_announced_on_one_unwrapped_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     printer = ProgressPrinter(tmp_path / "absent.db", summary="preset default: " + "x" * 120)
-    printer({"event": "start", "run_id": "r1", "store": "drpo-runs/runs.db"})
+    printer(RunStarted(run_id="r1", store="drpo-runs/runs.db"))
     for node in ("prepare", "optimize_example", "collect_examples", "start_level"):
-        printer({"event": "node", "node": node})
-    beam = [("L1-" + "a" * 40, 4.5, None), ("L1-" + "b" * 40, 4.0, None)]
-    printer(
-        {"event": "level", "level": 1, "depth_limit": 2, "children": 4, "unscored": 1, "beam": beam}
+        printer(StepFinished(node=node))
+    beam = (
+        BeamEntry(candidate_id="L1-" + "a" * 40, value=4.5),
+        BeamEntry(candidate_id="L1-" + "b" * 40, value=4.0),
     )
-    printer({"event": "node", "node": "start_validation"})
+    printer(LevelDone(level=1, depth_limit=2, children=4, unscored=1, beam=beam))
+    printer(StepFinished(node="start_validation"))
+    printer.close()
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "preset default: " + "x" * 120
     assert "stage A: example 1 optimized" in lines[3]

@@ -1,0 +1,116 @@
+"""The typed events a run reports while it executes, for `optimize(on_event=...)` and streams.
+
+Every event is a frozen pydantic model with a literal `kind`, so a caller can `match` on the class
+or dispatch on `event.kind`, and `RunEvent` validates one from its JSON (`model_dump()`). They
+carry no secret: endpoints are named by URL, never with their key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from drpo.state.types import ReviewRequest, RunResult
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunStarted(_Event):
+    """The run exists in the store and its models are about to start."""
+
+    kind: Literal["run_started"] = "run_started"
+    run_id: str
+    store: str
+    resumed: bool = False
+
+
+class RunWarning(_Event):
+    """Something the user should know that does not stop the run (e.g. no time estimate)."""
+
+    kind: Literal["warning"] = "warning"
+    message: str
+
+
+class SpeedMeasured(_Event):
+    """The embedded server serving `model` was timed at start (one request, prompt cache off)."""
+
+    kind: Literal["speed_measured"] = "speed_measured"
+    model: str
+    prefill_per_second: float
+    decode_per_second: float
+
+
+class StepFinished(_Event):
+    """A graph node finished (prepare, optimize_example, start_level, start_validation, …)."""
+
+    kind: Literal["step_finished"] = "step_finished"
+    node: str
+
+
+class CallFinished(_Event):
+    """One model request ended: its role, endpoint, outcome and what it cost.
+
+    `cached_tokens` are the prompt tokens the server took from its prefix cache; a `cache_hit`
+    was answered from drpo's reply cache and cost nothing. `seconds` is the request's latency.
+    """
+
+    kind: Literal["call_finished"] = "call_finished"
+    role: str
+    model: str
+    endpoint: str
+    outcome: Literal["ok", "cache_hit", "invalid", "error"]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    seconds: float = 0.0
+    stage: str = ""
+    level: int | None = None
+
+
+class BeamEntry(_Event):
+    candidate_id: str
+    value: float
+    reward: float | None = None
+
+
+class LevelDone(_Event):
+    """A search level was scored; `beam` is what survives into the next level, best first."""
+
+    kind: Literal["level_done"] = "level_done"
+    level: int
+    depth_limit: int
+    children: int
+    unscored: int
+    beam: tuple[BeamEntry, ...]
+
+
+class ReviewNeeded(_Event):
+    """The run waits for a person's decision (`drpo review`, or `decide_async`)."""
+
+    kind: Literal["review_needed"] = "review_needed"
+    run_id: str
+    request: ReviewRequest | None = None
+
+
+class RunFinished(_Event):
+    """The run completed; `result` is what `optimize` returns."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    result: RunResult
+
+
+RunEvent = Annotated[
+    RunStarted
+    | RunWarning
+    | SpeedMeasured
+    | StepFinished
+    | CallFinished
+    | LevelDone
+    | ReviewNeeded
+    | RunFinished,
+    Field(discriminator="kind"),
+]
+RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
