@@ -37,10 +37,12 @@ class EmbeddingTable:
 
 
 def child_command() -> list[str]:
+    """The command that runs this module as the embedding child process."""
     return [sys.executable, "-m", "drpo.backends.embeddings"]
 
 
 def embed_in_child(example_texts: Sequence[str], query_texts: Sequence[str]) -> EmbeddingTable:
+    """Embed examples and distinct queries in a child process, keeping torch out of this one."""
     import numpy
 
     queries = sorted(set(query_texts))
@@ -67,6 +69,7 @@ def embed_in_child(example_texts: Sequence[str], query_texts: Sequence[str]) -> 
 
 
 def main() -> None:
+    """The child's entry point: read texts as JSON on stdin, write their embeddings to stdout."""
     import numpy
 
     from drpo.backends.retrieval import encode_examples, encode_query

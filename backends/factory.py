@@ -65,6 +65,7 @@ def build_langchain_model(
     model_name: str,
     profile: ProviderProfile | None = None,
 ) -> BaseLanguageModel[Any]:
+    """A LangChain chat or completion model for one endpoint of a role, with its own HTTP client."""
     profile = profile or effective_profile(settings, static_kind(settings))
     common: dict[str, Any] = {
         # A client per model, not LangChain's process-wide one: that one is bound to the first
@@ -139,6 +140,7 @@ def build_role_models(
     run_id: str,
     environ: Mapping[str, str] | None = None,
 ) -> RoleModels:
+    """Every role's client, each over its endpoints, sharing the reply cache and the call sink."""
     clients: dict[RoleName, RoleClient] = {}
     board = ReplicaBoard()
     for role in ROLES:

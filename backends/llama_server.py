@@ -101,6 +101,7 @@ def _apply_tuning(params: object, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve one GGUF model with the embedded llama.cpp server until stopped."""
     args = _parse_args(argv)
     stop = threading.Event()
     if args.die_with_parent:

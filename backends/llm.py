@@ -15,7 +15,6 @@ import json
 import os
 import random
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,12 +48,6 @@ from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PARSE_ATTEMPTS = 3
-
-# LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
-# refusal (backends/refusals.py) already says what happened and which setting fixes it.
-warnings.filterwarnings(
-    "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
-)
 
 # Which part of the schedule the current task belongs to, so every call record can be summed by
 # stage and level. A context variable, because LangGraph runs each task in its own context.

@@ -45,6 +45,7 @@ def cache_dir() -> Path:
 
 
 def known_models() -> list[str]:
+    """The names of the catalogue's models."""
     return list(CATALOGUE)
 
 
@@ -100,6 +101,7 @@ def status(spec: ModelSpec) -> ModelStatus:
 
 
 def list_models() -> list[tuple[ModelSpec, ModelStatus]]:
+    """Every catalogue model with its install status."""
     return [(spec, status(spec)) for spec in CATALOGUE.values()]
 
 

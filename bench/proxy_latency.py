@@ -47,7 +47,7 @@ from drpo.graph.export import EXPORT_FORMAT  # noqa: E402
 from drpo.graph.inference import AlignedPrompt  # noqa: E402
 
 SERVED = "drpo-bench"
-SERVE = "import typer; from drpo.graph.cli_serve import serve_command; typer.run(serve_command)"
+SERVE = "import typer; from drpo.cli.serve import serve_command; typer.run(serve_command)"
 TOPICS = ("bread", "taxes", "the sea", "France", "sorting algorithms", "sleep", "running")
 
 

@@ -119,7 +119,7 @@ def orchestrator_rss(retrieval: str) -> dict[str, float]:
             [
                 sys.executable,
                 "-m",
-                "drpo.graph.cli",
+                "drpo.cli.app",
                 "optimize",
                 "--endpoint",
                 stub.base_url,
@@ -155,7 +155,7 @@ def resume_cost() -> dict[str, float]:
         args = [
             sys.executable,
             "-m",
-            "drpo.graph.cli",
+            "drpo.cli.app",
             "optimize",
             "--endpoint",
             stub.base_url,
@@ -188,7 +188,7 @@ def resume_cost() -> dict[str, float]:
         done_before = len([c for c in store.calls(run_id) if c["outcome"] == "ok"])
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "drpo.graph.cli", "resume", run_id, "--store", f"{tmp}/r.db"],
+            [sys.executable, "-m", "drpo.cli.app", "resume", run_id, "--store", f"{tmp}/r.db"],
             check=True,
             capture_output=True,
             timeout=600,

@@ -61,6 +61,7 @@ STATE_TYPES = (
 
 
 def serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer with drpo's state types allow-listed."""
     return JsonPlusSerializer(allowed_msgpack_modules=list(STATE_TYPES))
 
 
@@ -78,6 +79,7 @@ async def open_run_checkpointer(
 
 
 def postgres_password(checkpoint: CheckpointSettings, environ: Mapping[str, str]) -> str | None:
+    """The Postgres password from the variable the settings name, or None when none is named."""
     name = checkpoint.password_env
     if name is None:
         return None
@@ -102,11 +104,11 @@ async def open_postgres_checkpointer(
         ) from None
     password = postgres_password(checkpoint, os.environ if environ is None else environ)
     url = str(checkpoint.url)
-    extra = {"password": password} if password is not None else {}
     try:
         # autocommit and no prepared statements: what the saver's documentation requires.
+        # psycopg leaves a connection parameter given as None out of the connection string.
         connection = await AsyncConnection.connect(
-            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **extra
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, password=password
         )
     except Error as exc:
         reason = " ".join(str(exc).split())[:300]
@@ -124,6 +126,7 @@ async def open_postgres_checkpointer(
 
 @asynccontextmanager
 async def open_checkpointer(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
+    """Open (creating it private) the SQLite checkpoint database at `path`."""
     try:
         create_private_file(Path(path))
     except OSError as exc:

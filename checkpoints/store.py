@@ -93,6 +93,7 @@ _CLAIM_COLUMNS: dict[str, type] = {"host": str, "pid_started": int, "claimed_at"
 
 
 def new_run_id() -> str:
+    """A new run id: the start time and a random suffix."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 

@@ -10,5 +10,5 @@
 - `stats`, `summary`: means, win rates, bootstrap intervals, judge-bias probes
 - `run_analysis`, `plots`, `report`: convergence, beam tree, diffs, cost; HTML and Markdown
 
-Nothing outside the CLI module `drpo.graph.cli_eval` imports this package.
+Nothing outside the CLI module `drpo.cli.evaluation` imports this package.
 """

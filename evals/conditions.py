@@ -113,6 +113,7 @@ def prompt_from_file(path: Path, retrieval: RetrievalKind) -> AlignedPrompt:
 
 
 def default_condition_names(run_id: str | None, prompt_file: Path | None) -> list[str]:
+    """The conditions to compare when none are given: the baselines, then drpo and/or the file."""
     names = ["plain", "urial"]
     if run_id is not None:
         names.append("drpo")

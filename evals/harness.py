@@ -71,6 +71,7 @@ def aspects_for(query: Query) -> tuple[Aspect, ...]:
 
 
 def answer_id(condition: str, query_id: str) -> str:
+    """The id of a condition's answer to a query."""
     return f"{condition}:{query_id}"
 
 
@@ -88,6 +89,7 @@ def judge_is_base(settings: Settings) -> bool:
 
 
 def word_count(text: str) -> int:
+    """The number of whitespace-separated words in `text`."""
     return len(text.split())
 
 

@@ -85,6 +85,7 @@ def reward_over_depth(analysis: RunAnalysis) -> str | None:
 
 
 def aspects_over_depth(analysis: RunAnalysis) -> str | None:
+    """A PNG (base64) of each aspect's mean score per level, or None without scores."""
     rows = [r for r in analysis.aspect_by_level if r["mean"] is not None]
     if not rows:
         return None

@@ -27,6 +27,7 @@ EVAL_PREFIX = "eval-"
 
 
 def new_eval_id() -> str:
+    """A new evaluation id: a prefix, the start time and a random suffix."""
     return EVAL_PREFIX + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
@@ -173,6 +174,7 @@ def _json(value: Any) -> Any:
 
 
 def eval_row(store: RunStore, eval_id: str) -> dict[str, Any] | None:
+    """The evaluation's row, or None when the store has no such evaluation."""
     if "eval_runs" not in store.db.table_names():
         return None
     rows = list(store.db.table("eval_runs").rows_where("id = ?", [eval_id]))
@@ -180,6 +182,7 @@ def eval_row(store: RunStore, eval_id: str) -> dict[str, Any] | None:
 
 
 def eval_rows(store: RunStore, table: str, eval_id: str) -> list[dict[str, Any]]:
+    """An evaluation's rows of `table` in insertion order (none if the table does not exist)."""
     if table not in store.db.table_names():
         return []
     return list(store.db[table].rows_where("eval_id = ?", [eval_id], order_by="rowid"))

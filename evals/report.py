@@ -51,6 +51,7 @@ def _md_cell(text: Any) -> str:
 
 
 def environment() -> jinja2.Environment:
+    """The Jinja environment of the report templates, strict about undefined names."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
@@ -72,6 +73,7 @@ def _write(directory: Path, stem: str, html: str, markdown: str) -> tuple[Path, 
 
 
 def evaluations_of(store: RunStore, run_id: str) -> list[EvalSummary]:
+    """Every evaluation of a run, oldest first."""
     if "eval_runs" not in store.db.table_names():
         return []
     ids = [

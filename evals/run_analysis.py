@@ -78,6 +78,7 @@ class RunAnalysis:
 
 
 def candidates_of(store: RunStore, run_id: str) -> list[dict[str, Any]]:
+    """A run's candidates by level, then creation time."""
     return list(
         store.db["candidates"].rows_where("run_id = ?", [run_id], order_by="level, created_at")
     )
@@ -132,6 +133,7 @@ def beam_paths(candidates: list[dict[str, Any]]) -> dict[str, list[tuple[int, fl
 
 
 def beam_tree(candidates: list[dict[str, Any]], best_id: str | None) -> list[TreeNode]:
+    """The search tree: every candidate as a node under its parent."""
     nodes = {
         c["id"]: TreeNode(
             id=c["id"],
@@ -157,6 +159,7 @@ def beam_tree(candidates: list[dict[str, Any]], best_id: str | None) -> list[Tre
 
 
 def prompt_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    """A unified diff between two prompts."""
     lines = difflib.unified_diff(
         before.splitlines(), after.splitlines(), before_name, after_name, lineterm=""
     )
@@ -164,6 +167,7 @@ def prompt_diff(before: str, after: str, before_name: str, after_name: str) -> s
 
 
 def transitions(candidates: list[dict[str, Any]]) -> list[Transition]:
+    """Every parent → child edit, with how much the prompt changed and the value it gained."""
     by_id = {c["id"]: c for c in candidates}
     result = []
     for child in candidates:

@@ -83,6 +83,7 @@ def reconcile(x_first: Verdict | None, x_second: Verdict | None) -> float | None
 
 
 def outcome_label(score: float) -> Literal["win", "tie", "loss"]:
+    """A pairwise score as win (above one half), tie or loss."""
     return "win" if score > 0.5 else "loss" if score < 0.5 else "tie"
 
 

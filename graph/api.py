@@ -61,6 +61,7 @@ from drpo.state.events import (
     StepFinished,
 )
 from drpo.state.settings import (
+    DEFAULT_STORE,
     ROLES,
     ConfigError,
     RoleSettings,
@@ -462,7 +463,7 @@ async def optimize_async(
 async def resume_async(
     run_id: str,
     *,
-    store_path: Path = Path("drpo-runs/runs.db"),
+    store_path: Path = DEFAULT_STORE,
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
     endpoint_changes: dict[str, Any] | None = None,
@@ -609,10 +610,12 @@ def change_request_shaping(
 
 
 def optimize(settings: Settings, **kwargs: Any) -> RunResult:
+    """Run a search to its end (or a pause) and return its result; see `optimize_async`."""
     return asyncio.run(optimize_async(settings, **kwargs))
 
 
 def resume(run_id: str, **kwargs: Any) -> RunResult:
+    """Resume a stopped or paused run; see `resume_async`."""
     return asyncio.run(resume_async(run_id, **kwargs))
 
 

@@ -26,10 +26,12 @@ from its start, its answer replayed from the run's reply ledger rather than paid
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -69,25 +71,30 @@ from drpo.state.graph_state import (
 )
 
 
+def task_node(node: Callable[..., Any]) -> Any:
+    """A node that `Send` calls with a task of its own (a TypedDict), not with the graph state.
+
+    LangGraph reads the task type from the node's first parameter at run time; its `add_node`
+    overloads only type such a node through a TypedDict-like protocol that mypy does not
+    match with a TypedDict, so the node is handed over untyped.
+    """
+    return node
+
+
+@cache
 def build_score_graph() -> CompiledStateGraph[ScoreState, RunContext, GenerateTask, ScoreOutput]:
-    """One (candidate, query) pair: the base model answers, then the judge scores the answer."""
+    """One (candidate, query) pair: the base model answers, then the judge scores the answer.
+
+    Compiled on first use and kept, so that importing this module compiles nothing.
+    """
     graph = StateGraph(
         ScoreState, context_schema=RunContext, input_schema=GenerateTask, output_schema=ScoreOutput
     )
-    graph.add_node("generate", generate, destinations=("evaluate",))
-    graph.add_node("evaluate", evaluate)
+    graph.add_node("generate", task_node(generate), destinations=("evaluate",))
+    graph.add_node("evaluate", task_node(evaluate))
     graph.add_edge(START, "generate")
     graph.add_edge("evaluate", END)
     return graph.compile(checkpointer=False, name=SCORE_NODE)
-
-
-SCORE_GRAPH = build_score_graph()
-
-# LangGraph warns whenever a durability is given to a graph without a checkpointer, which is
-# exactly the intent below.
-warnings.filterwarnings(
-    "ignore", message="`durability` has no effect when no checkpointer", category=UserWarning
-)
 
 
 async def score(
@@ -96,28 +103,35 @@ async def score(
     """The fan-out's target: one pair's whole chain, started as soon as a slot is free."""
     # Without an explicit durability the subgraph inherits the parent's "sync" and, in LangGraph
     # 1.2, then waits for a checkpoint it never makes (an AttributeError); so it runs called
-    # from this node rather than attached as one.
-    result = await SCORE_GRAPH.ainvoke(task, config, context=runtime.context, durability="exit")
+    # from this node rather than attached as one, with durability "exit". Given as the
+    # `durability=` argument, LangGraph warns that a graph without a checkpointer ignores it;
+    # set in the config (where LangGraph itself hands a durability down to subgraphs) it does
+    # not, so no process-wide warnings filter is needed.
+    configurable = {**config.get("configurable", {}), CONFIG_KEY_DURABILITY: "exit"}
+    result = await build_score_graph().ainvoke(
+        task, {**config, "configurable": configurable}, context=runtime.context
+    )
     return ScoreOutput(scores=result["scores"])
 
 
 def build_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[SearchState, RunContext, RunInput, RunOutput]:
+    """The whole search, compiled with `checkpointer` (drpo's runs pass their SQLite saver)."""
     graph = StateGraph(
         SearchState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
     )
     graph.add_node("prepare", prepare)
-    graph.add_node("optimize_example", optimize_example)
+    graph.add_node("optimize_example", task_node(optimize_example))
     graph.add_node("collect_examples", collect_examples)
     graph.add_node("start_level", start_level)
-    graph.add_node("select_rewards", select_rewards)
-    graph.add_node("prefetch_aspects", prefetch_aspects)
-    graph.add_node(PREFETCH_IN_STAGE_A, prefetch_aspects)
-    graph.add_node(PREFETCH_NEXT_LEVEL, prefetch_aspects)
-    graph.add_node("rewrite", rewrite)
+    graph.add_node("select_rewards", task_node(select_rewards))
+    graph.add_node("prefetch_aspects", task_node(prefetch_aspects))
+    graph.add_node(PREFETCH_IN_STAGE_A, task_node(prefetch_aspects))
+    graph.add_node(PREFETCH_NEXT_LEVEL, task_node(prefetch_aspects))
+    graph.add_node("rewrite", task_node(rewrite))
     graph.add_node("record_proposals", record_proposals)
-    graph.add_node(SCORE_NODE, score)
+    graph.add_node(SCORE_NODE, task_node(score))
     graph.add_node(
         "approve",
         approve,
@@ -162,3 +176,15 @@ def build_graph(
     )
     graph.add_edge("finalize", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def make_graph(
+    config: RunnableConfig,
+) -> CompiledStateGraph[SearchState, RunContext, RunInput, RunOutput]:
+    """The graph factory that `langgraph.json` names for LangGraph's CLI, server and Studio.
+
+    LangGraph's server calls a one-argument factory with the run's config, not a checkpointer,
+    and attaches its own checkpointer and store to the graph it gets back.
+    """
+    del config  # the graph's shape does not depend on the run; its settings come as context
+    return build_graph()

@@ -41,6 +41,7 @@ CHARS_PER_TOKEN = 4
 
 
 def tokens(text: str) -> int:
+    """A token count from the text's length (rounded up)."""
     return -(-len(text) // CHARS_PER_TOKEN)
 
 

@@ -24,6 +24,7 @@ def _version() -> str:
 
 
 def export_record(db: RunStore, row: dict[str, Any]) -> dict[str, Any]:
+    """What an export holds: the prompt, its examples, settings, scores and cost."""
     if not row.get("final_prompt") and not row.get("best_candidate_id"):
         raise RunError(f"run {row['id']} has no scored prompt yet")
     best = (
@@ -58,6 +59,7 @@ def export_record(db: RunStore, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_export(db: RunStore, row: dict[str, Any], fmt: str) -> str:
+    """The export in `fmt` (json, md or txt)."""
     record = export_record(db, row)
     if fmt == "json":
         return json.dumps(record, indent=2, ensure_ascii=False) + "\n"

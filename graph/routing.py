@@ -93,6 +93,7 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
 
 
 def route_validation(state: SearchState) -> list[Send] | str:
+    """Send each validation query to select its aspects; without any, finalize."""
     if not state["level_queries"]:
         return "finalize"
     return [

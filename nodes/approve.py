@@ -29,10 +29,12 @@ from drpo.state.types import (
 
 
 def changed_fraction(before: str, after: str) -> float:
+    """How much of `before` an edit changed (0 unchanged, 1 all)."""
     return 1.0 - difflib.SequenceMatcher(None, before, after).ratio()
 
 
 def prompt_diff(before: str, after: str) -> str:
+    """A unified diff from the parent prompt to the proposed one."""
     lines = difflib.unified_diff(
         before.splitlines(), after.splitlines(), "parent", "proposed", lineterm=""
     )
@@ -40,6 +42,7 @@ def prompt_diff(before: str, after: str) -> str:
 
 
 def rejected_ids(state: SearchState) -> set[str]:
+    """The candidates a person rejected or replaced by an edit."""
     return {cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")}
 
 
@@ -124,6 +127,7 @@ def _evidence(state: SearchState, candidate: Candidate) -> tuple[ReviewScore, ..
 def review_request(
     state: SearchState, candidate: Candidate, position: int, pending: int, ctx: RunContext
 ) -> ReviewRequest:
+    """The review payload for one candidate: prompts, diff, values and cost so far."""
     parents = {p.id: p for p in state.get("parents", [])}
     parent = parents.get(candidate.parent_id or "")
     if state.get("phase") == "validate":
@@ -158,6 +162,7 @@ def review_request(
 
 
 def edited_candidate(original: Candidate, prompt: str) -> Candidate:
+    """A person's edit as a candidate in the original's place in the tree."""
     # The edit takes the original's place in the tree: same parent, same path so far.
     return original.model_copy(
         update={
@@ -170,12 +175,14 @@ def edited_candidate(original: Candidate, prompt: str) -> Candidate:
 
 
 def next_after_level(state: SearchState) -> str:
+    """The node after a reviewed level: the next level, or validation once the search ends."""
     if state.get("stop_requested") or state["level"] >= state["depth_limit"]:
         return "start_validation"
     return "start_level"
 
 
 async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[Any]:
+    """Ask a person about each pending candidate (interrupting first), then apply the decisions."""
     ctx = runtime.context
     pending = needs_review(state, ctx.settings)
     decisions: list[ReviewDecision] = []

@@ -19,6 +19,7 @@ from drpo.state.types import Candidate, Feedback, LevelScore, Proposal
 
 
 def normalise_prompt(prompt: str) -> str:
+    """A prompt with case and whitespace folded, to compare prompts for duplicates."""
     return " ".join(prompt.split()).lower()
 
 
@@ -57,6 +58,7 @@ def worst_feedback(scores: list[LevelScore], candidate_id: str) -> Feedback | No
 
 
 def rank(children: list[Candidate]) -> list[Candidate]:
+    """Candidates best value first."""
     # Ties keep proposal order, which is deterministic (parents in beam order, then index).
     return sorted(children, key=lambda c: -c.value)
 
@@ -64,6 +66,7 @@ def rank(children: list[Candidate]) -> list[Candidate]:
 def merge_leaders(
     leaders: list[Candidate], children: list[Candidate], keep: int
 ) -> list[Candidate]:
+    """The best `keep` distinct prompts of the leaders so far and this level's children."""
     merged: list[Candidate] = []
     for candidate in rank([*leaders, *children]):
         if all(normalise_prompt(c.prompt) != normalise_prompt(candidate.prompt) for c in merged):
@@ -84,6 +87,7 @@ async def record_proposals(state: SearchState, runtime: Runtime[RunContext]) -> 
 
 
 async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Score the level's proposals and keep the best as the next beam."""
     ctx = runtime.context
     search = ctx.settings.search
     level = state["level"]

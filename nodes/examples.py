@@ -32,6 +32,7 @@ def _is_better(new: Judgement, old: Judgement) -> bool:
 
 
 async def optimize_example(task: ExampleTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Stage A: improve one in-context example's answer, within the budget."""
     runtime.context.check_budget()
     with call_scope("examples"):
         return await _optimize_example(task, runtime.context)

@@ -18,6 +18,7 @@ from drpo.state.types import Candidate, RunResult
 
 
 async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Pick the final prompt and record the run's result."""
     ctx = runtime.context
     initial = ctx.settings.search.initial_prompt
     # Without a person's choice this is the best validated prompt (or, in the paper preset, the

@@ -47,6 +47,7 @@ def scope_of(task: GenerateTask | EvaluateTask) -> tuple[str, int | None]:
 
 
 def answer_id(task: GenerateTask) -> str:
+    """The id of one candidate's answer to one query in one stage."""
     return f"{task['proposal'].candidate.id}:{task['query'].id}:{task['stage']}"
 
 

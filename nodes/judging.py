@@ -64,6 +64,7 @@ def critique_text(judgement: Judgement) -> str:
 
 
 def all_perfect(judgement: Judgement) -> bool:
+    """Whether a judgement scored every aspect 5 (and its metric, if any, 1)."""
     metric = judgement.metric
     metric_perfect = metric is None or metric.score == 1.0
     has_scores = bool(judgement.scores) or (metric is not None and metric.score is not None)

@@ -37,6 +37,7 @@ async def retrieve(
 
 
 async def start_level(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Open the next level: its query batch, the beam as parents, and their examples."""
     ctx = runtime.context
     level = state.get("level", -1) + 1
     queries = level_batch(state["query_order"], ctx.train, level, ctx.settings.search.batch_size)
@@ -71,6 +72,7 @@ def finalists(state: SearchState, count: int, baseline: Candidate) -> list[Candi
 
 
 async def start_validation(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Open the validation round: the finalists and the baseline on the validation queries."""
     ctx = runtime.context
     search = ctx.settings.search
     baseline = Candidate(id="baseline", prompt=search.initial_prompt)

@@ -73,6 +73,7 @@ def import_path_of(metric: Metric) -> str | None:
 
 
 def metric_name(metric: Metric) -> str:
+    """The name a metric is shown and stored under."""
     return getattr(metric, "__qualname__", None) or type(metric).__name__
 
 

@@ -22,6 +22,7 @@ def seeded_order(query_ids: list[str], seed: int) -> list[str]:
 
 
 async def prepare(state: RunInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Set up a run: the seeded query order, the root candidate and the starting examples."""
     ctx = runtime.context
     settings = ctx.settings
     order = seeded_order([q.id for q in ctx.train], settings.seed)

@@ -50,6 +50,7 @@ def _child(
 
 
 async def rewrite(task: RewriteTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Propose edits of one beam prompt from its feedback, within the budget."""
     runtime.context.check_budget()
     with call_scope("search", task["level"]):
         return await _rewrite(task, runtime.context)

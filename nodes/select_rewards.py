@@ -88,6 +88,7 @@ async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
 
 
 async def _selector_choice(ctx: RunContext, query: Query) -> AspectSelection:
+    """The selector's choice for a query: from the run's record, or asked of the selector."""
     key = selection_key(ctx, query.query)
     cached = ctx.recorder.selection(key)
     if cached is not None:

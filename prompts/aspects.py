@@ -46,9 +46,11 @@ def canonical_name(name: str) -> str:
 
 
 def catalogue_aspect(name: str) -> Aspect | None:
+    """The catalogue's aspect of that name (case and spacing folded), or None."""
     definition = ASPECT_DEFINITIONS.get(canonical_name(name))
     return None if definition is None else Aspect(name=canonical_name(name), definition=definition)
 
 
 def format_catalogue() -> str:
+    """The catalogue as `- name: definition` lines for a prompt."""
     return "\n".join(f"- {a.name}: {a.definition}" for a in CATALOGUE)

@@ -104,6 +104,7 @@ def _defang_control_token(match: re.Match[str]) -> str:
 
 
 def format_aspects(aspects: tuple[Aspect, ...]) -> str:
+    """Aspects as `- name: definition` lines for the judge's prompt."""
     return "\n".join(f"- {a.name}: {a.definition}" for a in aspects)
 
 

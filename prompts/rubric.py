@@ -136,6 +136,7 @@ def load_rubric(path: Path) -> Rubric:
 
 
 def parse_rubric(data: object, source: str) -> Rubric:
+    """Validate rubric data (from a file or a run); `source` names it in the error."""
     try:
         return resolve(Rubric.model_validate(data))
     except ValidationError as exc:

@@ -30,6 +30,9 @@ DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b"
 
 
 METRIC_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+# Where runs are kept unless the settings or a --store flag say otherwise.
+DEFAULT_STORE = Path("drpo-runs/runs.db")
+DEFAULT_CHECKPOINTS = Path("drpo-runs/checkpoints.db")
 
 
 class ConfigError(ValueError):
@@ -285,8 +288,8 @@ class Settings(BaseSettings):
 
     preset: str = "default"
     seed: int = 0
-    store: Path = Field(default=Path("drpo-runs/runs.db"), description="run store database")
-    checkpoints: Path = Field(default=Path("drpo-runs/checkpoints.db"))
+    store: Path = Field(default=DEFAULT_STORE, description="run store database")
+    checkpoints: Path = Field(default=DEFAULT_CHECKPOINTS)
     max_concurrency: int = Field(default=4, ge=1, le=256, description="parallel LLM calls")
     cache: bool = Field(default=True, description="reuse stored replies of identical calls")
     embedded_slots: int = Field(default=4, ge=1, le=64)
@@ -382,6 +385,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML config file as a dict; every way it can be unreadable is a ConfigError."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

@@ -32,6 +32,7 @@ def _strip_fence(answer: str) -> str:
 
 
 def schema_valid(query: str, answer: str, reference: str | None) -> MetricResult:
+    """Half for a reply valid for `Contact`, the rest for the fields matching the reference."""
     try:
         contact = Contact.model_validate_json(_strip_fence(answer))
     except ValidationError as exc:

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    """Answer the held-out questions before and/or after, and print exact match."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--store", type=Path, default=Path("drpo-runs/runs.db"))

@@ -14,10 +14,12 @@ _WRAPPING = re.compile(r"^[\s`'\"*]+|[\s`'\"*.!]+$")
 
 
 def normalise(text: str) -> str:
+    """Lower-case, single-spaced, without wrapping quotes, markdown or a final stop."""
     return " ".join(_WRAPPING.sub("", text).lower().split())
 
 
 def exact_match(query: str, answer: str, reference: str | None) -> MetricResult:
+    """1 when the normalised answer equals the normalised reference, else 0 with why."""
     if reference is None:
         raise ValueError("exact match needs a reference answer")
     if normalise(answer) == normalise(reference):

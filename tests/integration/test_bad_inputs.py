@@ -20,12 +20,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from stub_server import StubProcess
 
 from drpo.checkpoints.store import RunStore
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.integration
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 SMALL = ["--depth", "1", "--set", "data.retrieval=bm25", "--set", "examples.limit=1"]
 
 
@@ -244,16 +243,9 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentinel]:
             str(folder / "checkpoints.db"),
             *SMALL,
         ]
-        done = subprocess.run(
-            [*DRPO, "optimize", *common], capture_output=True, text=True, timeout=120
-        )
+        done = run_drpo("optimize", *common)
         assert done.returncode == 0, done.stderr
-        waiting = subprocess.run(
-            [*DRPO, "optimize", *common, "--review", "every"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        waiting = run_drpo("optimize", *common, "--review", "every")
         assert waiting.returncode == 3, waiting.stderr
         opened = RunStore(store)
         runs = {r["status"]: r["id"] for r in opened.runs()}
@@ -283,14 +275,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DRPO_")}
-    return subprocess.run(
-        [*DRPO, *argv],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**environ, **env, "COLUMNS": "200"},
-        timeout=120,
-    )
+    return run_drpo(*argv, cwd=cwd, env={**environ, **env, "COLUMNS": "200"})
 
 
 @contextlib.contextmanager

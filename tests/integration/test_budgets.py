@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_drpo
 from run_results import comparable_result
 from scripted_llm import ScriptedLLM
 from stub_server import StubServer
@@ -96,13 +95,7 @@ def test_the_cli_pauses_with_exit_code_3_and_says_how_to_continue(
         *("--checkpoints", str(tmp_path / "ck.db"), "--depth", "1", "--skip-examples"),
         *("--set", "data.retrieval=bm25", "--set", "search.validation_size=0"),
     ]
-    drpo = [sys.executable, "-m", "drpo.graph.cli"]
-    done = subprocess.run(
-        [*drpo, "optimize", *args, "--budget-calls", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_drpo("optimize", *args, "--budget-calls", "2")
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if "paused" in line]
@@ -112,15 +105,8 @@ def test_the_cli_pauses_with_exit_code_3_and_says_how_to_continue(
         f"run {run_id} paused: budget.calls reached (2 calls of 2) "
         f"(resume with: drpo resume {run_id} --budget-calls 4)"
     )
-    bad = subprocess.run(
-        [*drpo, "optimize", *args, "--budget-time", "soon"], capture_output=True, text=True
-    )
+    bad = run_drpo("optimize", *args, "--budget-time", "soon")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --budget-time expects")
-    resumed = subprocess.run(
-        [*drpo, "resume", run_id, "--store", store, "--budget-calls", "100"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_drpo("resume", run_id, "--store", store, "--budget-calls", "100")
     assert resumed.returncode == 0, resumed.stderr
     assert "this level:" in resumed.stderr

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from stub_server import StubProcess
 
 pytestmark = pytest.mark.integration
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +65,7 @@ def test_optimize_rejects_bad_input(case: str, tmp_path: Path, stub_url: str) ->
     args = [a.format(tmp=tmp_path, stub=stub_url) for a in args]
     store = tmp_path / "store" / "runs.db"
     env = {k: v for k, v in os.environ.items() if k != "DRPO_NOT_SET_KEY"}
-    done = subprocess.run(
-        [*DRPO, "optimize", "--store", str(store), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
-    )
+    done = run_drpo("optimize", "--store", str(store), *args, cwd=tmp_path, env=env)
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
@@ -99,7 +90,7 @@ def test_run_commands_reject_unknown_runs(args: list[str], expected: str, tmp_pa
     RunStore(store).close()
     before = store.read_bytes()
     extra = [] if "--store" in args else ["--store", str(store)]
-    done = subprocess.run([*DRPO, *args, *extra], capture_output=True, text=True, timeout=60)
+    done = run_drpo(*args, *extra)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().startswith("error:") and expected in done.stderr
     assert "Traceback" not in done.stderr

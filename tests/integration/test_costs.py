@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from cli_runner import run_drpo
 from scripted_llm import ScriptedLLM
 from stub_server import StubServer
 
@@ -100,23 +99,13 @@ def test_drpo_cost_prints_tables_per_role_and_level(
     stub.set_responder(ScriptedLLM())
     settings = make_settings(search=SEARCH, examples=EXAMPLES)
     result = optimize(settings)
-    done = subprocess.run(
-        [sys.executable, "-m", "drpo.graph.cli", "cost", result.run_id, "--store", settings.store],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_drpo("cost", result.run_id, "--store", settings.store)
     assert done.returncode == 0, done.stderr
     for label in ("per role", "per stage and level", "stage A", "level 2", "validation", "judge"):
         assert label in done.stdout
     spent = RunStore(settings.store).spent(result.run_id)
     assert f"{spent['calls']} paid calls" in done.stdout
     assert f"{spent['tokens']} tokens" in done.stdout
-    unknown = subprocess.run(
-        [sys.executable, "-m", "drpo.graph.cli", "cost", "nope", "--store", settings.store],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    unknown = run_drpo("cost", "nope", "--store", settings.store)
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("error: no run 'nope'")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_drpo
 from scripted_llm import ScriptedLLM
 from stub_server import StubError, StubRequest, StubServer
 
@@ -95,11 +94,8 @@ def test_with_the_skip_rule_the_estimate_is_a_maximum(
 def test_estimate_flag_prints_the_estimate_and_calls_nothing(
     stub: StubServer, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "drpo.graph.cli",
+    done = run_drpo(
+        *(
             "optimize",
             "--estimate",
             "--endpoint",
@@ -112,10 +108,7 @@ def test_estimate_flag_prints_the_estimate_and_calls_nothing(
             str(tmp_path / "ck.db"),
             "--set",
             "data.retrieval=bm25",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        )
     )
     assert done.returncode == 0, done.stderr
     assert "estimate: at most" in done.stdout

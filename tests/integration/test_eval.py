@@ -16,13 +16,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from scripted_llm import ScriptedLLM, aspect_names, between, prompt_of_answer
-from stub_runs import DRPO, optimize_args
+from stub_runs import optimize_args
 from stub_server import StubRequest, StubServer
 from typer.testing import CliRunner
 
 from drpo.checkpoints.store import RunStore
-from drpo.graph.cli_eval import app
+from drpo.cli.evaluation import app
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,18 +98,12 @@ class EvalScript:
 def drpo_run(stub: StubServer, tmp_path: Path) -> tuple[Path, str]:
     """A small completed DRPO run against the scripted stub, made by `drpo optimize`.
 
-    It runs in a child process: LangChain's OpenAI client caches one HTTP client per base URL
-    for the whole process, and a client left from one `asyncio.run` cannot serve the next.
+    It runs in this process: every model drpo builds gets an HTTP client of its own
+    (backends/factory.py), so no client is left bound to a finished `asyncio.run`.
     """
     stub.set_responder(EvalScript())
     store = tmp_path / "runs" / "runs.db"
-    done = subprocess.run(
-        [*DRPO, *optimize_args(stub.base_url, tmp_path / "runs", depth=1)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_drpo(*optimize_args(stub.base_url, tmp_path / "runs", depth=1))
     assert done.returncode == 0, done.stderr[-3000:]
     db = RunStore(store)
     (row,) = db.runs()

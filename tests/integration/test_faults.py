@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_drpo
 from fault_proxy import FAULTS, FaultEvent, FaultProxy, FaultRequest, first_attempt
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict
@@ -46,10 +47,6 @@ def run_args(url: str, folder: Path, *extra: str) -> list[str]:
     return optimize_args(url, folder, *timeouts, *extra, concurrency=4)
 
 
-def drpo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DRPO, *args], capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def stub() -> Iterator[StubServer]:
     """One scripted stub for the module (its replies depend only on the request)."""
@@ -61,7 +58,7 @@ def stub() -> Iterator[StubServer]:
 def reference(stub: StubServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The result of the same run without faults."""
     folder = tmp_path_factory.mktemp("reference")
-    done = drpo(*run_args(stub.base_url, folder))
+    done = run_drpo(*run_args(stub.base_url, folder))
     assert done.returncode == 0, done.stderr
     return comparable_result(folder / "runs.db")
 
@@ -172,7 +169,7 @@ def test_run_completes_through_a_server_failing_one_request_in_five(
     retries = [arg for role in ROLES for arg in ("--set", f"{role}.retries=5")]
     proxy = FaultProxy(stub.base_url, rate=0.2, seed=SEED, rotate=True, hang_seconds=HANG)
     with proxy:
-        done = drpo(*run_args(proxy.base_url, tmp_path, *retries))
+        done = run_drpo(*run_args(proxy.base_url, tmp_path, *retries))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     injected = proxy.injected()
@@ -198,7 +195,9 @@ def test_judge_replies_that_never_parse_are_missing_per_candidate_never_zero(
         return "schema" if int(request.digest[:4], 16) % 10 < 6 else None
 
     with FaultProxy(stub.base_url, chooser=breaks_judgements) as proxy:
-        done = drpo(*run_args(stub.base_url, tmp_path, "--set", f"judge.endpoint={proxy.base_url}"))
+        done = run_drpo(
+            *run_args(stub.base_url, tmp_path, "--set", f"judge.endpoint={proxy.base_url}")
+        )
     assert done.returncode == 0, done.stderr
     rows = scores(tmp_path / "runs.db")
     missing = [r for r in rows if r[2] is None and r[1] != "(judge)"]
@@ -266,7 +265,7 @@ def test_a_dead_endpoint_pauses_the_run_and_resume_finishes_it(
     _, paid_before = paid_keys(tmp_path / "runs.db")
 
     with FaultProxy(stub.base_url, rate=0.0, port=port):  # the server is back, same address
-        resumed = drpo("resume", run_id, "--store", str(tmp_path / "runs.db"))
+        resumed = run_drpo("resume", run_id, "--store", str(tmp_path / "runs.db"))
     assert resumed.returncode == 0, resumed.stderr
     assert comparable_result(tmp_path / "runs.db") == reference
     _, paid = paid_keys(tmp_path / "runs.db")

@@ -7,12 +7,12 @@ import hashlib
 import io
 import json
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from stub_runs import DRPO, SCRIPT, optimize_args
+from cli_runner import run_drpo
+from stub_runs import SCRIPT, optimize_args
 from stub_server import StubProcess
 
 from drpo.checkpoints.store import RunStore
@@ -51,22 +51,12 @@ def run_fingerprint(tmp: Path, run_id: str) -> str:
 
 def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Path) -> None:
     with StubProcess(SCRIPT) as stub:
-        done = subprocess.run(
-            [*DRPO, *small_run(stub.base_url, tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_drpo(*small_run(stub.base_url, tmp_path))
         assert done.returncode == 0, done.stderr
         (row,) = RunStore(tmp_path / "runs.db").runs()
         parent = row["id"]
         before = run_fingerprint(tmp_path, parent)
-        history = subprocess.run(
-            [*DRPO, "history", parent, "--store", str(tmp_path / "runs.db")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        history = run_drpo("history", parent, "--store", str(tmp_path / "runs.db"))
         assert history.returncode == 0 and "L1-" in history.stdout
         boundary = next(
             s
@@ -75,21 +65,15 @@ def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Pa
         )
         mine = tmp_path / "mine.txt"
         mine.write_text("You are a meticulous assistant. | a1", encoding="utf-8")
-        forked = subprocess.run(
-            [
-                *DRPO,
-                "fork",
-                parent,
-                "--at",
-                str(boundary.step),
-                "--prompt-file",
-                str(mine),
-                "--store",
-                str(tmp_path / "runs.db"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        forked = run_drpo(
+            "fork",
+            parent,
+            "--at",
+            str(boundary.step),
+            "--prompt-file",
+            str(mine),
+            "--store",
+            str(tmp_path / "runs.db"),
         )
         assert forked.returncode == 0, forked.stderr
     assert run_fingerprint(tmp_path, parent) == before
@@ -103,12 +87,7 @@ def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Pa
 
 def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
     with StubProcess(SCRIPT) as stub:
-        done = subprocess.run(
-            [*DRPO, *small_run(stub.base_url, tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_drpo(*small_run(stub.base_url, tmp_path))
         assert done.returncode == 0, done.stderr
     (row,) = RunStore(tmp_path / "runs.db").runs()
     inner = next(
@@ -118,21 +97,15 @@ def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
     )
     mine = tmp_path / "mine.txt"
     mine.write_text("x prompt", encoding="utf-8")
-    refused = subprocess.run(
-        [
-            *DRPO,
-            "fork",
-            row["id"],
-            "--at",
-            str(inner.step),
-            "--prompt-file",
-            str(mine),
-            "--store",
-            str(tmp_path / "runs.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    refused = run_drpo(
+        "fork",
+        row["id"],
+        "--at",
+        str(inner.step),
+        "--prompt-file",
+        str(mine),
+        "--store",
+        str(tmp_path / "runs.db"),
     )
     assert refused.returncode == 2 and "level boundary" in refused.stderr
 
@@ -140,17 +113,12 @@ def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
 def test_interactive_review_in_a_real_terminal(tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     with StubProcess(SCRIPT) as stub:
-        done = subprocess.run(
-            [*DRPO, *small_run(stub.base_url, tmp_path, "--review", "every")],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_drpo(*small_run(stub.base_url, tmp_path, "--review", "every"))
         assert done.returncode == 3, done.stderr
         (row,) = RunStore(tmp_path / "runs.db").runs()
         terminal = pexpect.spawn(
             sys.executable,
-            ["-m", "drpo.graph.cli", "review", row["id"], "--store", str(tmp_path / "runs.db")],
+            ["-m", "drpo.cli.app", "review", row["id"], "--store", str(tmp_path / "runs.db")],
             env={"COLUMNS": "120", "TERM": "xterm", "PATH": "/usr/bin:/bin"},
             encoding="utf-8",
             timeout=60,

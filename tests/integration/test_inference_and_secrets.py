@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from scripted_llm import ScriptedLLM
-from stub_runs import DRPO, SCRIPT, optimize_args
+from stub_runs import SCRIPT, optimize_args
 from stub_server import StubProcess, StubServer
 
 from drpo.checkpoints.store import RunStore
@@ -60,57 +60,33 @@ def test_training_and_inference_build_byte_identical_base_prompts(
 def test_no_api_key_in_any_file_drpo_writes(tmp_path: Path) -> None:
     secret = "sk-drpo-FAKE-7f3a9c1e5b2d4086"
     env = {**os.environ, "DRPO_TEST_KEY": secret}
-    drpo = DRPO
     store = tmp_path / "runs" / "runs.db"
     with StubProcess(SCRIPT) as stub:
-        done = subprocess.run(
-            [
-                *drpo,
-                *optimize_args(
-                    stub.base_url,
-                    tmp_path / "runs",
-                    "--api-key-env",
-                    "DRPO_TEST_KEY",
-                    depth=1,
-                    examples=1,
-                ),
-            ],
-            capture_output=True,
-            text=True,
+        done = run_drpo(
+            *optimize_args(
+                stub.base_url,
+                tmp_path / "runs",
+                "--api-key-env",
+                "DRPO_TEST_KEY",
+                depth=1,
+                examples=1,
+            ),
             env=env,
             cwd=tmp_path,
-            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         run_id = RunStore(store).runs()[0]["id"]
         for args in (["runs"], ["show", run_id]):
-            subprocess.run(
-                [*drpo, *args, "--store", str(store)],
-                capture_output=True,
-                env=env,
-                cwd=tmp_path,
-                check=True,
-                timeout=60,
-            )
+            shown = run_drpo(*args, "--store", str(store), env=env, cwd=tmp_path)
+            assert shown.returncode == 0, shown.stderr
         for fmt in ("json", "md", "txt"):
-            subprocess.run(
-                [
-                    *drpo,
-                    "export",
-                    run_id,
-                    "--format",
-                    fmt,
-                    "--store",
-                    str(store),
-                    "-o",
-                    str(tmp_path / f"export.{fmt}"),
-                ],
+            exported = run_drpo(
+                *("export", run_id, "--format", fmt, "--store", str(store)),
+                *("-o", str(tmp_path / f"export.{fmt}")),
                 env=env,
                 cwd=tmp_path,
-                check=True,
-                timeout=60,
-                capture_output=True,
             )
+            assert exported.returncode == 0, exported.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) >= 5
     for path in written:

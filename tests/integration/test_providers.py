@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_runner import run_drpo
 from stub_server import StubCall, StubServer
 
 from drpo.backends.providers import detect_provider
@@ -210,13 +210,7 @@ def test_ollama_mode_answers_one_choice_and_reports_what_it_ignored() -> None:
 
 
 def drpo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "drpo.graph.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_drpo(*args, cwd=cwd)
 
 
 def test_a_provider_that_contradicts_the_endpoint_is_one_error_line_and_nothing_is_written(

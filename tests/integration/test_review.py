@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from scripted_llm import ROOT
-from stub_runs import DRPO, SCRIPT, optimize_args
+from stub_runs import SCRIPT, optimize_args
 from stub_server import StubProcess, count_records
 
 from drpo.checkpoints.store import RunStore
@@ -26,7 +27,7 @@ def stub(tmp_path: Path) -> Iterator[StubProcess]:
 
 
 def drpo(*args: str, check_code: int | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*DRPO, *args], capture_output=True, text=True, timeout=300)
+    done = run_drpo(*args)
     if check_code is not None:
         assert done.returncode == check_code, done.stderr
     return done

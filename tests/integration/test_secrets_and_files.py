@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import run_drpo
 from run_results import comparable_result
 from scripted_llm import ScriptedLLM
 from stub_runs import DRPO, optimize_args
@@ -105,9 +106,7 @@ def key_env(tmp_path: Path) -> dict[str, str]:
 def drpo(
     args: list[str], env: dict[str, str], cwd: Path, outputs: list[str]
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*DRPO, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
+    done = run_drpo(*args, env=env, cwd=cwd)
     outputs += [done.stdout, done.stderr]
     return done
 
@@ -153,11 +152,11 @@ def test_search_review_and_export_never_write_the_key(
         store_args = ["--store", str(runs / "runs.db")]
         for command in (["runs"], ["show", run_id], ["history", run_id]):
             assert drpo([*command, *store_args], key_env, tmp_path, outputs).returncode == 0
-        if importlib.util.find_spec("drpo.graph.cli_eval") is not None:
+        if importlib.util.find_spec("drpo.cli.evaluation") is not None:
             # `drpo report` (HTML and Markdown); its module also runs on its own.
             report_args = ["report", run_id, *store_args, "-o", str(tmp_path / "report")]
             report = subprocess.run(
-                [sys.executable, "-m", "drpo.graph.cli_eval", *report_args],
+                [sys.executable, "-m", "drpo.cli.evaluation", *report_args],
                 capture_output=True,
                 text=True,
                 env=key_env,
@@ -192,13 +191,7 @@ def test_search_review_and_export_never_write_the_key(
 def test_two_processes_share_one_run_store(tmp_path: Path, key_env: dict[str, str]) -> None:
     with StubServer(ScriptedLLM(), latency=0.02) as stub:
         reference = tmp_path / "reference"
-        single = subprocess.run(
-            [*DRPO, *search_args(stub.base_url, reference)],
-            capture_output=True,
-            text=True,
-            env=key_env,
-            timeout=300,
-        )
+        single = run_drpo(*search_args(stub.base_url, reference), env=key_env)
         assert single.returncode == 0, single.stderr
         shared = tmp_path / "shared"
         processes = [

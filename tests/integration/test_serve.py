@@ -31,12 +31,12 @@ from stub_server import StubServer
 from typer.testing import CliRunner
 
 from drpo.checkpoints.store import RunStore
+from drpo.cli.serve import serve_command
 from drpo.graph.api import optimize
-from drpo.graph.cli_serve import serve_command
 from drpo.graph.export import EXPORT_FORMAT
 from drpo.graph.inference import AlignedPrompt
-from drpo.graph.serve import CLIENT_SYSTEM_MARKER, ServerThread, UpstreamConfig, create_app
 from drpo.prompts.base import COMPLETION_STOP
+from drpo.serve.app import CLIENT_SYSTEM_MARKER, ServerThread, UpstreamConfig, create_app
 from drpo.state.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -265,7 +265,7 @@ def drpo_serve(args: list[str], env: dict[str, str] | None = None) -> Iterator[s
     command = [
         sys.executable,
         "-c",
-        "import typer; from drpo.graph.cli_serve import serve_command; typer.run(serve_command)",
+        "import typer; from drpo.cli.serve import serve_command; typer.run(serve_command)",
         *args,
         "--port",
         "0",

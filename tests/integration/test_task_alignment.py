@@ -25,7 +25,7 @@ from drpo.graph.estimate import estimate_run
 from drpo.state.settings import Settings
 
 pytestmark = pytest.mark.integration
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
+DRPO = [sys.executable, "-m", "drpo.cli.app"]
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 TRAIN = [

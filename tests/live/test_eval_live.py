@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from drpo.checkpoints.store import RunStore
-from drpo.graph.cli_eval import app
+from drpo.cli.evaluation import app
 
 pytestmark = pytest.mark.live
 pytest.importorskip("xllamacpp")

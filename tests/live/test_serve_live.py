@@ -14,7 +14,7 @@ import pytest
 from drpo.backends.embedded import EmbeddedServerPool
 from drpo.graph.export import EXPORT_FORMAT
 from drpo.graph.inference import AlignedPrompt
-from drpo.graph.serve import ServerThread, UpstreamConfig, create_app
+from drpo.serve.app import ServerThread, UpstreamConfig, create_app
 from drpo.state.settings import RoleSettings
 
 pytestmark = pytest.mark.live

@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         raise SystemExit(__doc__)
     KillSwitch(argv[0]).install()
-    from drpo.graph.cli import app
+    from drpo.cli.app import app
 
     try:
         app(args=argv[1:], prog_name="drpo")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 SUPPORT = Path(__file__).resolve().parent
-DRPO = [sys.executable, "-m", "drpo.graph.cli"]
+DRPO = [sys.executable, "-m", "drpo.cli.app"]
 # The scripted model (tests/support/scripted_llm.py), as a `StubProcess` script.
 SCRIPT = f"{SUPPORT / 'scripted_llm.py'}:default()"
 

@@ -313,7 +313,7 @@ def test_get_spec_returns_the_catalogue_entry() -> None:
 def test_cli_pull_prints_the_file_and_list_shows_it_ready(fake: ModelSpec, cache: Path) -> None:
     from typer.testing import CliRunner
 
-    from drpo.graph.cli_model import model_app
+    from drpo.cli.model import model_app
 
     runner = CliRunner()
     pulled = runner.invoke(model_app, ["pull", fake.name])
@@ -328,7 +328,7 @@ def test_cli_pull_prints_the_file_and_list_shows_it_ready(fake: ModelSpec, cache
 def test_cli_errors_are_one_line_without_traceback(cache: Path) -> None:
     from typer.testing import CliRunner
 
-    from drpo.graph.cli_model import model_app
+    from drpo.cli.model import model_app
 
     result = CliRunner().invoke(model_app, ["pull", "no-such-model"])
     assert result.exit_code == 2

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from drpo.graph.cli import ProgressPrinter
+from drpo.cli.progress import ProgressPrinter
 from drpo.state.events import BeamEntry, LevelDone, RunStarted, StepFinished
 
 
@@ -31,7 +31,7 @@ def test_each_phase_is_announced_on_one_unwrapped_line(
 def test_eval_progress_off_a_terminal_prints_a_line_per_tenth(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from drpo.graph.cli_eval import BarProgress
+    from drpo.cli.evaluation import BarProgress
 
     progress = BarProgress()
     assert progress.lines  # pytest's captured stderr is not a terminal

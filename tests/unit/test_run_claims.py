@@ -14,7 +14,7 @@ import pytest
 
 from drpo.checkpoints.ownership import Owner, live_owner
 from drpo.checkpoints.store import RunInUse, RunStore
-from drpo.graph.cli import shown_status
+from drpo.cli.app import shown_status
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 from stub_server import StubServer
 
 from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, probe_speed
-from drpo.graph import cli_progress
+from drpo.cli import progress as cli_progress
+from drpo.cli.progress import ProgressPrinter, time_forecast
 from drpo.graph.api import measure_speed
-from drpo.graph.cli_progress import ProgressPrinter, time_forecast
 from drpo.graph.estimate import Estimate, RoleEstimate
 from drpo.graph.eta import RunClock
 from drpo.state.events import (

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.checkpoints.store import RunStore
-from drpo.state.settings import ROLES
+from drpo.cli.common import load_run, user_errors
+from drpo.state.settings import DEFAULT_STORE, ROLES
 
 SUMMED = (
     "calls",
@@ -57,6 +58,7 @@ def group(
 
 
 def wall(total: dict[str, Any]) -> float:
+    """The wall-clock seconds from a group's first call to its last."""
     if total["first_started"] is None or total["last_finished"] is None:
         return 0.0
     return max(0.0, float(total["last_finished"] - total["first_started"]))
@@ -76,6 +78,7 @@ def level_line(store: RunStore, run_id: str, level: int) -> str:
 
 
 def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Table:
+    """A table of calls, tokens and time, one row per group."""
     table = Table(
         Column(first, no_wrap=True),
         "calls",
@@ -104,6 +107,7 @@ def cost_table(title: str, groups: dict[str, dict[str, Any]], first: str) -> Tab
 
 
 def render_cost(store: RunStore, run_id: str, out: Console) -> None:
+    """Print a run's cost per role and per stage and level."""
     rows = store.cost_breakdown(run_id)
     if not rows:
         out.print(f"run {run_id} has made no model calls yet")
@@ -127,15 +131,13 @@ def render_cost(store: RunStore, run_id: str, out: Console) -> None:
 
 def cost_command(
     run_id: Annotated[str, typer.Argument(help="the run")],
-    store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
+    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
 ) -> None:
     """Show what a run spent: calls, tokens and time per role and per stage and level."""
-    from drpo.graph.cli import load_run, out
-    from drpo.graph.cli_common import user_errors
 
     with user_errors():
         db, _ = load_run(store, run_id)
         try:
-            render_cost(db, run_id, out)
+            render_cost(db, run_id, Console())
         finally:
             db.close()

@@ -1,7 +1,7 @@
 """`drpo eval`, `drpo report` and `drpo data`: evaluate prompts, write reports, pull benchmarks.
 
 The main CLI mounts `eval_command` and `report_command` as commands and `data_app` as a group;
-this module also runs on its own (`python -m drpo.graph.cli_eval eval ...`). Every failure a
+this module also runs on its own (`python -m drpo.cli.evaluation eval ...`). Every failure a
 user can cause ends with one `error: …` line and exit code 2; Ctrl-C exits with 130.
 """
 
@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from drpo.checkpoints.store import RunStore
+from drpo.cli.common import parse_assignment, user_errors
 from drpo.evals import datasets
 from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
@@ -33,8 +34,7 @@ from drpo.evals.records import eval_row
 from drpo.evals.report import write_eval_report, write_run_report
 from drpo.evals.summary import EvalSummary
 from drpo.graph.api import RunError
-from drpo.graph.cli_common import parse_assignment, user_errors
-from drpo.state.settings import deep_merge, load_settings
+from drpo.state.settings import DEFAULT_STORE, deep_merge, load_settings
 
 err = Console(stderr=True)
 # Result tables are wide (one column per aspect): when stdout is a file or a pipe, rich's
@@ -252,7 +252,7 @@ def eval_command(
 
 def report_command(
     run_id: Annotated[str, typer.Argument(help="a run id, or an evaluation id (eval-...)")],
-    store: Annotated[Path, typer.Option(help="run store database")] = Path("drpo-runs/runs.db"),
+    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="directory for the HTML and Markdown files")
     ] = DEFAULT_REPORT_DIR,
@@ -328,7 +328,7 @@ def list_command(
         out.print(table)
 
 
-# A standalone app with the same commands, for `python -m drpo.graph.cli_eval` and the tests.
+# A standalone app with the same commands, for `python -m drpo.cli.evaluation` and the tests.
 app = typer.Typer(
     help="drpo evaluation and reports.",
     no_args_is_help=True,
@@ -341,6 +341,7 @@ app.add_typer(data_app, name="data")
 
 
 def main() -> None:
+    """Run the eval commands on their own."""
     app()
 
 

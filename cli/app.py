@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,12 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from drpo.checkpoints.ownership import live_owner
-from drpo.checkpoints.store import RunStore
+from drpo.cli.common import fail, load_run, open_store, parse_assignment, user_errors
+from drpo.cli.cost import cost_command
+from drpo.cli.evaluation import data_app, eval_command, report_command
+from drpo.cli.model import model_app
+from drpo.cli.progress import ProgressPrinter, time_forecast
+from drpo.cli.serve import serve_command
 from drpo.graph.api import (
     WAITING,
     RunError,
@@ -30,15 +36,16 @@ from drpo.graph.api import (
     run_rubric,
     with_metric,
 )
-from drpo.graph.cli_common import fail, parse_assignment, user_errors
-from drpo.graph.cli_cost import cost_command
-from drpo.graph.cli_eval import data_app, eval_command, report_command
-from drpo.graph.cli_model import model_app
-from drpo.graph.cli_progress import ProgressPrinter, time_forecast
-from drpo.graph.cli_serve import serve_command
 from drpo.graph.estimate import Estimate, describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
-from drpo.state.settings import ROLES, ConfigError, Settings, deep_merge, load_settings
+from drpo.state.settings import (
+    DEFAULT_STORE,
+    ROLES,
+    ConfigError,
+    Settings,
+    deep_merge,
+    load_settings,
+)
 from drpo.state.types import ReviewDecision, ReviewRequest, RunResult
 
 app = typer.Typer(
@@ -61,10 +68,9 @@ app.command("cost", help="Show a run's calls, tokens and time per role and per l
 console = Console(stderr=True)
 out = Console()
 
-DEFAULT_STORE = Path("drpo-runs/runs.db")
-
 
 def build_overrides(**flags: Any) -> dict[str, Any]:
+    """The settings overrides that the command-line flags give."""
     from drpo.state.settings import deep_merge
 
     overrides: dict[str, Any] = {}
@@ -109,6 +115,7 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
 
 
 def print_result(result: RunResult, store: Path) -> None:
+    """Print the final prompt and a line of the run's values and cost."""
     out.print("\n[bold]Final alignment prompt[/]\n", highlight=False)
     out.print(result.prompt, highlight=False, markup=False)
 
@@ -285,6 +292,7 @@ def parse_duration(text: str) -> float:
 
 
 def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dict[str, Any]:
+    """The budget settings that the --budget-* flags give."""
     budget: dict[str, Any] = {}
     for name, value in (("tokens", tokens), ("calls", calls)):
         if value is not None:
@@ -297,6 +305,7 @@ def budget_flags(tokens: int | None, calls: int | None, time: str | None) -> dic
 
 
 def describe_settings(settings: Settings) -> str:
+    """One line naming the preset, the search's shape and the models."""
     s = settings.search
     roles = {r: settings.role(r) for r in ROLES}
     names = sorted(
@@ -348,12 +357,6 @@ def resume(
         print_result(result, store)
 
 
-def open_store(store: Path) -> RunStore:
-    if not store.exists():
-        raise RunError(f"run store not found: {store}")
-    return RunStore(store)
-
-
 @app.command()
 def runs(
     store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
@@ -387,14 +390,6 @@ def shown_status(row: dict[str, Any]) -> str:
     if row["status"] == "running" and live_owner(row) is None:
         return "interrupted"
     return str(row["status"])
-
-
-def load_run(store: Path, run_id: str) -> tuple[RunStore, dict[str, Any]]:
-    db = open_store(store)
-    row = db.run(run_id)
-    if row is None:
-        raise RunError(f"no run {run_id!r} in {store}")
-    return db, row
 
 
 @app.command()
@@ -476,6 +471,7 @@ def export(
 
 
 def render_request(request: ReviewRequest) -> None:
+    """Show a review request: the proposed prompt, its diff, values and cost so far."""
     from rich.panel import Panel
     from rich.syntax import Syntax
 
@@ -505,6 +501,7 @@ def render_request(request: ReviewRequest) -> None:
 
 
 def read_prompt_file(path: Path) -> str:
+    """A person's prompt from a UTF-8 text file, refusing a missing, binary or empty one."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -539,6 +536,7 @@ def edit_text(initial: str) -> str:
 
 
 def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
+    """Record a review decision and run the search on until its next pause or its end."""
     with ProgressPrinter.for_stored_run(store, run_id) as printer:
         result = _run(lambda: decide_async(run_id, decision, store_path=store, on_event=printer))
     print_result(result, store)
@@ -704,6 +702,12 @@ def main() -> None:
     """Run the CLI; a mistyped flag is a one-line error like any other bad input."""
     # typer ships its own click: its exception classes are reached through typer's types.
     click_error = typer.BadParameter.__mro__[2]  # ClickException
+    # LangChain adds a multi-line warning to an endpoint's schema refusal; drpo's own one-line
+    # refusal (backends/refusals.py) already says what happened and which setting fixes it.
+    # Set here, by the process's owner, not on import: a library leaves warnings to its caller.
+    warnings.filterwarnings(
+        "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
+    )
     try:
         # Without standalone mode click returns an exit code instead of calling sys.exit.
         code = app(standalone_mode=False)

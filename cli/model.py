@@ -36,7 +36,7 @@ from drpo.backends.model_files import (
     pull,
     resolve,
 )
-from drpo.graph.cli_common import user_errors
+from drpo.cli.common import user_errors
 from drpo.state.settings import Settings
 
 model_app = typer.Typer(

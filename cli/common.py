@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from drpo.backends.errors import CredentialError, LLMError
-from drpo.checkpoints.store import StoreError
+from drpo.checkpoints.store import RunStore, StoreError
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import RunError, RunPaused
 from drpo.graph.inference import PromptFileError
@@ -92,3 +93,19 @@ def parse_assignment(text: str) -> dict[str, Any]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return result
+
+
+def open_store(store: Path) -> RunStore:
+    """Open an existing run store; a missing one is a RunError, not a new file."""
+    if not store.exists():
+        raise RunError(f"run store not found: {store}")
+    return RunStore(store)
+
+
+def load_run(store: Path, run_id: str) -> tuple[RunStore, dict[str, Any]]:
+    """The store and a run's row, or a RunError when the run does not exist."""
+    db = open_store(store)
+    row = db.run(run_id)
+    if row is None:
+        raise RunError(f"no run {run_id!r} in {store}")
+    return db, row

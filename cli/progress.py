@@ -19,9 +19,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore, StoreError
+from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import load_run_data
-from drpo.graph.cli_cost import level_line
 from drpo.graph.estimate import Estimate, estimate_run
 from drpo.graph.eta import RunClock, minutes
 from drpo.state.events import (

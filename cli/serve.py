@@ -25,10 +25,10 @@ from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
 from drpo.backends.errors import CredentialError
 from drpo.backends.model_files import ModelFileError
 from drpo.checkpoints.store import RunStore, StoreError
+from drpo.cli.common import fail
 from drpo.graph.api import RunError
-from drpo.graph.cli_common import fail
 from drpo.graph.inference import AlignedPrompt, PromptFileError
-from drpo.graph.serve import (
+from drpo.serve.app import (
     DEFAULT_MAX_BODY_BYTES,
     UpstreamConfig,
     bind_socket,
@@ -37,6 +37,7 @@ from drpo.graph.serve import (
     uvicorn_config,
 )
 from drpo.state.settings import (
+    DEFAULT_STORE,
     ConfigError,
     RoleSettings,
     Settings,
@@ -46,7 +47,6 @@ from drpo.state.settings import (
 
 err = Console(stderr=True)
 out = Console()
-DEFAULT_STORE = Path("drpo-runs/runs.db")
 
 
 class ServeError(ValueError):

@@ -755,6 +755,7 @@ def socket_url(sock: socket.socket) -> str:
 
 
 def uvicorn_config(app: Starlette, *, log_level: str = "warning") -> uvicorn.Config:
+    """A uvicorn config for the app, with its lifespan on and a short graceful shutdown."""
     # The app handles its own errors; uvicorn only runs the lifespan and the sockets.
     return uvicorn.Config(app, lifespan="on", log_level=log_level, timeout_graceful_shutdown=5)
 

@@ -1,0 +1,1 @@
+"""drpo.serve: the OpenAI-compatible server that answers with an aligned prompt."""
