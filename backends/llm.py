@@ -139,6 +139,8 @@ class RoleClient:
     run_id: str = ""
     # Several replicas of the endpoint; `model` is then the first replica's client.
     pool: ReplicaPool | None = None
+    # The hash of a run's own rubric (empty for the built-in one, so old keys stay valid).
+    rubric_hash: str = ""
     # What the endpoint accepts (structured output, n); the factory sets the detected one.
     profile: ProviderProfile | None = None
 
@@ -179,6 +181,7 @@ class RoleClient:
             "payload": payload,
             "sample": sample_key if sampled else "",
             "scope": self.run_id if (sampled or not self.share_cache) else "",
+            **({"rubric": self.rubric_hash} if self.rubric_hash else {}),
         }
         if s.reasoning_effort is not None:
             identity["reasoning_effort"] = s.reasoning_effort

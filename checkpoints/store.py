@@ -69,6 +69,9 @@ from llm_calls
 group by run_id, coalesce(stage, ''), level, role
 """
 
+# The judgements row holding a programmatic metric's score of an answer.
+METRIC_ASPECT = "(metric)"
+
 
 class StoreError(RuntimeError):
     """The run store cannot be opened or written; one line for the user."""
@@ -144,6 +147,7 @@ _TABLES: dict[str, TableSchema] = {
             # The retrieval the search used ("embeddings" or "bm25"), resolved from "auto" once,
             # so serve and eval retrieve the same examples on any host.
             "retrieval": str,
+            "rubric": str,
             **_CLAIM_COLUMNS,
         },
         pk="id",
@@ -618,6 +622,18 @@ class RunStore:
                     "expected_score": None,
                     "rationale": "",
                     "error": judgement.error,
+                }
+            )
+        if judgement.metric is not None:
+            # The metric's own value in [0, 1] (not the 1-5 scale the reward averages on).
+            rows.append(
+                {
+                    "answer_id": answer_id,
+                    "run_id": run_id,
+                    "aspect": METRIC_ASPECT,
+                    "score": judgement.metric.score,
+                    "rationale": judgement.metric.reason,
+                    "error": judgement.metric.error,
                 }
             )
         with self._write():

@@ -36,6 +36,8 @@ from drpo.graph.api import (
     load_run_data,
     optimize_async,
     resume_async,
+    run_rubric,
+    with_metric,
 )
 from drpo.graph.estimate import Estimate, describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
@@ -94,6 +96,9 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
             role_flags["api_key_env"] = flags["api_key_env"]
         if role_flags:
             overrides[role] = role_flags
+    rewards = {k: str(flags[k]) for k in ("rubric", "metric") if flags.get(k) is not None}
+    if rewards:
+        overrides["rewards"] = rewards
     if flags["store"] is not None:
         overrides["store"] = str(flags["store"])
     if flags["checkpoints"] is not None:
@@ -183,6 +188,12 @@ def optimize(
     train: Annotated[Path | None, typer.Option(help="training queries file")] = None,
     validation: Annotated[Path | None, typer.Option(help="validation queries file")] = None,
     examples: Annotated[Path | None, typer.Option(help="in-context examples file")] = None,
+    rubric: Annotated[
+        Path | None, typer.Option(help="rubric file (TOML or JSON): aspects, weights, when")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="programmatic metric 'module:function' scoring in [0, 1]")
+    ] = None,
     store: Annotated[Path | None, typer.Option(help="run store database")] = None,
     checkpoints: Annotated[Path | None, typer.Option(help="checkpoint database")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for the query order")] = None,
@@ -228,6 +239,8 @@ def optimize(
             train=train,
             validation=validation,
             examples=examples,
+            rubric=rubric,
+            metric=metric,
             store=store,
             checkpoints=checkpoints,
             seed=seed,
@@ -241,7 +254,9 @@ def optimize(
         if budget:
             overrides = deep_merge(overrides, {"budget": budget})
         settings = load_settings(config, preset, overrides)
-        estimate = estimate_run(settings, load_run_data(settings))
+        task_rubric = run_rubric(settings)  # a bad rubric or metric is bad input, even for --estimate
+        with_metric(settings, None)
+        estimate = estimate_run(settings, load_run_data(settings), task_rubric)
         forecast = describe(estimate)
         if estimate_only:
             out.print(describe_settings(settings), highlight=False, soft_wrap=True)

@@ -39,6 +39,9 @@ __all__ = [
 MAX_TEXT_CHARS: Final = 20_000
 QUERY_ALIASES: Final = ("query", "instruction", "prompt", "question")
 ANSWER_ALIASES: Final = ("answer", "output", "response")
+# A query's expected answer. `output`/`response` are left out: in just-eval and AlpacaEval files
+# they hold some model's answer, not a reference.
+REFERENCE_ALIASES: Final = ("reference", "answer")
 # Keys under which a JSON object may hold its list of records.
 LIST_KEYS: Final = ("data", "examples", "queries")
 SUPPORTED_SUFFIXES: Final = (".jsonl", ".json", ".csv")
@@ -64,6 +67,8 @@ AlpacaEval files load as they are.
   `response`.
 - `category` (optional): `informational`, `advice`, `reasoning`, `coding`, `creative`,
   `harmful`, `borderline` or `general`. Missing or any other value: `general`.
+- `reference` (optional, queries): the expected answer; also accepted as `answer`. The judge
+  grades against it and a metric receives it.
 - `harmful` (optional, queries): `true` or `false` (in CSV also `1`/`0`, `yes`/`no`).
   Default: true when `category` is `harmful`.
 
@@ -108,7 +113,7 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
 
 
 def load_queries(path: str | os.PathLike[str]) -> list[Query]:
-    """Read queries from a .jsonl, .json or .csv file; an answer field, if any, is ignored."""
+    """Read queries from a .jsonl, .json or .csv file, with their reference answers if given."""
     source, suffix, raw = _read(path)
     return _build(source, suffix, raw, _query)
 
@@ -301,7 +306,20 @@ def _query(source: str, stem: str, record: _Record) -> Query:
         query=_query_text(source, record),
         category=category,
         harmful=_harmful(source, record, category),
+        reference=_reference(source, record),
     )
+
+
+def _reference(source: str, record: _Record) -> str | None:
+    present = [k for k in REFERENCE_ALIASES if _given(record.fields.get(k))]
+    if not present:
+        return None
+    return _text(source, record, (present[0],), "reference")
+
+
+def _given(value: Any) -> bool:
+    # A CSV row has every column; an empty cell means "no value", as a missing JSON key does.
+    return bool(value is not None and not (isinstance(value, str) and not value.strip()))
 
 
 def _id(source: str, stem: str, record: _Record) -> str:

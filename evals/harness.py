@@ -30,7 +30,12 @@ from drpo.backends.logprobs import (
 )
 from drpo.evals.conditions import Condition, Overlap
 from drpo.evals.records import EvalRecorder
-from drpo.evals.templates import EVAL_JUDGE, PAIRWISE_JUDGE, PairVerdict
+from drpo.evals.templates import (
+    EVAL_JUDGE,
+    EVAL_JUDGE_WITH_REFERENCE,
+    PAIRWISE_JUDGE,
+    PairVerdict,
+)
 from drpo.nodes.judging import TOP_LOGPROBS
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR, catalogue_aspect
 from drpo.prompts.judge import fence, format_aspects, judgement_schema
@@ -300,13 +305,17 @@ async def _judge_all(
             key = answer_id(condition.name, query.id)
             text = answers.get(key)
             aspects = aspects_for(query)
+            template = EVAL_JUDGE if query.reference is None else EVAL_JUDGE_WITH_REFERENCE
             scores: dict[str, tuple[int | None, str]] = {}
             error: str | None = None
             if text is None:
                 error = "no answer to judge"
             else:
-                system, user = EVAL_JUDGE.render(
-                    aspects=format_aspects(aspects), query=fence(query.query), answer=fence(text)
+                system, user = template.render(
+                    aspects=format_aspects(aspects),
+                    query=fence(query.query),
+                    answer=fence(text),
+                    **({} if query.reference is None else {"reference": fence(query.reference)}),
                 )
                 reply, error = await _ask_judge(
                     judge, system, user, judgement_schema(aspects), tag=f"eval:judge:{key}"
@@ -331,8 +340,8 @@ async def _judge_all(
                         "length_words": length,
                         "judge_model": judge_model,
                         "judge_endpoint": judge_endpoint,
-                        "template": EVAL_JUDGE.name,
-                        "template_hash": EVAL_JUDGE.version,
+                        "template": template.name,
+                        "template_hash": template.version,
                     }
                     for a in aspects
                 ]

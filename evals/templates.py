@@ -57,6 +57,19 @@ EVAL_JUDGE = PromptTemplate(
     user="<query>\n$query\n</query>\n\n<answer>\n$answer\n</answer>",
 )
 
+# Reference-guided grading (MT-Bench style) for queries that carry their expected answer.
+EVAL_JUDGE_WITH_REFERENCE = PromptTemplate(
+    name="eval_judge_absolute_reference",
+    system=EVAL_JUDGE.system.replace(
+        "\n\nAspects:",
+        "\n\nA reference answer is quoted between <reference> tags: treat it as correct, and "
+        "grade an answer that contradicts it or misses what it contains as poor in every "
+        "aspect about correctness.\n\nAspects:",
+        1,
+    ),
+    user="<reference>\n$reference\n</reference>\n\n" + EVAL_JUDGE.user,
+)
+
 PAIRWISE_JUDGE = PromptTemplate(
     name="eval_judge_pairwise",
     system=(

@@ -45,7 +45,9 @@ from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
 from drpo.nodes.level import level_batch
+from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
 from drpo.nodes.prepare import seeded_order, stratified_order
+from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric, load_rubric, parse_rubric
 from drpo.state.events import (
     BeamEntry,
     CallFinished,
@@ -135,6 +137,58 @@ def _uses_embedded(settings: Settings) -> bool:
     return any(settings.role(role).is_embedded for role in ROLES)
 
 
+def with_metric(settings: Settings, metric: Metric | None) -> tuple[Settings, Metric | None]:
+    """The settings recording how to get the metric back, and the metric to score with.
+
+    A callable given from Python is stored by import path when it has one; otherwise only its
+    name is stored, and a resume must be handed the callable again.
+    """
+    rewards = settings.rewards
+    if metric is not None:
+        path = import_path_of(metric)
+        update = {"metric": path, "metric_callable": None if path else metric_name(metric)}
+    elif rewards.metric is not None:
+        metric = import_metric(rewards.metric)
+        update = {}
+    else:
+        update = {}
+    if not rewards.llm_aspects and metric is None:
+        raise ConfigError("rewards.llm_aspects = false needs a metric (--metric module:function)")
+    if update:
+        settings = settings_from_stored(
+            {**settings.public_dict(), "rewards": {**rewards.model_dump(mode="json"), **update}}
+        )
+    return settings, metric
+
+
+def run_rubric(settings: Settings) -> Rubric:
+    """The rubric a new run is judged by: its rubric file's, or the built-in catalogue."""
+    path = settings.rewards.rubric
+    return BUILTIN_RUBRIC if path is None else load_rubric(path)
+
+
+def stored_rubric(row: dict[str, Any]) -> Rubric:
+    """The rubric stored with a run (the file may have changed since); old runs: built-in."""
+    text = row.get("rubric")
+    return BUILTIN_RUBRIC if not text else parse_rubric(json.loads(text), f"of run {row['id']}")
+
+
+def stored_metric(settings: Settings, run_id: str, metric: Metric | None) -> Metric | None:
+    """The metric a run was started with, imported again; a bare callable must be given again."""
+    rewards = settings.rewards
+    if metric is not None:
+        return metric
+    if rewards.metric is not None:
+        return import_metric(rewards.metric)
+    if rewards.metric_callable is not None:
+        name = rewards.metric_callable
+        raise RunError(
+            f"run {run_id} was scored with the Python callable {name!r}, which has no import "
+            f"path: continue it from Python with resume({run_id!r}, metric={name})"
+        )
+    return None
+
+
 def call_event(record: CallRecord) -> CallFinished:
     return CallFinished(
         role=record.role,
@@ -192,12 +246,19 @@ class _ObservedRecorder(RunRecorder):
 
 @asynccontextmanager
 async def open_run(
-    settings: Settings, run_id: str, store: RunStore, on_event: EventHandler | None = None
+    settings: Settings,
+    run_id: str,
+    store: RunStore,
+    on_event: EventHandler | None = None,
+    metric: Metric | None = None,
 ) -> AsyncIterator[
     tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, BaseCheckpointSaver[Any]]
 ]:
     """Everything a run needs while it executes: graph, context, checkpointer, model servers."""
     data = load_run_data(settings)
+    row = store.run(run_id) or {"id": run_id}
+    rubric = stored_rubric(row)
+    metric = stored_metric(settings, run_id, metric)
     async with AsyncExitStack() as stack:
         pool = None
         if _uses_embedded(settings):
@@ -214,6 +275,9 @@ async def open_run(
             build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
         )
         stack.push_async_callback(models.aclose)
+        if not rubric.is_builtin:
+            for role in ("selector", "judge"):
+                models[role].rubric_hash = rubric.hash
         if pool is not None and on_event is not None:
             # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
             for event in await asyncio.to_thread(measure_speed, pool):
@@ -247,6 +311,8 @@ async def open_run(
             train=data.train,
             validation=data.validation,
             seed_examples=data.examples,
+            rubric=rubric,
+            metric=metric,
         )
         yield build_graph(checkpointer), context, checkpointer
 
@@ -363,22 +429,34 @@ def _interrupt_request(tasks: Any) -> ReviewRequest | None:
 
 
 async def optimize_async(
-    settings: Settings, *, run_id: str | None = None, on_event: EventHandler | None = None
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    on_event: EventHandler | None = None,
+    metric: Metric | None = None,
 ) -> RunResult:
-    """Run a whole optimization (stage A, then stage B, then the final pick)."""
+    """Run a whole optimization (stage A, then stage B, then the final pick).
+
+    `metric(query, answer, reference)` scores answers in [0, 1] beside (or, with
+    `rewards.llm_aspects = false`, instead of) the judge's aspects.
+    """
     run_id = run_id or new_run_id()
-    data = load_run_data(settings)  # fail on bad data or settings before anything is written
+    # Fail on bad data, rubric, metric or settings before anything is written.
+    data = load_run_data(settings)
+    rubric = run_rubric(settings)
+    settings, metric = with_metric(settings, metric)
     warnings = await asyncio.to_thread(check_settings, settings)
     store = RunStore(settings.store)
     try:
         store.create_run(run_id, settings.public_dict(), [q.id for q in data.train])
+        store.update_run(run_id, rubric=json.dumps(rubric.model_dump(mode="json")))
         store.claim_run(run_id)
         if on_event is not None:
             on_event(RunStarted(run_id=run_id, store=str(settings.store)))
             for warning in warnings:
                 on_event(RunWarning(message=warning))
         try:
-            async with open_run(settings, run_id, store, on_event) as (graph, context, _):
+            async with open_run(settings, run_id, store, on_event, metric) as (graph, context, _):
                 return await _drive(graph, context, {"run_id": run_id}, store, on_event)
         except (KeyboardInterrupt, asyncio.CancelledError):
             store.update_run(run_id, status="paused", error="interrupted by the user")
@@ -395,12 +473,14 @@ async def resume_async(
     on_event: EventHandler | None = None,
     budget: dict[str, Any] | None = None,
     endpoint_changes: dict[str, Any] | None = None,
+    metric: Metric | None = None,
 ) -> RunResult:
     """Continue a run from its last checkpoint with the settings it was started with.
 
     `budget` replaces budget limits (e.g. {"calls": 500}) for this and later resumes;
     `endpoint_changes` (e.g. {"judge": {"structured_output": "json_object"}}) changes how a
-    role's requests are shaped, after an endpoint refused them.
+    role's requests are shaped, after an endpoint refused them. `metric` is needed only when
+    the run was started with a Python callable that has no import path.
     """
     if not Path(store_path).exists():
         raise RunError(f"run store not found: {store_path}")
@@ -416,11 +496,12 @@ async def resume_async(
         if on_event is not None:
             on_event(RunStarted(run_id=run_id, store=str(store_path), resumed=True))
         settings = settings_from_stored(json.loads(row["settings"]))
+        stored_metric(settings, run_id, metric)  # refuse before the budget is rewritten
         if budget:
             settings = raise_budget(settings, budget, store, row)
         if endpoint_changes:
             settings = change_request_shaping(settings, endpoint_changes, store, row["id"])
-        async with open_run(settings, run_id, store, on_event) as (graph, context, _):
+        async with open_run(settings, run_id, store, on_event, metric) as (graph, context, _):
             snapshot = await graph.aget_state(run_config(settings, run_id))
             run_input = None if snapshot.values else {"run_id": run_id}
             return await _drive(graph, context, run_input, store, on_event)

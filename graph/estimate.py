@@ -23,7 +23,6 @@ from drpo.graph.api import RunData
 from drpo.nodes.examples import ANSWER_WORDS
 from drpo.nodes.level import level_batch
 from drpo.nodes.prepare import seeded_order
-from drpo.prompts.aspects import CATALOGUE, format_catalogue
 from drpo.prompts.base import format_base_prompt
 from drpo.prompts.judge import JUDGE_ANSWER, RATIONALE_MAX_CHARS, format_aspects
 from drpo.prompts.optimizer import (
@@ -34,6 +33,7 @@ from drpo.prompts.optimizer import (
     REWRITE_PROMPT,
     PromptProposal,
 )
+from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.prompts.selector import NEW_ASPECTS_ALLOWED, NEW_ASPECTS_FORBIDDEN, SELECT_ASPECTS
 from drpo.state.settings import ROLES, RoleName, Settings
 from drpo.state.types import Example
@@ -108,24 +108,28 @@ def _bounded(chars: int) -> str:
     return "x" * chars
 
 
-def estimate_run(settings: Settings, data: RunData) -> Estimate:
+def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUBRIC) -> Estimate:
     """Count the calls per role the run will make at most, with token upper bounds."""
     estimate = Estimate()
     counter = _Counter(settings, estimate)
     search, rewards = settings.search, settings.rewards
-    aspects = CATALOGUE[: rewards.max_aspects]
+    pool = rubric.selectable()
+    fixed = tuple(a.as_aspect() for a in rubric.aspects if a.applies != "selector")
+    aspects = (*fixed, *pool[: rewards.max_aspects])
+    # A metric-only run asks neither selector nor judge; a rubric of fixed aspects no selector.
+    judged = rewards.llm_aspects
     selected: set[str] = set()
     choice_rule = NEW_ASPECTS_ALLOWED if rewards.allow_new_aspects else NEW_ASPECTS_FORBIDDEN
 
     def select(query: str) -> None:
         # A query's aspects are chosen once per run (and reused from earlier runs' records).
-        if query in selected:
+        if not (judged and pool) or query in selected:
             return
         selected.add(query)
         system, user = SELECT_ASPECTS.render(
             min_aspects=str(rewards.min_aspects),
             max_aspects=str(rewards.max_aspects),
-            catalogue=format_catalogue(),
+            catalogue=format_aspects(pool),
             new_aspects_rule=choice_rule,
             query=query,
         )
@@ -135,6 +139,8 @@ def estimate_run(settings: Settings, data: RunData) -> Estimate:
         return settings.role(role).max_tokens * CHARS_PER_TOKEN
 
     def judge(query: str, answer_len: int, times: int = 1) -> None:
+        if not judged:
+            return
         system, user = JUDGE_ANSWER.render(
             aspects=format_aspects(aspects), query=query, answer=_bounded(answer_len)
         )
@@ -144,7 +150,7 @@ def estimate_run(settings: Settings, data: RunData) -> Estimate:
 
     # Stage A
     stage = settings.examples
-    if stage.enabled and stage.rounds and data.examples:
+    if stage.enabled and stage.rounds and data.examples and judged:
         count = len(data.examples) if stage.limit is None else min(stage.limit, len(data.examples))
         estimate.examples = count
         rewrite_len = min(answer_chars("optimizer"), ANSWER_MAX_CHARS)

@@ -217,7 +217,12 @@ async def fork_async(
             json.loads(row["query_order"] or "[]"),
             parent_run=run_id,
         )
-        store.update_run(fork_id, status="paused", note=f"forked from {run_id} at step {at_step}")
+        store.update_run(
+            fork_id,
+            status="paused",
+            note=f"forked from {run_id} at step {at_step}",
+            rubric=row.get("rubric"),
+        )
         return fork_id
     finally:
         store.close()

@@ -12,6 +12,8 @@ from typing import Protocol
 from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
 from drpo.nodes.budget import BudgetGate
+from drpo.nodes.metric import Metric
+from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.state.settings import Settings
 from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
 
@@ -91,6 +93,8 @@ class RunContext:
     budget: BudgetGate | None = None
     # Set once the run has warned that the judge gave no usable logprobs (one warning a run).
     warned_integer_scores: bool = False
+    rubric: Rubric = BUILTIN_RUBRIC
+    metric: Metric | None = None
 
     def check_budget(self) -> None:
         """Called first by every model-calling node: raises BudgetReached at a step boundary."""

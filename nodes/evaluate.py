@@ -1,4 +1,5 @@
-"""Evaluate: the judge scores an answer on the query's selected aspects; reward = mean score."""
+"""Evaluate: the judge scores an answer on the query's selected aspects, the metric (if any) on
+its own; reward = the weighted mean of the usable scores."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.generate import scope_of
 from drpo.nodes.judging import judge_answer
+from drpo.nodes.metric import score_answer
 from drpo.state.graph_state import EvaluateTask
 from drpo.state.types import Feedback, LevelScore
 
@@ -26,7 +28,17 @@ async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> dict[str
             task["answer"],
             task["selection"].aspects,
             tag=f"judge:{task['answer_id']}",
+            reference=query.reference,
         )
+    if ctx.metric is not None:
+        metric = await score_answer(
+            ctx.metric,
+            ctx.settings.rewards.metric_weight,
+            query.query,
+            task["answer"],
+            query.reference,
+        )
+        judgement = judgement.model_copy(update={"metric": metric})
     ctx.recorder.record_judgement(ctx.run_id, task["answer_id"], judgement)
     score = LevelScore(
         candidate_id=task["proposal"].candidate.id,

@@ -41,6 +41,13 @@ async def optimize_example(task: ExampleTask, runtime: Runtime[RunContext]) -> d
 async def _optimize_example(task: ExampleTask, ctx: RunContext) -> dict[str, Any]:
     stage = ctx.settings.examples
     example = task["example"]
+    if not ctx.settings.rewards.llm_aspects:
+        # A metric-only run has no judge to critique an example answer (and the example is its
+        # own reference), so the examples are used as given.
+        outcome = ExampleOutcome(
+            index=task["index"], example=example, original_reward=None, reward=None, rounds=0
+        )
+        return {"example_outcomes": [outcome]}
     query = Query(
         id=example.id,
         query=example.query,

@@ -22,7 +22,7 @@ from drpo.backends.logprobs import (
     reply_bytes,
 )
 from drpo.nodes.context import RunContext
-from drpo.prompts.judge import JUDGE_ANSWER, fence, format_aspects, judgement_schema
+from drpo.prompts.judge import fence, judge_messages, judgement_schema
 from drpo.state.types import Aspect, AspectScore, Judgement
 
 # Alternatives asked for at each token: enough to hold all five digits (OpenAI allows 20).
@@ -39,20 +39,30 @@ class ScoredJudgement:
 
 
 async def score_answer(
-    judge: RoleClient, query: str, answer: str, aspects: tuple[Aspect, ...], tag: str
+    judge: RoleClient,
+    query: str,
+    answer: str,
+    aspects: tuple[Aspect, ...],
+    tag: str,
+    reference: str | None = None,
 ) -> ScoredJudgement:
-    """Score `answer`; an unusable judge reply yields missing scores with the error, never 0."""
+    """Score `answer`; an unusable judge reply yields missing scores with the error, never 0.
+
+    With a `reference` the judge grades against it; with no aspects (a metric-only run) there
+    is nothing to ask and no call is made.
+    """
+    if not aspects:
+        return ScoredJudgement(Judgement())
     schema = judgement_schema(aspects)
-    system, user = JUDGE_ANSWER.render(
-        aspects=format_aspects(aspects), query=fence(query), answer=fence(answer)
-    )
+    fenced_reference = None if reference is None else fence(reference)
+    system, user = judge_messages(aspects, fence(query), fence(answer), fenced_reference)
     top = TOP_LOGPROBS if judge.gives_logprobs else 0
     try:
         reply = await judge.structured_with_logprobs(
             system, user, schema, top_logprobs=top, tag=tag
         )
     except StructuredOutputError as exc:
-        missing = tuple(AspectScore(aspect=a.name) for a in aspects)
+        missing = tuple(AspectScore(aspect=a.name, weight=a.weight) for a in aspects)
         return ScoredJudgement(Judgement(scores=missing, error=str(exc)))
     verdicts = reply.value.model_dump()["scores"]
     integers = {a.name: verdicts[a.name]["score"] for a in aspects}
@@ -69,6 +79,7 @@ async def score_answer(
             score=integers[a.name],
             rationale=verdicts[a.name]["rationale"],
             expected=expected.get(a.name),
+            weight=a.weight,
         )
         for a in aspects
     )
@@ -94,10 +105,15 @@ def expected_scores(logprobs: TokenLogprobs | None, integers: dict[str, int]) ->
 
 
 async def judge_answer(
-    ctx: RunContext, query: str, answer: str, aspects: tuple[Aspect, ...], tag: str
+    ctx: RunContext,
+    query: str,
+    answer: str,
+    aspects: tuple[Aspect, ...],
+    tag: str,
+    reference: str | None = None,
 ) -> Judgement:
     """Score `answer` with the run's judge, warning once when logprobs are not usable."""
-    scored = await score_answer(ctx.models["judge"], query, answer, aspects, tag)
+    scored = await score_answer(ctx.models["judge"], query, answer, aspects, tag, reference)
     if scored.fallback is not None and not ctx.warned_integer_scores:
         ctx.warned_integer_scores = True
         _warn(
@@ -116,17 +132,24 @@ def _warn(message: str) -> None:
 
 
 def critique_text(judgement: Judgement) -> str:
-    """The judge's verdict as the optimizer reads it, weakest aspects first."""
-    if not judgement.scores:
+    """The judge's verdict as the optimizer reads it, weakest aspects first, then the metric's."""
+    metric = judgement.metric
+    if not judgement.scores and metric is None:
         return "(no critique available)"
     ordered = sorted(judgement.scores, key=lambda s: (s.score is None, s.score or 0))
     lines = [
         f"- {s.aspect}: {'missing' if s.score is None else f'{s.score}/5'}. {s.rationale}".rstrip()
         for s in ordered
     ]
+    if metric is not None and metric.score is not None:
+        # The metric's reason is feedback like a judge's rationale.
+        lines.append(f"- Metric {metric.name}: {metric.score:.2f} of 1. {metric.reason}".rstrip())
     return "\n".join(lines)
 
 
 def all_perfect(judgement: Judgement) -> bool:
-    """Whether a judgement scored every aspect 5."""
-    return bool(judgement.scores) and all(s.score == 5 for s in judgement.scores)
+    """Whether a judgement scored every aspect 5 (and its metric, if any, 1)."""
+    metric = judgement.metric
+    metric_perfect = metric is None or metric.score == 1.0
+    has_scores = bool(judgement.scores) or (metric is not None and metric.score is not None)
+    return has_scores and metric_perfect and all(s.score == 5 for s in judgement.scores)

@@ -10,7 +10,9 @@ from langgraph.runtime import Runtime
 from drpo.backends.errors import StructuredOutputError
 from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
-from drpo.prompts.aspects import CATALOGUE, canonical_name, catalogue_aspect, format_catalogue
+from drpo.prompts.aspects import canonical_name
+from drpo.prompts.judge import format_aspects
+from drpo.prompts.rubric import Rubric
 from drpo.prompts.selector import (
     NEW_ASPECTS_ALLOWED,
     NEW_ASPECTS_FORBIDDEN,
@@ -65,13 +67,28 @@ def selection_key(ctx: RunContext, query: str) -> str:
             SELECT_ASPECTS.version,
             str(selector.temperature),
             f"{rewards.min_aspects}-{rewards.max_aspects}-{rewards.allow_new_aspects}",
+            # The built-in catalogue keeps its old keys, so stored choices stay valid.
+            "" if ctx.rubric.is_builtin else ctx.rubric.hash,
         ]
     )
     return hashlib.sha256(identity.encode()).hexdigest()
 
 
 async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
-    """The aspects to judge a query on: from the run's record, or asked of the selector."""
+    """The aspects to judge `query` on: the rubric's fixed ones plus the selector's choice."""
+    if not ctx.settings.rewards.llm_aspects:
+        # The metric alone scores answers: no selector and no judge call.
+        return AspectSelection(query_id=query.id, analysis="metric only", aspects=())
+    fixed = ctx.rubric.fixed_for(query)
+    if not ctx.rubric.selectable():
+        return AspectSelection(query_id=query.id, analysis="rubric: fixed aspects", aspects=fixed)
+    chosen = await _selector_choice(ctx, query)
+    extra = tuple(a for a in chosen.aspects if all(f.name != a.name for f in fixed))
+    return chosen.model_copy(update={"aspects": (*fixed, *extra)})
+
+
+async def _selector_choice(ctx: RunContext, query: Query) -> AspectSelection:
+    """The selector's choice for a query: from the run's record, or asked of the selector."""
     key = selection_key(ctx, query.query)
     cached = ctx.recorder.selection(key)
     if cached is not None:
@@ -80,7 +97,7 @@ async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
     system, user = SELECT_ASPECTS.render(
         min_aspects=str(rewards.min_aspects),
         max_aspects=str(rewards.max_aspects),
-        catalogue=format_catalogue(),
+        catalogue=format_aspects(ctx.rubric.selectable()),
         new_aspects_rule=NEW_ASPECTS_ALLOWED
         if rewards.allow_new_aspects
         else NEW_ASPECTS_FORBIDDEN,
@@ -95,7 +112,7 @@ async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
         selection = AspectSelection(
             query_id=query.id,
             analysis=f"selector reply unusable, default aspects used: {exc}",
-            aspects=_pad((), query, rewards.min_aspects),
+            aspects=_pad((), query, rewards.min_aspects, ctx.rubric),
         )
     ctx.recorder.record_selection(key, query.query, selection)
     return selection
@@ -104,43 +121,45 @@ async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
 def normalise_choice(choice: AspectChoice, query: Query, ctx: RunContext) -> AspectSelection:
     """Map names onto the catalogue, accept defined new aspects, and respect the 2–5 bounds."""
     rewards = ctx.settings.rewards
+    rubric = ctx.rubric
     chosen: list[Aspect] = []
 
     def taken(name: str) -> bool:
         return not name or any(a.name.lower() == name.lower() for a in chosen)
 
     for raw in choice.aspects:
-        known = catalogue_aspect(raw)
+        known = rubric.lookup(raw)
         if known is not None and not taken(known.name):
             chosen.append(known)
     if rewards.allow_new_aspects:
         for new in choice.new_aspects:
             name = canonical_name(new.name)
-            known = catalogue_aspect(name)
+            known = rubric.lookup(name)
             if known is not None:
                 if not taken(known.name):
                     chosen.append(known)
             elif not taken(name) and new.definition.strip():
                 chosen.append(Aspect(name=name, definition=new.definition.strip(), proposed=True))
-    if query.harmful and not any(a.name == "Safety" for a in chosen):
-        safety = catalogue_aspect("Safety")
-        assert safety is not None
+    safety = rubric.lookup("Safety")
+    if query.harmful and safety is not None and not taken(safety.name):
         chosen.insert(0, safety)
     chosen = chosen[: rewards.max_aspects]
     return AspectSelection(
         query_id=query.id,
         analysis=choice.analysis,
-        aspects=_pad(tuple(chosen), query, rewards.min_aspects),
+        aspects=_pad(tuple(chosen), query, rewards.min_aspects, rubric),
     )
 
 
-def _pad(aspects: tuple[Aspect, ...], query: Query, minimum: int) -> tuple[Aspect, ...]:
+def _pad(
+    aspects: tuple[Aspect, ...], query: Query, minimum: int, rubric: Rubric
+) -> tuple[Aspect, ...]:
     padded = list(aspects)
     defaults = ("Safety", *FALLBACK_ASPECTS) if query.harmful else FALLBACK_ASPECTS
-    for name in (*defaults, *(a.name for a in CATALOGUE)):
+    for name in (*defaults, *(a.name for a in rubric.selectable())):
         if len(padded) >= minimum:
             break
-        aspect = catalogue_aspect(name)
+        aspect = rubric.lookup(name)
         if aspect is not None and all(a.name != name for a in padded):
             padded.append(aspect)
     return tuple(padded)

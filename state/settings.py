@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ EMBEDDED = "embedded"
 DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b"
 
 
+METRIC_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 # Where runs are kept unless the settings or a --store flag say otherwise.
 DEFAULT_STORE = Path("drpo-runs/runs.db")
 DEFAULT_CHECKPOINTS = Path("drpo-runs/checkpoints.db")
@@ -201,6 +203,26 @@ class RewardSettings(_Strict):
     min_aspects: int = Field(default=2, ge=1)
     max_aspects: int = Field(default=5, ge=1)
     allow_new_aspects: bool = True
+    rubric: Path | None = Field(
+        default=None, description="a rubric file (TOML or JSON) replacing or extending the aspects"
+    )
+    llm_aspects: bool = Field(
+        default=True, description="judge answers with LLM aspects; false: the metric alone"
+    )
+    metric: str | None = Field(
+        default=None, description="a programmatic metric as 'module:function'"
+    )
+    metric_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    # Set by the Python API for a metric callable that cannot be re-imported: a resumed run
+    # must be given the callable again, and says so.
+    metric_callable: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not METRIC_PATH.fullmatch(value):
+            raise ValueError(f"must be 'module:function', got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> RewardSettings:

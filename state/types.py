@@ -36,6 +36,9 @@ class Query(_Frozen):
     query: str
     category: Category = "general"
     harmful: bool = False
+    # The expected answer, when the task has one: the judge grades against it (reference-guided
+    # judging) and a metric receives it.
+    reference: str | None = None
 
 
 class Aspect(_Frozen):
@@ -44,6 +47,7 @@ class Aspect(_Frozen):
     name: str
     definition: str
     proposed: bool = False
+    weight: float = Field(default=1.0, ge=0.0)
 
 
 class AspectSelection(_Frozen):
@@ -63,6 +67,22 @@ class AspectScore(_Frozen):
     # The probability-weighted score: the expected value over the 1–5 score tokens, read from
     # the judge's token logprobs; None when the endpoint gave none (then `score` is the reward).
     expected: float | None = Field(default=None, ge=1, le=5)
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class MetricScore(_Frozen):
+    """A metric's verdict on an answer: a value in [0, 1], or missing with its error."""
+
+    name: str
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    reason: str = ""
+    error: str | None = None
+    weight: float = Field(default=1.0, ge=0.0)
+
+    @property
+    def on_aspect_scale(self) -> float | None:
+        """The value on the judge's 1–5 scale, so the two can be averaged."""
+        return None if self.score is None else 1.0 + 4.0 * self.score
 
 
 class Judgement(_Frozen):
@@ -70,26 +90,35 @@ class Judgement(_Frozen):
 
     scores: tuple[AspectScore, ...] = ()
     error: str | None = None
+    metric: MetricScore | None = None
 
     @property
     def reward(self) -> float | None:
-        """Mean of the usable aspect scores, or None when there is none (never 0).
+        """Weighted mean of the usable scores (aspects and metric), or None when there is none.
 
-        The probability-weighted scores are used when every usable aspect has one: integers
-        from a small judge are nearly all equal, while the expected values still differ.
+        A missing score is left out rather than counted as 0. The probability-weighted aspect
+        scores are used when every usable aspect has one: integers from a small judge are nearly
+        all equal, while the expected values still differ.
         """
-        usable = [s for s in self.scores if s.score is not None]
-        if not usable:
-            return None
-        if self.probability_weighted:
-            return sum(s.expected or 0.0 for s in usable) / len(usable)
-        return sum(s.score or 0 for s in usable) / len(usable)
+        return self._weighted_mean(probability=self.probability_weighted)
 
     @property
     def integer_reward(self) -> float | None:
-        """Mean of the usable integer scores, whatever the probability scores say."""
-        usable = [s.score for s in self.scores if s.score is not None]
-        return sum(usable) / len(usable) if usable else None
+        """The same weighted mean from the integer scores, whatever the probability scores say."""
+        return self._weighted_mean(probability=False)
+
+    def _weighted_mean(self, *, probability: bool) -> float | None:
+        weighted = [
+            (s.expected if probability and s.expected is not None else float(s.score), s.weight)
+            for s in self.scores
+            if s.score is not None
+        ]
+        if self.metric is not None and self.metric.on_aspect_scale is not None:
+            weighted.append((self.metric.on_aspect_scale, self.metric.weight))
+        total = sum(weight for _, weight in weighted)
+        if not weighted or total <= 0:
+            return None
+        return sum(value * weight for value, weight in weighted) / total
 
     @property
     def probability_weighted(self) -> bool:

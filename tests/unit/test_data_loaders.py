@@ -201,7 +201,8 @@ def test_question_alias_and_unknown_category(tmp_path: Path) -> None:
 
 def test_queries_loader_accepts_an_examples_file(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "ex.jsonl", [{"id": "e", "query": "Q", "answer": "A"}])
-    assert load_queries(path) == [Query(id="e", query="Q")]
+    # The example's answer becomes the query's reference answer (issue #17).
+    assert load_queries(path) == [Query(id="e", query="Q", reference="A")]
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -352,3 +353,25 @@ def test_invalid_harmful_value(tmp_path: Path) -> None:
 
 def test_error_is_a_value_error() -> None:
     assert issubclass(DataFileError, ValueError)
+
+
+def test_queries_keep_their_reference_answers(tmp_path: Path) -> None:
+    path = _write_jsonl(
+        tmp_path / "qa.jsonl",
+        [
+            {"id": "a", "query": "Capital of Japan?", "reference": " Tokyo "},
+            {"id": "b", "query": "7 x 8?", "answer": "56"},
+            {"id": "c", "query": "No reference here."},
+            {"id": "d", "query": "Both?", "reference": "ref wins", "answer": "other"},
+        ],
+    )
+    assert [q.reference for q in load_queries(path)] == ["Tokyo", "56", None, "ref wins"]
+    csv_file = tmp_path / "qa.csv"
+    csv_file.write_text("query,reference\nQ1?,R1\nQ2?,\n", encoding="utf-8")
+    assert [q.reference for q in load_queries(csv_file)] == ["R1", None]
+
+
+def test_a_reference_that_is_not_text_names_the_line(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "qa.jsonl", [{"query": "Q", "reference": 42}])
+    with pytest.raises(DataFileError, match=r"qa.jsonl line 1: field 'reference' must be text"):
+        load_queries(path)

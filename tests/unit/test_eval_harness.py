@@ -159,3 +159,39 @@ def test_pairwise_win_rate_uses_preference_probabilities(tmp_path: Path) -> None
     assert pair.position.first_rate == 1.0
     rows = list(store.db["eval_pairs"].rows_where("query_id = 'q1'", order_by="shown_order"))
     assert [r["first_probability"] for r in rows] == pytest.approx([0.9, 0.6])
+
+
+class RecordingJudge(ScriptedRole):
+    """Keeps each absolute judge prompt, to see what the judge was shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users: list[str] = []
+
+    async def structured(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> list[BaseModel]:
+        if schema.__name__ != "PairVerdict":
+            self.users.append(user)
+        return await super().structured(system, user, schema, tag=tag)
+
+
+def test_queries_with_a_reference_are_graded_against_it(tmp_path: Path) -> None:
+    the_plan = plan(tmp_path)
+    the_plan.queries = [
+        Query(id="q1", query="What is rain?", reference="Water falling from clouds."),
+        Query(id="q2", query="What is snow?"),
+    ]
+    the_plan.pairs = []
+    judge = RecordingJudge()
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": judge}
+    asyncio.run(run_evaluation(the_plan, models, EvalRecorder(store, "eval-test")))
+    guided = [u for u in judge.users if "What is rain?" in u]
+    plain = [u for u in judge.users if "What is snow?" in u]
+    assert guided and all(
+        u.startswith("<reference>\nWater falling from clouds.\n</reference>") for u in guided
+    )
+    assert plain and not any("<reference>" in u for u in plain)
+    templates = {row["query_id"]: row["template"] for row in store.db["eval_scores"].rows}
+    assert templates == {"q1": "eval_judge_absolute_reference", "q2": "eval_judge_absolute"}

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"checkpoints", "nodes"},
     {"graph"},
-    {"evals", "serve"},
+    {"evals", "serve", "langchain"},
     {"cli"},
 ]
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}

@@ -15,6 +15,7 @@ from drpo.nodes.rewrite import child_id, should_skip
 from drpo.nodes.select_rewards import normalise_choice
 from drpo.prompts.aspects import ASPECT_DEFINITIONS, canonical_name, catalogue_aspect
 from drpo.prompts.judge import fence, judgement_schema
+from drpo.prompts.rubric import BUILTIN_RUBRIC
 from drpo.prompts.selector import AspectChoice, NewAspect
 from drpo.state.graph_state import RewriteTask
 from drpo.state.settings import load_settings
@@ -423,7 +424,9 @@ def test_judgement_schema_rejects_missing_extra_and_out_of_range() -> None:
 
 def _ctx(**rewards: object) -> types.SimpleNamespace:
     overrides = {"rewards": rewards} if rewards else None
-    return types.SimpleNamespace(settings=load_settings(overrides=overrides, environ={}))
+    return types.SimpleNamespace(
+        settings=load_settings(overrides=overrides, environ={}), rubric=BUILTIN_RUBRIC
+    )
 
 
 def _choice(*aspects: tuple[str, str]) -> AspectChoice:
