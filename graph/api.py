@@ -44,8 +44,8 @@ from drpo.data.loaders import (
 from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RunContext
-from drpo.nodes.level import level_batch
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
+from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order, stratified_order
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric, load_rubric, parse_rubric
 from drpo.state.events import (
@@ -121,15 +121,14 @@ def load_run_data(settings: Settings) -> RunData:
 
 def texts_to_embed(settings: Settings, data: RunData) -> tuple[list[str], list[str]]:
     """Every text a search can embed: the examples' queries and the queries it can reach."""
-    search = settings.search
+    plan = schedule(settings, len(data.examples), len(data.validation))
     order = seeded_order([q.id for q in data.train], settings.seed)
-    levels = search.depth + search.max_extension + 1
     reachable = [
         q.query
-        for level in range(levels)
-        for q in level_batch(order, data.train, level, search.batch_size)
+        for level in range(plan.max_levels)
+        for q in level_batch(order, data.train, level, plan.queries_per_level)
     ]
-    validation = [q.query for q in data.validation[: search.validation_size]]
+    validation = [q.query for q in data.validation[: plan.validation_size]]
     return [e.query for e in data.examples], [*reachable, *validation]
 
 

@@ -21,7 +21,7 @@ from drpo.backends.providers import effective_profile, static_kind
 from drpo.backends.structured_output import SCHEMA_IN_PROMPT
 from drpo.graph.api import RunData
 from drpo.nodes.examples import ANSWER_WORDS
-from drpo.nodes.level import level_batch
+from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order
 from drpo.prompts.base import format_base_prompt
 from drpo.prompts.judge import JUDGE_ANSWER, RATIONALE_MAX_CHARS, format_aspects
@@ -113,6 +113,7 @@ def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUB
     estimate = Estimate()
     counter = _Counter(settings, estimate)
     search, rewards = settings.search, settings.rewards
+    plan = schedule(settings, len(data.examples), len(data.validation))
     pool = rubric.selectable()
     fixed = tuple(a.as_aspect() for a in rubric.aspects if a.applies != "selector")
     aspects = (*fixed, *pool[: rewards.max_aspects])
@@ -150,11 +151,10 @@ def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUB
 
     # Stage A
     stage = settings.examples
-    if stage.enabled and stage.rounds and data.examples and judged:
-        count = len(data.examples) if stage.limit is None else min(stage.limit, len(data.examples))
-        estimate.examples = count
+    if plan.stage_a_size and judged:
+        estimate.examples = plan.stage_a_size
         rewrite_len = min(answer_chars("optimizer"), ANSWER_MAX_CHARS)
-        for example in data.examples[:count]:
+        for example in data.examples[: plan.stage_a_size]:
             select(example.query)
             judge(example.query, len(example.answer))
             system, user = REWRITE_ANSWER.render(
@@ -169,16 +169,15 @@ def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUB
 
     # Stage B
     order = seeded_order([q.id for q in data.train], settings.seed)
-    skip_rule = search.skip_threshold < 5.0
-    estimate.levels = search.depth + 1
-    estimate.max_levels = search.depth + 1 + (search.max_extension if skip_rule else 0)
+    estimate.levels = plan.levels
+    estimate.max_levels = plan.max_levels
     examples = _longest(data.examples, settings.data.top_k)
     prompt_len = min(answer_chars("optimizer"), PROMPT_MAX_CHARS)
     base_answer_len = answer_chars("base")
     beam = 1
     seen = 0
     for level in range(estimate.max_levels):
-        queries = level_batch(order, data.train, level, search.batch_size)
+        queries = level_batch(order, data.train, level, plan.queries_per_level)
         for query in queries:
             select(query.query)
         prompt = search.initial_prompt if level == 0 else _bounded(prompt_len)
@@ -216,12 +215,11 @@ def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUB
         beam = min(search.width, children)
 
     # Validation: the best distinct prompts seen, plus the starting prompt unless among them.
-    validation = data.validation[: search.validation_size]
+    validation = data.validation[: plan.validation_size]
     if validation:
         estimate.validation_queries = len(validation)
-        keep = max(search.finalists, 1)
         # When every prompt seen is kept, the starting prompt is one of them already.
-        estimate.finalists = seen if seen <= keep else keep + 1
+        estimate.finalists = seen if seen <= plan.finalists else plan.finalists + 1
         for query in validation:
             select(query.query)
             base = format_base_prompt(

@@ -20,6 +20,7 @@ from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunStore, new_run_id
 from drpo.graph.api import EventHandler, RunError, _drive, open_run, run_config
 from drpo.graph.builder import build_graph
+from drpo.nodes.policy import child_ancestry
 from drpo.state.settings import Settings, settings_from_stored
 from drpo.state.types import Candidate, ReviewDecision, ReviewRequest, RunResult
 
@@ -203,9 +204,7 @@ async def fork_async(
                     parent_id=best.id if best else None,
                     depth=best.depth if best else 0,
                     path_rewards=best.path_rewards if best else (),
-                    ancestry=(
-                        (*best.ancestry, best.prompt)[-settings.search.history :] if best else ()
-                    ),
+                    ancestry=child_ancestry(best, settings.search.history) if best else (),
                 )
                 # As if stage A had just ended: its only edge leads to the next level.
                 await graph.aupdate_state(

@@ -7,11 +7,9 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from drpo.nodes.approve import needs_review, next_after_level
-from drpo.nodes.beam import unique_proposals
 from drpo.nodes.context import RunContext
 from drpo.nodes.generate import scoring_tasks
-from drpo.nodes.level import level_batch
+from drpo.nodes.policy import level_batch, needs_review, next_after_level, unique_proposals
 from drpo.nodes.select_rewards import PREFETCH_IN_STAGE_A, PREFETCH_NEXT_LEVEL
 from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
 
@@ -19,7 +17,7 @@ from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
 def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
     """Stage A fans out one task per example, or is skipped."""
     ctx = runtime.context
-    count = stage_a_size(state, ctx)
+    count = ctx.schedule.stage_a_size
     if count == 0:
         return "start_level"
     examples = state["examples"]
@@ -30,17 +28,8 @@ def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Sen
     return (
         sends
         + prefetch_level(PREFETCH_IN_STAGE_A, state, ctx, 0)
-        + prefetch_validation(PREFETCH_IN_STAGE_A, ctx, ctx.settings.search.validation_size)
+        + prefetch_validation(PREFETCH_IN_STAGE_A, ctx, ctx.schedule.validation_size)
     )
-
-
-def stage_a_size(state: SearchState, ctx: RunContext) -> int:
-    """How many examples stage A optimizes (0: it is skipped)."""
-    stage = ctx.settings.examples
-    examples = state.get("examples", [])
-    if not stage.enabled or stage.rounds == 0 or not examples:
-        return 0
-    return len(examples) if stage.limit is None else min(stage.limit, len(examples))
 
 
 def may_prefetch(ctx: RunContext) -> bool:
@@ -55,13 +44,13 @@ def prefetch_level(node: str, state: SearchState, ctx: RunContext, level: int) -
     A choice depends on the query alone and the order of queries is fixed when the run starts,
     so it can be made early; that level's `select_rewards` then finds it without a call.
     """
-    queries = level_batch(state["query_order"], ctx.train, level, ctx.settings.search.batch_size)
+    queries = level_batch(state["query_order"], ctx.train, level, ctx.schedule.queries_per_level)
     return [Send(node, SelectTask(query=q, stage="search", level=level)) for q in queries]
 
 
 def prefetch_validation(node: str, ctx: RunContext, count: int) -> list[Send]:
     """Aspect choices for the first `count` validation queries, made early like a level's."""
-    queries = ctx.validation[: min(count, ctx.settings.search.validation_size)]
+    queries = ctx.validation[: min(count, ctx.schedule.validation_size)]
     return [Send(node, SelectTask(query=q, stage="validate")) for q in queries]
 
 
@@ -77,12 +66,12 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
         # run reaches) would otherwise spend a step of its own on the same selector calls.
         # When stage A ran, its idle slots have already made these choices.
         ctx = runtime.context
-        if may_prefetch(ctx) and stage_a_size(state, ctx) == 0:
+        if may_prefetch(ctx) and ctx.schedule.stage_a_size == 0:
             idle = max(ctx.settings.max_concurrency - len(sends), 0)
             sends += prefetch_validation("prefetch_aspects", ctx, idle)
     else:
-        feedback = state.get("feedback", {})
-        recent = state.get("recent_feedback", {})
+        feedback = state["feedback"]
+        recent = state["recent_feedback"]
         sends += [
             Send(
                 "rewrite",
@@ -110,8 +99,7 @@ def route_validation(state: SearchState) -> list[Send] | str:
 
 def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
     """Score every (distinct) proposal on every query of the level, one task each."""
-    phase = state.get("phase", "search")
-    stage: Literal["search", "validate"] = "validate" if phase == "validate" else "search"
+    stage: Literal["search", "validate"] = "validate" if state["phase"] == "validate" else "search"
     dedupe = runtime.context.settings.search.dedupe or stage == "validate"
     sends = scoring_tasks(state, unique_proposals(state.get("proposals", []), dedupe), stage)
     if (
@@ -130,7 +118,7 @@ def route_scoring(state: SearchState, runtime: Runtime[RunContext]) -> list[Send
 
 def route_scored(state: SearchState, runtime: Runtime[RunContext]) -> str:
     """After the level's scoring: rank the search's children, or pick the final prompt."""
-    if state.get("phase") != "validate":
+    if state["phase"] != "validate":
         return "beam_select"
     return "approve" if runtime.context.settings.review.policy == "final" else "finalize"
 

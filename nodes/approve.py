@@ -14,11 +14,10 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from drpo.nodes.beam import level_rewards
 from drpo.nodes.context import RunContext
 from drpo.nodes.generate import scoring_tasks
+from drpo.nodes.policy import baseline_value, needs_review, next_after_level, validated
 from drpo.state.graph_state import SearchState
-from drpo.state.settings import Settings
 from drpo.state.types import (
     Candidate,
     Proposal,
@@ -28,103 +27,12 @@ from drpo.state.types import (
 )
 
 
-def changed_fraction(before: str, after: str) -> float:
-    """How much of `before` an edit changed (0 unchanged, 1 all)."""
-    return 1.0 - difflib.SequenceMatcher(None, before, after).ratio()
-
-
 def prompt_diff(before: str, after: str) -> str:
     """A unified diff from the parent prompt to the proposed one."""
     lines = difflib.unified_diff(
         before.splitlines(), after.splitlines(), "parent", "proposed", lineterm=""
     )
     return "\n".join(lines)
-
-
-def rejected_ids(state: SearchState) -> set[str]:
-    """The candidates a person rejected or replaced by an edit."""
-    return {cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")}
-
-
-def is_starting_prompt(candidate: Candidate, settings: Settings) -> bool:
-    """Whether `candidate` is the run's starting prompt (whitespace aside)."""
-    return " ".join(candidate.prompt.split()) == " ".join(settings.search.initial_prompt.split())
-
-
-def validated(state: SearchState, settings: Settings) -> list[tuple[Candidate, float]]:
-    """The validation round's candidates with their mean reward, best first.
-
-    The starting prompt competes like any finalist and wins ties: a rewrite that validates only
-    as well as the prompt it started from is no evidence of an improvement.
-    """
-    values = level_rewards(state.get("scores", []))
-    pairs = [
-        (p.candidate, values[p.candidate.id])
-        for p in state.get("proposals", [])
-        if p.candidate.id in values and p.candidate.id not in rejected_ids(state)
-    ]
-    return sorted(
-        pairs,
-        key=lambda pair: (
-            -pair[1],
-            not is_starting_prompt(pair[0], settings),
-            -pair[0].value,
-        ),
-    )
-
-
-def final_candidate(state: SearchState, settings: Settings) -> Candidate | None:
-    """The prompt finalize would choose now, leaving out what a person rejected."""
-    for cid, decision in state.get("reviewed", {}).items():
-        if decision.decision == "approve":
-            return next(
-                (p.candidate for p in state.get("proposals", []) if p.candidate.id == cid), None
-            )
-    excluded = rejected_ids(state)
-    if settings.search.final == "last_on_best_path" or state.get("phase") != "validate":
-        pool = [c for c in state.get("beam", []) if c.id not in excluded]
-        return pool[0] if pool else None
-    ranked = [c for c, _ in validated(state, settings)]
-    if ranked:
-        return ranked[0]
-    leaders = [c for c in state.get("leaders", []) if c.id not in excluded]
-    return leaders[0] if leaders else None
-
-
-def needs_review(state: SearchState, settings: Settings) -> list[Candidate]:
-    """The candidates a person must decide on before the search may go on."""
-    policy = settings.review.policy
-    reviewed = state.get("reviewed", {})
-    if policy == "none" or state.get("stop_requested"):
-        return []
-    if state.get("phase") == "validate":
-        # Under 'every' and 'threshold' each edit was already reviewed as it survived a level.
-        if policy != "final" or any(d.decision == "approve" for d in reviewed.values()):
-            return []
-        final = final_candidate(state, settings)
-        return [] if final is None or final.id in reviewed else [final]
-    if policy not in ("every", "threshold") or state.get("level", 0) == 0:
-        return []
-    parents = {p.id: p for p in state.get("parents", [])}
-    pending: list[Candidate] = []
-    for candidate in state.get("beam", []):
-        if candidate.carried or candidate.id in reviewed or candidate.parent_id not in parents:
-            continue
-        if policy == "threshold":
-            parent = parents[candidate.parent_id]
-            lowered = (
-                len(candidate.path_rewards) >= 2
-                and parent.path_rewards
-                and candidate.path_rewards[-1] < parent.path_rewards[-1]
-            )
-            if (
-                changed_fraction(parent.prompt, candidate.prompt)
-                <= settings.review.change_threshold
-                and not lowered
-            ):
-                continue
-        pending.append(candidate)
-    return pending
 
 
 def _evidence(state: SearchState, candidate: Candidate) -> tuple[ReviewScore, ...]:
@@ -146,25 +54,22 @@ def review_request(
     """The review payload for one candidate: prompts, diff, values and cost so far."""
     parents = {p.id: p for p in state.get("parents", [])}
     parent = parents.get(candidate.parent_id or "")
-    if state.get("phase") == "validate":
+    if state["phase"] == "validate":
         parent_prompt = ctx.settings.search.initial_prompt
         ranking = validated(state, ctx.settings)
         value = dict((c.id, v) for c, v in ranking).get(candidate.id)
-        parent_value = next(
-            (v for c, v in ranking if c.prompt == parent_prompt and c.id != candidate.id),
-            None,
-        )
+        parent_value = baseline_value(ranking, ctx.settings, besides=candidate.id)
     else:
         parent_prompt = parent.prompt if parent else ""
         value = candidate.path_rewards[-1] if candidate.path_rewards else None
         parent_value = parent.path_rewards[-1] if parent and parent.path_rewards else None
     cost = ctx.recorder.run_cost(ctx.run_id)  # a read: safe to repeat when the node re-runs
     return ReviewRequest(
-        kind="final" if state.get("phase") == "validate" else "edit",
+        kind="final" if state["phase"] == "validate" else "edit",
         run_id=ctx.run_id,
         candidate_id=candidate.id,
         parent_id=candidate.parent_id,
-        level=state.get("level", 0),
+        level=state["level"],
         prompt=candidate.prompt,
         parent_prompt=parent_prompt,
         diff=prompt_diff(parent_prompt, candidate.prompt),
@@ -189,13 +94,6 @@ def edited_candidate(original: Candidate, prompt: str) -> Candidate:
             "carried": False,
         }
     )
-
-
-def next_after_level(state: SearchState) -> str:
-    """The node after a reviewed level: the next level, or validation once the search ends."""
-    if state.get("stop_requested") or state["level"] >= state["depth_limit"]:
-        return "start_validation"
-    return "start_level"
 
 
 async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[Any]:
@@ -225,7 +123,7 @@ async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[A
         for d in decisions
         if d.decision == "edit"
     ]
-    validating = state.get("phase") == "validate"
+    validating = state["phase"] == "validate"
     if edits and not stop:
         for edit in edits:
             reviewed[edit.id] = ReviewDecision(

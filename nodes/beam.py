@@ -7,43 +7,15 @@ extension, the best-seen leaderboard, and the lineage records in the run store.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from drpo.nodes.context import RunContext
+from drpo.nodes.policy import level_rewards, rejected_ids, same_prompt, unique_proposals
 from drpo.state.graph_state import SearchState
-from drpo.state.types import Candidate, Feedback, LevelScore, Proposal
-
-
-def normalise_prompt(prompt: str) -> str:
-    """A prompt with case and whitespace folded, to compare prompts for duplicates."""
-    return " ".join(prompt.split()).lower()
-
-
-def unique_proposals(proposals: list[Proposal], dedupe: bool) -> list[Proposal]:
-    """Drop proposals whose prompt repeats an earlier one at this level (identical beams)."""
-    if not dedupe:
-        return list(proposals)
-    seen: set[str] = set()
-    kept: list[Proposal] = []
-    for proposal in proposals:
-        key = normalise_prompt(proposal.candidate.prompt)
-        if key not in seen:
-            seen.add(key)
-            kept.append(proposal)
-    return kept
-
-
-def level_rewards(scores: list[LevelScore]) -> dict[str, float]:
-    """Mean reward per candidate over its scored queries; unscored candidates are absent."""
-    by_candidate: dict[str, list[float]] = defaultdict(list)
-    for score in scores:
-        if score.reward is not None:
-            by_candidate[score.candidate_id].append(score.reward)
-    return {cid: sum(values) / len(values) for cid, values in by_candidate.items()}
+from drpo.state.types import Candidate, Feedback, LevelScore
 
 
 def worst_feedback(scores: list[LevelScore], candidate_id: str) -> Feedback | None:
@@ -100,7 +72,7 @@ def merge_leaders(
     """
     merged: list[Candidate] = []
     for candidate in sorted([*leaders, *children], key=lambda c: -own_reward(c)):
-        if all(normalise_prompt(c.prompt) != normalise_prompt(candidate.prompt) for c in merged):
+        if not any(same_prompt(c.prompt, candidate.prompt) for c in merged):
             merged.append(candidate)
     return merged[:keep]
 
@@ -108,11 +80,11 @@ def merge_leaders(
 async def record_proposals(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Join point after the level's selections and rewrites: store every proposal."""
     ctx = runtime.context
-    if state.get("phase") == "validate":
+    if state["phase"] == "validate":
         return {}  # the finalists are already in the run store with their search records
     for proposal in state.get("proposals", []):
         ctx.recorder.record_candidate(
-            ctx.run_id, proposal.candidate, state.get("level", 0), None, survived=False
+            ctx.run_id, proposal.candidate, state["level"], None, survived=False
         )
     return {}
 
@@ -124,9 +96,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     level = state["level"]
     scores = state.get("scores", [])
     # A person's reject (or edit, which replaces the proposal) takes a candidate out of the race.
-    excluded = {
-        cid for cid, d in state.get("reviewed", {}).items() if d.decision in ("reject", "edit")
-    }
+    excluded = rejected_ids(state.get("reviewed", {}))
     proposals = [
         p
         for p in unique_proposals(state.get("proposals", []), search.dedupe)
@@ -165,14 +135,14 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
             survived=proposal.candidate.id in survivors,
         )
     # Computed from the level's starting count, so re-ranking after a review stays idempotent.
-    extensions = state.get("extensions_before_level", state.get("extensions", 0))
-    if level > 0 and any(p.skipped for p in proposals) and extensions < search.max_extension:
+    extensions = state.get("extensions_before_level", state["extensions"])
+    if level > 0 and any(p.skipped for p in proposals) and extensions < ctx.schedule.extension:
         extensions += 1
     depth_limit = search.depth + extensions
-    previous = [c for c in state.get("leaders", []) if c.id not in excluded]
-    leaders = merge_leaders(previous, children, max(search.finalists, 1))
+    previous = [c for c in state["leaders"] if c.id not in excluded]
+    leaders = merge_leaders(previous, children, ctx.schedule.finalists)
     feedback = {c.id: fb for c in beam if (fb := worst_feedback(scores, c.id)) is not None}
-    earlier = state.get("recent_feedback", {})
+    earlier = state["recent_feedback"]
     recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
         ctx.recorder.update_run(

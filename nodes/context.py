@@ -13,6 +13,7 @@ from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
 from drpo.nodes.budget import BudgetGate
 from drpo.nodes.metric import Metric
+from drpo.nodes.policy import Schedule, schedule
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.state.settings import Settings
 from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
@@ -95,6 +96,11 @@ class RunContext:
     warned_integer_scores: bool = False
     rubric: Rubric = BUILTIN_RUBRIC
     metric: Metric | None = None
+
+    @property
+    def schedule(self) -> Schedule:
+        """The run's schedule: the same numbers the estimate and the embedding warm-up use."""
+        return schedule(self.settings, len(self.seed_examples), len(self.validation))
 
     def check_budget(self) -> None:
         """Called first by every model-calling node: raises BudgetReached at a step boundary."""

@@ -13,8 +13,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.nodes.approve import final_candidate, is_starting_prompt, validated
 from drpo.nodes.context import RunContext
+from drpo.nodes.policy import baseline_value, final_candidate, is_starting_prompt, validated
 from drpo.state.graph_state import SearchState
 from drpo.state.types import Candidate, RunResult
 
@@ -26,12 +26,12 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
     # Without a person's choice this is the best validated prompt (or, in the paper preset, the
     # last prompt on the best path); if a person rejected every finalist, the starting prompt.
     best = final_candidate(state, ctx.settings) or Candidate(id="baseline", prompt=initial)
-    ranking = validated(state, ctx.settings) if state.get("phase") == "validate" else []
+    ranking = validated(state, ctx.settings) if state["phase"] == "validate" else []
     validation_value = dict((c.id, v) for c, v in ranking).get(best.id)
-    baseline_value = next((v for c, v in ranking if is_starting_prompt(c, ctx.settings)), None)
+    baseline = baseline_value(ranking, ctx.settings)
     no_better = is_starting_prompt(best, ctx.settings)
     cost = ctx.recorder.run_cost(ctx.run_id)
-    status = "stopped" if state.get("stop_requested") else "completed"
+    status = "stopped" if state["stop_requested"] else "completed"
     result = RunResult(
         run_id=ctx.run_id,
         status=status,
@@ -39,11 +39,11 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         candidate_id=best.id,
         train_value=best.value if best.path_rewards else None,
         validation_value=validation_value,
-        baseline_validation_value=baseline_value,
+        baseline_validation_value=baseline,
         no_better_prompt=no_better,
         lineage=(*best.ancestry, best.prompt),
-        examples=tuple(state.get("examples", [])),
-        levels=state.get("level", 0),
+        examples=tuple(state["examples"]),
+        levels=state["level"],
         calls=int(cost.get("calls") or 0),  # type: ignore[call-overload]
         prompt_tokens=int(cost.get("prompt_tokens") or 0),  # type: ignore[call-overload]
         completion_tokens=int(cost.get("completion_tokens") or 0),  # type: ignore[call-overload]
@@ -55,7 +55,7 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         best_candidate_id=best.id,
         train_value=result.train_value,
         validation_value=validation_value,
-        baseline_validation_value=baseline_value,
+        baseline_validation_value=baseline,
         no_better_prompt=no_better,
         final_prompt=best.prompt,
         examples=json.dumps([e.model_dump() for e in result.examples]),

@@ -11,6 +11,7 @@ from drpo.backends.errors import StructuredOutputError
 from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text
+from drpo.nodes.policy import SKIP_RULE_OFF, child_ancestry
 from drpo.nodes.topic import topic_match
 from drpo.prompts.judge import fence
 from drpo.prompts.optimizer import REWRITE_CASE, REWRITE_PROMPT, PromptProposal
@@ -28,8 +29,7 @@ def should_skip(candidate: Candidate, task: RewriteTask, threshold: float) -> bo
     """The paper's skip rule: a prompt already scoring above the threshold is carried forward."""
     feedback = task["last_feedback"]
     last = candidate.path_rewards[-1] if candidate.path_rewards else None
-    # A threshold of 5 turns the rule off (for judges that rate nearly everything 5).
-    return threshold < 5.0 and (
+    return threshold < SKIP_RULE_OFF and (
         (last is not None and last > threshold)
         or (feedback is not None and all_perfect(feedback.judgement))
     )
@@ -38,14 +38,13 @@ def should_skip(candidate: Candidate, task: RewriteTask, threshold: float) -> bo
 def _child(
     parent: Candidate, level: int, index: int, prompt: str, history: int, carried: bool
 ) -> Candidate:
-    ancestry = (*parent.ancestry, parent.prompt)[-history:] if history else ()
     return Candidate(
         id=child_id(parent, level, index),
         prompt=prompt,
         parent_id=parent.id,
         depth=parent.depth + 1,
         path_rewards=parent.path_rewards,
-        ancestry=ancestry,
+        ancestry=child_ancestry(parent, history),
         carried=carried,
     )
 

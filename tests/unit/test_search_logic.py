@@ -8,8 +8,8 @@ import types
 import pytest
 from pydantic import ValidationError
 
-from drpo.nodes.beam import level_rewards, merge_leaders, rank, unique_proposals, worst_feedback
-from drpo.nodes.level import level_batch
+from drpo.nodes.beam import merge_leaders, rank, worst_feedback
+from drpo.nodes.policy import level_batch, level_rewards, unique_proposals
 from drpo.nodes.prepare import seeded_order
 from drpo.nodes.rewrite import child_id, should_skip
 from drpo.nodes.select_rewards import normalise_choice

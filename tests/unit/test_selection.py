@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from drpo.nodes.approve import final_candidate, validated
 from drpo.nodes.beam import merge_leaders
+from drpo.nodes.policy import final_candidate, validated
 from drpo.nodes.prepare import harmful_places, stratified_order
 from drpo.state.settings import load_settings
 from drpo.state.types import (
