@@ -11,7 +11,7 @@ from drpo.nodes.context import RunContext
 from drpo.nodes.generate import scoring_tasks
 from drpo.nodes.policy import level_batch, needs_review, next_after_level, unique_proposals
 from drpo.nodes.select_rewards import PREFETCH_IN_STAGE_A, PREFETCH_NEXT_LEVEL
-from drpo.state.graph_state import RewriteTask, SearchState, SelectTask
+from drpo.state.graph_state import RewriteTask, SearchState, SelectTask, earlier_feedback
 
 
 def route_examples(state: SearchState, runtime: Runtime[RunContext]) -> list[Send] | str:
@@ -71,7 +71,7 @@ def route_level(state: SearchState, runtime: Runtime[RunContext]) -> list[Send]:
             sends += prefetch_validation("prefetch_aspects", ctx, idle)
     else:
         feedback = state["feedback"]
-        recent = state["recent_feedback"]
+        recent = earlier_feedback(state)
         sends += [
             Send(
                 "rewrite",

@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 
 from drpo.nodes.context import RunContext
 from drpo.nodes.policy import level_rewards, rejected_ids, same_prompt, unique_proposals
-from drpo.state.graph_state import SearchState
+from drpo.state.graph_state import SearchState, earlier_feedback
 from drpo.state.types import Candidate, Feedback, LevelScore
 
 
@@ -142,7 +142,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     previous = [c for c in state["leaders"] if c.id not in excluded]
     leaders = merge_leaders(previous, children, ctx.schedule.finalists)
     feedback = {c.id: fb for c in beam if (fb := worst_feedback(scores, c.id)) is not None}
-    earlier = state["recent_feedback"]
+    earlier = earlier_feedback(state)
     recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
         ctx.recorder.update_run(

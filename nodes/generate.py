@@ -32,7 +32,7 @@ def scoring_tasks(
                 query=q,
                 selection=selections[q.id],
                 examples=retrieved.get(q.id, []),
-                level=state.get("level", 0),
+                level=state["level"],
                 stage=stage,
             ),
         )

@@ -70,37 +70,51 @@ class RunInput(TypedDict):
     run_id: str
 
 
-class SearchState(TypedDict, total=False):
-    run_id: str
-    phase: Phase
-    # Stage A
-    example_outcomes: Annotated[list[ExampleOutcome], accumulate]
-    examples: list[Example]
-    # Stage B
-    query_order: list[str]
-    level: int
-    depth_limit: int
-    extensions: int
-    beam: list[Candidate]
-    feedback: dict[str, Feedback]
+class SearchState(TypedDict):
+    """The search's state between steps.
+
+    The keys `prepare` writes are required: every later node may read them directly, and no
+    node guesses a default of its own. The per-level channels are written as a level (or the
+    validation round) runs, so they may be absent and are read with an empty default. Keys are
+    never renamed: checkpoints of earlier runs must still load.
+    """
+
+    # Written by `prepare`, present from the first step on
+    run_id: str  # the run's id in the run store and the checkpointer's thread
+    phase: Phase  # which part of the run is under way
+    examples: list[Example]  # the in-context examples (stage A's improved ones once it ran)
+    query_order: list[str]  # the seeded order of training query ids the levels walk through
+    level: int  # the current level: -1 before the first, 0 the root
+    depth_limit: int  # the last level, the depth plus the skip rule's extensions
+    extensions: int  # levels the skip rule has added so far
+    beam: list[Candidate]  # the prompts kept at the last ranked level, best first
+    feedback: dict[str, Feedback]  # per beam candidate, its weakest answer at its level
+    leaders: list[Candidate]  # the best distinct prompts seen, by their own reward
+    stop_requested: bool  # a person asked the search to stop
     # Per beam candidate, the answers the optimizer sees next (weakest first): this level's and
-    # the recent ones of its path, so a rewrite is not fitted to a single query.
-    recent_feedback: dict[str, list[Feedback]]
-    leaders: list[Candidate]
-    level_queries: list[Query]
-    selections: Annotated[dict[str, AspectSelection], merge_by_key]
+    # the recent ones of its path. Written by `prepare`, but absent in earlier runs' checkpoints.
+    recent_feedback: NotRequired[dict[str, list[Feedback]]]
+    # Stage A
+    example_outcomes: NotRequired[Annotated[list[ExampleOutcome], accumulate]]  # per example
+    # Per level (or the validation round), emptied with `Reset` when one starts
+    level_queries: NotRequired[list[Query]]  # the queries the level scores its prompts on
+    selections: NotRequired[Annotated[dict[str, AspectSelection], merge_by_key]]  # by query id
     # Written whole when a level starts (retrieval needs no model call), never merged.
-    retrieved: dict[str, list[Example]]
-    proposals: Annotated[list[Proposal], accumulate]
-    scores: Annotated[list[LevelScore], accumulate]
-    parents: list[Candidate]
-    extensions_before_level: int
+    retrieved: NotRequired[dict[str, list[Example]]]  # in-context examples by query id
+    proposals: NotRequired[Annotated[list[Proposal], accumulate]]  # the prompts to score
+    scores: NotRequired[Annotated[list[LevelScore], accumulate]]  # one per (prompt, query)
+    parents: NotRequired[list[Candidate]]  # the beam the level expanded
+    extensions_before_level: NotRequired[int]  # `extensions` when the level started
     # Human review: decisions of the current level (or of the final pick), by candidate id
-    reviewed: Annotated[dict[str, ReviewDecision], merge_by_key]
-    final_choice: str | None
-    stop_requested: bool
+    reviewed: NotRequired[Annotated[dict[str, ReviewDecision], merge_by_key]]
+    final_choice: NotRequired[str | None]  # the finalist a person approved, if any
     # Finalize
-    result: RunResult | None
+    result: NotRequired[RunResult | None]  # the run's result, once finalized
+
+
+def earlier_feedback(state: SearchState) -> dict[str, list[Feedback]]:
+    """The beam's recent feedback; empty in checkpoints written before it was kept."""
+    return state.get("recent_feedback", {})
 
 
 class RunOutput(TypedDict, total=False):
