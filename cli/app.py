@@ -254,7 +254,8 @@ def optimize(
         if budget:
             overrides = deep_merge(overrides, {"budget": budget})
         settings = load_settings(config, preset, overrides)
-        task_rubric = run_rubric(settings)  # a bad rubric or metric is bad input, even for --estimate
+        # A bad rubric or metric is bad input, even for --estimate.
+        task_rubric = run_rubric(settings)
         with_metric(settings, None)
         estimate = estimate_run(settings, load_run_data(settings), task_rubric)
         forecast = describe(estimate)
