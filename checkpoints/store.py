@@ -40,6 +40,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("runs", "no_better_prompt", int),
     ("candidates", "rejected", str),
     ("runs", "retrieval", str),
+    ("runs", "rubric", str),
     ("llm_calls", "stage", str),
     ("llm_calls", "level", int),
     ("llm_calls", "replica", str),
