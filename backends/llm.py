@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import openai
 from langchain_core.language_models import BaseLanguageModel
@@ -123,6 +123,13 @@ class ReplyCache(Protocol):
 
 class CallSink(Protocol):
     def record_call(self, record: CallRecord) -> None: ...
+
+
+@runtime_checkable
+class CallWatcher(Protocol):
+    """A sink that also hears when each request is sent (the progress display's ETA does)."""
+
+    def call_started(self, role: str, endpoint: str) -> None: ...
 
 
 @dataclass
@@ -484,6 +491,7 @@ class RoleClient:
         """
         batch: list[Any] = [prompt] if isinstance(prompt, str) else [list(prompt)]
         if self.pool is None:
+            self._started()
             result = await self.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
             return result, ""
         attempts = len(self.pool.replicas) + self.settings.retries
@@ -493,6 +501,7 @@ class RoleClient:
                 await asyncio.sleep(backoff_seconds(attempt - len(self.pool.replicas)))
             async with self.pool.use(tried) as replica:
                 t0 = time.perf_counter()
+                self._started()
                 try:
                     result = await replica.model.agenerate(batch, stop=stop, **kwargs)  # type: ignore[attr-defined]
                 except FAILOVER_ERRORS as exc:
@@ -548,6 +557,11 @@ class RoleClient:
     def _record(self, record: CallRecord) -> None:
         if self.sink is not None:
             self.sink.record_call(record)
+
+    def _started(self) -> None:
+        # Each request sent is followed by exactly one `ok` or `error` record.
+        if isinstance(self.sink, CallWatcher):
+            self.sink.call_started(self.role, self.endpoint_id)
 
 
 def _message_json(message: BaseMessage) -> dict[str, str]:

@@ -26,6 +26,7 @@ from drpo.graph.estimate import Estimate, estimate_run
 from drpo.graph.eta import RunClock, minutes
 from drpo.state.events import (
     CallFinished,
+    CallStarted,
     LevelDone,
     ReviewNeeded,
     RunEvent,
@@ -200,6 +201,9 @@ class ProgressPrinter:
             if self.clock is not None:
                 self.clock.measured(speed)
                 self._say(time_forecast(self.clock.estimate, speed, self.preset))
+        elif isinstance(event, CallStarted):
+            if self.clock is not None:
+                self.clock.call_started(time.monotonic())
         elif isinstance(event, CallFinished):
             self._on_call(event)
         elif isinstance(event, StepFinished):

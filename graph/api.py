@@ -51,6 +51,7 @@ from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric, load_rubric, parse_rubri
 from drpo.state.events import (
     BeamEntry,
     CallFinished,
+    CallStarted,
     LevelDone,
     ReviewNeeded,
     RunEvent,
@@ -223,7 +224,7 @@ def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
 
 
 class _ObservedRecorder(RunRecorder):
-    """The run recorder that also reports every recorded call as a `CallFinished` event.
+    """The run recorder that also reports each request sent and each call recorded as events.
 
     It stays one object as cache and sink, so a paid call and its reply keep being written in
     one transaction; the event follows the write.
@@ -236,6 +237,9 @@ class _ObservedRecorder(RunRecorder):
     def record_call(self, record: CallRecord) -> None:
         super().record_call(record)
         self.on_event(call_event(record))
+
+    def call_started(self, role: str, endpoint: str) -> None:
+        self.on_event(CallStarted(role=role, endpoint=endpoint))
 
     def put(self, key: str, reply: CachedReply, record: CallRecord | None = None) -> None:
         super().put(key, reply, record)

@@ -9,7 +9,9 @@ a greedy call of another) is answered from the reply cache. Where a run can end 
 skip rule's extra levels) the maximum includes them. Replies that do not parse are asked again,
 which this does not foresee. Prompt tokens are rendered from the real templates and data at
 about four characters per token, with every model-written text (answers, prompts, rationales)
-at its `max_tokens`; completion tokens are `max_tokens` per reply. Both are upper bounds.
+at its `max_tokens`; completion tokens are `max_tokens` per reply. Both are upper bounds. The
+model-written part of each role's prompt tokens is kept apart (`written_prompt_tokens`), so the
+ETA can scale it, like the completion tokens, to how full the run's replies turn out to be.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from drpo.state.settings import ROLES, RoleName, Settings
 from drpo.state.types import Example
 
 CHARS_PER_TOKEN = 4
+# Stands for model-written text in rendered prompts; a private-use code point, so no template or
+# data file contains it and counting it measures exactly the model-written part.
+WRITTEN = "\ue000"
 
 
 def tokens(text: str) -> int:
@@ -48,9 +53,12 @@ def tokens(text: str) -> int:
 
 @dataclass
 class RoleEstimate:
+    """One role's calls and token upper bounds; `written_prompt_tokens` ⊂ `prompt_tokens`."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    written_prompt_tokens: int = 0
 
 
 @dataclass
@@ -95,6 +103,9 @@ class _Counter:
         entry = self.estimate.roles[role]
         entry.calls += requests * times
         entry.prompt_tokens += tokens(prompt_text) * requests * times
+        entry.written_prompt_tokens += (
+            prompt_text.count(WRITTEN) // CHARS_PER_TOKEN * requests * times
+        )
         entry.completion_tokens += settings.max_tokens * replies * times
 
     def structured_text(self, role: RoleName, system: str, user: str, schema: object) -> str:
@@ -105,7 +116,7 @@ class _Counter:
 
 
 def _bounded(chars: int) -> str:
-    return "x" * chars
+    return WRITTEN * chars
 
 
 def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUBRIC) -> Estimate:

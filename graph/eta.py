@@ -3,11 +3,21 @@
 For each role and endpoint the finished calls give seconds per prompt token the server processed
 (prefix-cache hits excluded) and per completion token: a least-squares fit of each call's latency,
 or, while the calls are too alike to separate the two, their total split in the ratio the start
-probe measured. The calls left per role are the estimate's count minus those done; each is
-assumed as long as the role's calls so far (the estimate's upper bounds until one has finished).
-Calls run side by side, so the summed latency is turned into wall time by the concurrency the run
-has shown so far (summed latency / elapsed). Before any call finishes, the probe's single-stream
-speed alone gives a first figure; without a probe there is none.
+probe measured. A role with no finished call yet is timed at the rates of all calls so far.
+
+The calls left per role are the estimate's count minus those done. Their tokens are the
+estimate's, with the model-written parts (replies, and the replies quoted in later prompts)
+scaled from their upper bounds to the fill the run's replies have shown: completion tokens over
+`max_tokens`, the role's own once it has a call, all roles' before (the same model writes them
+all, under the same kind of length limit). Their prompt tokens are then reduced by the share the
+role's calls so far took from the prefix cache; a role with no call yet gets none, since its
+prefix is only cached once one of its calls has run.
+
+Calls run side by side, so the summed seconds become wall time through the run's concurrency: the
+mean number of calls in flight since the first one started, counting calls still running (from
+`CallStarted` events), not only finished ones, which early on would see too few. Before any call
+finishes, the probe's single-stream speed alone gives a first figure, at the token upper bounds;
+without a probe there is none.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from dataclasses import dataclass
 from drpo.backends.speed_probe import ServerSpeed
 from drpo.graph.estimate import Estimate
 from drpo.state.events import CallFinished
+from drpo.state.settings import RoleName
 
 # Decode costs about this many prefill tokens per token on CPUs (5–8 on the machines measured);
 # used only to split a total when neither the probe nor the calls separate the two.
@@ -63,6 +74,16 @@ class _Fit:
         return per_prompt, decode_cost * per_prompt
 
 
+@dataclass
+class _Usage:
+    """Tokens of one role's paid calls, for its fill and prefix-cache share."""
+
+    calls: int = 0
+    prompt: int = 0
+    processed: int = 0
+    completion: int = 0
+
+
 class RunClock:
     """Counts a run's calls against its estimate and predicts when it ends."""
 
@@ -70,11 +91,14 @@ class RunClock:
         self.estimate = estimate
         self.speed: ServerSpeed | None = None
         self.fits: dict[tuple[str, str], _Fit] = {}
+        self.usage: dict[str, _Usage] = {}
         self.done: dict[str, int] = {}
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
         self.latency = 0.0
         self.first_call: float | None = None
+        # The time integral of the number of calls in flight, kept when starts are reported.
+        self.in_flight = 0
+        self.busy = 0.0
+        self.busy_since: float | None = None
 
     @staticmethod
     def before_start(estimate: Estimate, speed: ServerSpeed) -> float:
@@ -87,16 +111,30 @@ class RunClock:
 
     @property
     def calls_done(self) -> int:
+        """Calls finished (answered or from the reply cache), as the estimate counts them."""
         return sum(self.done.values())
 
     @property
     def calls_expected(self) -> int:
+        """The estimate's call count, or the calls done once the run has made more."""
         return max(self.estimate.calls, self.calls_done)
 
     def measured(self, speed: ServerSpeed) -> None:
+        """Take the start probe's speed (the figure before any call, and the fit's fallback)."""
         self.speed = speed
 
+    def call_started(self, now: float) -> None:
+        """Count a request sent to a server (one per attempt), for the concurrency."""
+        self._advance(now)
+        self.in_flight += 1
+        if self.first_call is None:
+            self.first_call = now
+
     def call_finished(self, call: CallFinished, now: float) -> None:
+        """Count a finished call and learn the server's speed from it."""
+        if call.outcome in ("ok", "error") and self.busy_since is not None:
+            self._advance(now)
+            self.in_flight = max(0, self.in_flight - 1)
         if call.outcome not in ("ok", "cache_hit"):
             return  # re-asked or failed: the estimate does not count it, the retry is counted
         self.done[call.role] = self.done.get(call.role, 0) + 1
@@ -104,10 +142,13 @@ class RunClock:
             return
         if self.first_call is None:
             self.first_call = now - call.seconds
-        self.prompt_tokens += call.prompt_tokens
-        self.completion_tokens += call.completion_tokens
         self.latency += call.seconds
         processed = call.prompt_tokens - call.cached_tokens
+        usage = self.usage.setdefault(call.role, _Usage())
+        usage.calls += 1
+        usage.prompt += call.prompt_tokens
+        usage.processed += processed
+        usage.completion += call.completion_tokens
         fit = self.fits.setdefault((call.role, call.endpoint), _Fit())
         fit.add(processed, call.completion_tokens, call.seconds)
 
@@ -118,36 +159,62 @@ class RunClock:
             left = max(0, planned.calls - self.done.get(role, 0))
             if not left:
                 continue
-            seconds = self._seconds_per_call(
-                role, planned.prompt_tokens, planned.completion_tokens, planned.calls
-            )
+            seconds = self._seconds_per_call(role)
             if seconds is None:
                 return None
             work += left * seconds
         if self.first_call is None or self.latency <= 0:
             return work  # the probe's single stream: no concurrency measured yet
-        concurrency = max(1.0, self.latency / max(now - self.first_call, 1e-9))
-        return work / concurrency
+        return work / self._concurrency(now)
+
+    def _advance(self, now: float) -> None:
+        if self.busy_since is not None:
+            self.busy += self.in_flight * max(0.0, now - self.busy_since)
+        self.busy_since = now
+
+    def _concurrency(self, now: float) -> float:
+        assert self.first_call is not None
+        elapsed = max(now - self.first_call, 1e-9)
+        if self.busy_since is None:  # no starts reported: finished calls only
+            return max(1.0, self.latency / elapsed)
+        busy = self.busy + self.in_flight * max(0.0, now - self.busy_since)
+        return max(1.0, busy / elapsed)
 
     def _decode_cost(self) -> float:
         if self.speed is None:
             return DEFAULT_DECODE_COST
         return self.speed.prefill_per_second / self.speed.decode_per_second
 
-    def _seconds_per_call(
-        self, role: str, prompt_bound: int, completion_bound: int, planned: int
-    ) -> float | None:
+    def expected_tokens(self, role: RoleName) -> tuple[float, float]:
+        """(prompt tokens to process, completion tokens) of one of the role's calls to come."""
+        planned = self.estimate.roles[role]
+        fill = self._fill(role)
+        prompt = (
+            planned.prompt_tokens - (1 - fill) * planned.written_prompt_tokens
+        ) / planned.calls
+        usage = self.usage.get(role)
+        if usage is not None and usage.prompt:
+            prompt *= usage.processed / usage.prompt
+        return prompt, fill * planned.completion_tokens / planned.calls
+
+    def _fill(self, role: RoleName) -> float:
+        """Completion tokens over their bound: the role's own calls', else all roles'."""
+        seen = [role] if role in self.usage else list(self.usage)
+        bound = 0.0
+        completion = 0
+        for name in seen:
+            planned = self.estimate.roles[name]  # type: ignore[index]
+            if planned.calls and planned.completion_tokens:
+                bound += self.usage[name].calls * planned.completion_tokens / planned.calls
+                completion += self.usage[name].completion
+        return min(1.0, completion / bound) if bound else 1.0
+
+    def _seconds_per_call(self, role: RoleName) -> float | None:
+        prompt, completion = self.expected_tokens(role)
         own = [fit for (r, _), fit in self.fits.items() if r == role and fit.calls]
-        if own:
-            fit = _merged(own)
-            per_prompt, per_completion = fit.rates(self._decode_cost())
-            return (per_prompt * fit.prompt + per_completion * fit.completion) / fit.calls
-        # No call of this role yet: its estimated tokens at the speed seen so far.
-        prompt, completion = prompt_bound / planned, completion_bound / planned
-        if self.fits:
-            per_prompt, per_completion = _merged(list(self.fits.values())).rates(
-                self._decode_cost()
-            )
+        fits = own or list(self.fits.values())
+        if fits:
+            per_prompt, per_completion = _merged(fits).rates(self._decode_cost())
             return per_prompt * prompt + per_completion * completion
         if self.speed is not None:
             return self.speed.seconds(prompt, completion)

@@ -50,6 +50,17 @@ class StepFinished(_Event):
     node: str
 
 
+class CallStarted(_Event):
+    """A model request was sent (each attempt, each replica tried); a `CallFinished` follows.
+
+    With the finished calls it tells how many are in flight, which the ETA's concurrency needs.
+    """
+
+    kind: Literal["call_started"] = "call_started"
+    role: str
+    endpoint: str
+
+
 class CallFinished(_Event):
     """One model request ended: its role, endpoint, outcome and what it cost.
 
@@ -107,6 +118,7 @@ RunEvent = Annotated[
     | RunWarning
     | SpeedMeasured
     | StepFinished
+    | CallStarted
     | CallFinished
     | LevelDone
     | ReviewNeeded

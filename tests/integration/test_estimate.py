@@ -77,6 +77,27 @@ def test_estimated_calls_per_role_equal_the_calls_a_scripted_run_makes(
     assert served(stub) == expected
 
 
+def test_the_model_written_part_of_each_roles_prompt_tokens_is_kept_apart(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(search=SEARCH, examples={"rounds": 1, "limit": 3})
+    roles = estimate_run(settings, load_run_data(settings)).roles
+    # A selector sees only the query; the others quote answers, prompts or critiques at their
+    # bounds, and a longer base answer lengthens only the quoted part of the judge's prompts.
+    assert roles["selector"].written_prompt_tokens == 0
+    for role in ("judge", "optimizer", "base"):
+        assert 0 < roles[role].written_prompt_tokens < roles[role].prompt_tokens
+    longer = make_settings(
+        search=SEARCH,
+        examples={"rounds": 1, "limit": 3},
+        base={"max_tokens": 2 * settings.base.max_tokens},
+    )
+    grown = estimate_run(longer, load_run_data(longer)).roles
+    fixed = roles["judge"].prompt_tokens - roles["judge"].written_prompt_tokens
+    assert grown["judge"].prompt_tokens - grown["judge"].written_prompt_tokens == fixed
+    assert grown["judge"].written_prompt_tokens > roles["judge"].written_prompt_tokens
+
+
 def test_with_the_skip_rule_the_estimate_is_a_maximum(
     stub: StubServer, make_settings: Callable[..., Settings]
 ) -> None:

@@ -19,6 +19,7 @@ from drpo.graph.estimate import estimate_run
 from drpo.state.events import (
     RUN_EVENT,
     CallFinished,
+    CallStarted,
     LevelDone,
     ReviewNeeded,
     RunEvent,
@@ -60,6 +61,10 @@ def test_the_stream_reports_the_run_its_calls_and_its_levels_in_order(
     assert sum(c.prompt_tokens for c in calls) == sum(r["prompt_tokens"] for r in rows)
     assert {c.role for c in calls} == {"selector", "optimizer", "base", "judge"}
     assert all(c.seconds > 0 for c in calls if c.outcome == "ok")
+    # Every request sent is announced before it ends, so the ETA can count calls in flight.
+    starts = [i for i, e in enumerate(events) if isinstance(e, CallStarted)]
+    paid = [i for i, e in enumerate(events) if isinstance(e, CallFinished) and e.outcome == "ok"]
+    assert len(starts) == len(paid) and all(s < p for s, p in zip(starts, paid, strict=True))
     levels = [e for e in events if isinstance(e, LevelDone)]
     assert [e.level for e in levels] == list(range(settings.search.depth + 1))
     assert levels[-1].beam and all(e.candidate_id.startswith("L") for e in levels[-1].beam)

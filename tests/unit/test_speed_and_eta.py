@@ -117,10 +117,11 @@ def test_a_measured_probe_is_reported_as_an_event(
     assert event == SpeedMeasured(model="qwen.gguf", prefill_per_second=20.0, decode_per_second=8.0)
 
 
-def _estimate(**roles: tuple[int, int, int]) -> Estimate:
+def _estimate(**roles: tuple[int, ...]) -> Estimate:
+    """Roles as (calls, prompt bound, completion bound[, model-written part of the prompt])."""
     estimate = Estimate()
-    for role, (calls, prompt, completion) in (roles or {"judge": (10, 7000, 800)}).items():
-        estimate.roles[role] = RoleEstimate(calls, prompt, completion)  # type: ignore[index]
+    for role, figures in (roles or {"judge": (10, 7000, 800)}).items():
+        estimate.roles[role] = RoleEstimate(*figures)  # type: ignore[index]
     return estimate
 
 
@@ -157,11 +158,37 @@ def test_the_clock_fits_seconds_per_prompt_and_completion_token_from_the_calls()
         clock.call_finished(_call("judge", prompt, completion, seconds, cached), now=seconds)
     fit = clock.fits[("judge", "e")]
     assert fit.rates(6.0) == pytest.approx((0.05, 0.2))
-    # No base call yet: the base role's estimated tokens (300 + 200 per call) at the fitted rates.
-    per_base_call = 0.05 * 300 + 0.2 * 200
-    per_judge_call = fit.seconds / fit.calls
     remaining = clock.remaining(now=fit.seconds)  # the calls so far ran one after another
-    assert remaining == pytest.approx(4 * per_base_call + 1 * per_judge_call)
+    base_prompt, base_completion = clock.expected_tokens("base")
+    judge_prompt, judge_completion = clock.expected_tokens("judge")
+    assert remaining == pytest.approx(
+        4 * (0.05 * base_prompt + 0.2 * base_completion)
+        + 1 * (0.05 * judge_prompt + 0.2 * judge_completion)
+    )
+
+
+def test_a_role_without_calls_expects_replies_as_full_as_the_other_roles_replies() -> None:
+    # Judge replies so far filled 40 of their 80-token bound; the base role's 200-token bound and
+    # the 100 tokens of model-written text in its 300-token prompts are expected half full.
+    clock = RunClock(_estimate(judge=(4, 2800, 320), base=(4, 1200, 800, 400)))
+    clock.call_finished(_call("judge", 700, 30, 10.0), now=10.0)
+    clock.call_finished(_call("judge", 700, 50, 10.0), now=10.0)
+    assert clock.expected_tokens("base") == pytest.approx((300 - 0.5 * 100, 0.5 * 200))
+    # Its own first call then decides: a base reply at its bound means full replies.
+    clock.call_finished(_call("base", 300, 200, 10.0), now=20.0)
+    assert clock.expected_tokens("base") == pytest.approx((300, 200))
+
+
+def test_before_any_call_the_tokens_are_the_estimates_upper_bounds() -> None:
+    clock = RunClock(_estimate(base=(4, 1200, 800, 400)))
+    assert clock.expected_tokens("base") == pytest.approx((300, 200))
+
+
+def test_only_a_role_whose_calls_hit_the_prefix_cache_expects_hits() -> None:
+    clock = RunClock(_estimate(judge=(4, 2800, 320), base=(4, 1200, 320)))
+    clock.call_finished(_call("judge", 700, 80, 10.0, cached=280), now=10.0)  # 60 % processed
+    assert clock.expected_tokens("judge")[0] == pytest.approx(0.6 * 700)
+    assert clock.expected_tokens("base")[0] == pytest.approx(300)
 
 
 def test_the_clock_divides_the_remaining_work_by_the_concurrency_seen_so_far() -> None:
@@ -169,6 +196,18 @@ def test_the_clock_divides_the_remaining_work_by_the_concurrency_seen_so_far() -
     for _ in range(3):  # three 10-second calls side by side, all done 10 s after the first began
         clock.call_finished(_call("judge", 700, 80, 10.0), now=10.0)
     assert clock.remaining(now=10.0) == pytest.approx(3 * 10.0 / 3)
+
+
+def test_calls_still_in_flight_count_towards_the_concurrency() -> None:
+    clock = RunClock(_estimate(judge=(8, 5600, 640)))
+    for _ in range(4):  # four calls sent at once; one is done after 10 s, three still run
+        clock.call_started(now=0.0)
+    clock.call_finished(_call("judge", 700, 80, 10.0), now=10.0)
+    # 7 calls of 10 s left, 4 at a time; finished calls alone would have shown 1 at a time.
+    assert clock.remaining(now=10.0) == pytest.approx(7 * 10.0 / 4)
+    blind = RunClock(_estimate(judge=(8, 5600, 640)))
+    blind.call_finished(_call("judge", 700, 80, 10.0), now=10.0)
+    assert blind.remaining(now=10.0) == pytest.approx(7 * 10.0)
 
 
 def test_off_a_terminal_a_status_line_appears_while_no_event_arrives(
