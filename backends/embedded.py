@@ -50,15 +50,23 @@ def default_threads() -> int:
     prefilled 2× faster than 2 (bench/server_options.py, README "Performance"). Cores already
     busy are read from the 1-minute load average when the server starts.
     """
+    return thread_choice()[0]
+
+
+def thread_choice(setting: int | None = None) -> tuple[int, str]:
+    """The thread count for llama.cpp and why: the setting if given, else the idle cores."""
+    if setting is not None:
+        return setting, "set by embedded_threads"
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 2
     try:
-        busy = int(os.getloadavg()[0])
+        load = os.getloadavg()[0]
     except OSError:  # no load average on this platform
-        busy = 0
-    return max(1, min(available - busy, 8))
+        load = 0.0
+    threads = max(1, min(available - int(load), 8))
+    return threads, f"{available} cores, load average {load:.1f}: the cores no other program uses"
 
 
 class EmbeddedServer:
@@ -84,7 +92,7 @@ class EmbeddedServer:
         self.requested_port = port
         self.slots = slots
         self.ctx = ctx
-        self.threads = threads or default_threads()
+        self.threads, self.threads_reason = thread_choice(threads)
         self.startup_timeout = startup_timeout
         self.verbose = verbose
         self._process: subprocess.Popen[bytes] | None = None
@@ -262,7 +270,12 @@ class EmbeddedServerPool:
     def from_settings(
         cls, settings: Settings, progress: ProgressCallback | None = None
     ) -> EmbeddedServerPool:
-        return cls(slots=settings.embedded_slots, ctx=settings.embedded_ctx, progress=progress)
+        return cls(
+            slots=settings.embedded_slots,
+            ctx=settings.embedded_ctx,
+            threads=settings.embedded_threads,
+            progress=progress,
+        )
 
     @property
     def servers(self) -> dict[Path, EmbeddedServer]:

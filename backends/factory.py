@@ -174,5 +174,9 @@ def build_role_models(
             sink=sink,
             share_cache=settings.cache,
             run_id=run_id,
+            # Only the embedded server: its slot count is known, and it is llama.cpp.
+            pinned_slots=settings.embedded_slots
+            if role_settings.is_embedded and settings.embedded_pin_slots
+            else 0,
         )
     return RoleModels(clients)

@@ -44,7 +44,7 @@ from drpo.backends.providers import (
 from drpo.backends.refusals import describe_refusal
 from drpo.backends.replicas import FAILOVER_ERRORS, ReplicaPool
 from drpo.backends.structured_output import drop_null_optionals, reply_format
-from drpo.prompts.base import BasePrompt
+from drpo.prompts.base import QUERY_MARK, BasePrompt
 from drpo.state.settings import RoleSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -150,6 +150,8 @@ class RoleClient:
     rubric_hash: str = ""
     # What the endpoint accepts (structured output, n); the factory sets the detected one.
     profile: ProviderProfile | None = None
+    # llama.cpp slots to pin calls to by their shared prefix (`id_slot`); 0: the server picks.
+    pinned_slots: int = 0
 
     def __post_init__(self) -> None:
         if self.profile is None:
@@ -402,6 +404,8 @@ class RoleClient:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
             # reply cut off at max_tokens, which must instead count as a malformed reply.
             extra["response_format"] = response_format
+        if self.pinned_slots > 1:
+            extra["id_slot"] = slot_for(prompt, self.pinned_slots)
         if extra:
             kwargs["extra_body"] = extra
         if n > 1:
@@ -562,6 +566,22 @@ class RoleClient:
         # Each request sent is followed by exactly one `ok` or `error` record.
         if isinstance(self.sink, CallWatcher):
             self.sink.call_started(self.role, self.endpoint_id)
+
+
+def slot_for(prompt: Sequence[BaseMessage] | str, slots: int) -> int:
+    """The llama.cpp slot for a prompt: a stable hash of its shared prefix, modulo `slots`.
+
+    A slot keeps the KV cache of the last prompt it processed, so calls that begin alike (one
+    judge prompt per query's aspects, one base prompt per candidate) reuse it on the same slot
+    and repay it in full on another. The shared prefix is the system message, or a completion
+    prompt up to its query.
+    """
+    if isinstance(prompt, str):
+        prefix = prompt.rsplit(QUERY_MARK, 1)[0]
+    else:
+        prefix = str(prompt[0].content) if prompt else ""
+    digest = hashlib.sha256(prefix.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % slots
 
 
 def _message_json(message: BaseMessage) -> dict[str, str]:

@@ -33,6 +33,7 @@ from drpo.state.events import (
     RunFinished,
     RunStarted,
     RunWarning,
+    ServerStarted,
     SpeedMeasured,
     StepFinished,
 )
@@ -196,6 +197,13 @@ class ProgressPrinter:
             self._say(f"run [bold]{self.run_id}[/] (store: {event.store})")
         elif isinstance(event, RunWarning):
             self._say(f"[yellow]warning:[/] {event.message}")
+        elif isinstance(event, ServerStarted):
+            pinning = ", calls pinned to slots by prompt prefix" if event.pinned else ""
+            self._say(
+                f"embedded server: {event.model}, {event.threads} thread"
+                f"{'s' if event.threads != 1 else ''} ({event.reason}), "
+                f"{event.slots} slots{pinning}"
+            )
         elif isinstance(event, SpeedMeasured):
             speed = ServerSpeed(event.prefill_per_second, event.decode_per_second)
             if self.clock is not None:

@@ -139,7 +139,7 @@ async def execute_plan(
         if settings.base.is_embedded or settings.judge.is_embedded:
             from drpo.backends.embedded import EmbeddedServerPool
 
-            pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
+            pool = EmbeddedServerPool.from_settings(settings)
             stack.callback(pool.close)
         recorder = RunRecorder(store, plan.eval_id)
         models = await asyncio.to_thread(

@@ -265,7 +265,7 @@ async def check_judge(
             if settings.judge.is_embedded:
                 from drpo.backends.embedded import EmbeddedServerPool
 
-                pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
+                pool = EmbeddedServerPool.from_settings(settings)
                 stack.callback(pool.close)
             recorder = RunRecorder(store, check_id)
             models = await asyncio.to_thread(

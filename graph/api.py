@@ -58,6 +58,7 @@ from drpo.state.events import (
     RunFinished,
     RunStarted,
     RunWarning,
+    ServerStarted,
     SpeedMeasured,
     StepFinished,
 )
@@ -204,6 +205,20 @@ def call_event(record: CallRecord) -> CallFinished:
     )
 
 
+def server_choices(pool: EmbeddedServerPool, pinned: bool) -> list[RunEvent]:
+    """What each embedded server was started with (threads, slots) and why."""
+    return [
+        ServerStarted(
+            model=path.name,
+            threads=server.threads,
+            slots=server.slots,
+            pinned=pinned,
+            reason=server.threads_reason,
+        )
+        for path, server in pool.servers.items()
+    ]
+
+
 def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
     """Time each embedded server once, before the search loads it; a failure is one warning."""
     events: list[RunEvent] = []
@@ -267,7 +282,7 @@ async def open_run(
         if _uses_embedded(settings):
             from drpo.backends.embedded import EmbeddedServerPool
 
-            pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
+            pool = EmbeddedServerPool.from_settings(settings)
             stack.callback(pool.close)
         recorder = (
             RunRecorder(store, run_id)
@@ -283,6 +298,8 @@ async def open_run(
                 models[role].rubric_hash = rubric.hash
         if pool is not None and on_event is not None:
             # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
+            for event in server_choices(pool, settings.embedded_pin_slots):
+                on_event(event)
             for event in await asyncio.to_thread(measure_speed, pool):
                 on_event(event)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))

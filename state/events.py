@@ -34,6 +34,17 @@ class RunWarning(_Event):
     message: str
 
 
+class ServerStarted(_Event):
+    """An embedded llama.cpp server serves `model` with these threads and slots, for `reason`."""
+
+    kind: Literal["server_started"] = "server_started"
+    model: str
+    threads: int
+    slots: int
+    pinned: bool
+    reason: str
+
+
 class SpeedMeasured(_Event):
     """The embedded server serving `model` was timed at start (one request, prompt cache off)."""
 
@@ -116,6 +127,7 @@ class RunFinished(_Event):
 RunEvent = Annotated[
     RunStarted
     | RunWarning
+    | ServerStarted
     | SpeedMeasured
     | StepFinished
     | CallStarted

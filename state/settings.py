@@ -311,6 +311,16 @@ class Settings(BaseSettings):
     cache: bool = Field(default=True, description="reuse stored replies of identical calls")
     embedded_slots: int = Field(default=4, ge=1, le=64)
     embedded_ctx: int = Field(default=8192, ge=512)
+    embedded_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="llama.cpp CPU threads (unset: the cores no other program is using)",
+    )
+    embedded_pin_slots: bool = Field(
+        default=False,
+        description="send calls that share a system prompt to the same llama.cpp slot",
+    )
     base: RoleSettings = RoleSettings(max_tokens=384)
     selector: RoleSettings = RoleSettings(max_tokens=320)
     judge: RoleSettings = RoleSettings(max_tokens=400)

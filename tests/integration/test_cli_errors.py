@@ -35,6 +35,11 @@ CASES = {
     "unknown search field": (["--set", "search.widht=3"], "unknown setting 'search.widht'"),
     "bad value": (["--width", "0"], "invalid setting 'search.width'"),
     "bad --set": (["--set", "nonsense"], "--set expects KEY=VALUE"),
+    "zero server threads": (["--set", "embedded_threads=0"], "invalid setting 'embedded_threads'"),
+    "non-numeric server threads": (
+        ["--set", "embedded_threads=two"],
+        "invalid setting 'embedded_threads'",
+    ),
     "unreachable url": (["--endpoint", "http://127.0.0.1:9/v1"], "is unreachable"),
     "missing key variable": (
         ["--endpoint", "{stub}", "--model", "stub-model", "--api-key-env", "DRPO_NOT_SET_KEY"],
