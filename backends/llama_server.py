@@ -46,6 +46,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-reuse", type=int, default=None, help="min chunk reused by KV shifting (0 off)"
     )
+    parser.add_argument(
+        "--draft", type=Path, default=None, help="a small GGUF of the same family, drafting tokens"
+    )
     parser.add_argument("--verbose", action="store_true", help="llama.cpp's info-level log")
     parser.add_argument(
         "--die-with-parent", action="store_true", help="exit when the starting process dies"
@@ -98,6 +101,14 @@ def _apply_tuning(params: object, args: argparse.Namespace) -> None:
         p.cache_type_v = _KV_TYPES[args.kv_type]
     if args.cache_reuse is not None:
         p.n_cache_reuse = args.cache_reuse
+    if args.draft is not None:
+        import xllamacpp as xlc
+
+        # Speculative decoding: the draft proposes tokens, the model checks them in one batch.
+        p.speculative.types = [xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+        p.speculative.draft.mparams.path = str(args.draft)
+        p.speculative.draft.cpuparams.n_threads = args.threads
+        p.speculative.draft.cpuparams_batch.n_threads = args.threads
 
 
 def main(argv: list[str] | None = None) -> int:

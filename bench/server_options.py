@@ -1,76 +1,217 @@
-"""Compare embedded llama.cpp server options side by side, on an idle core and beside a busy one.
+"""Compare embedded llama.cpp server options and prompt layouts on a workload shaped like a run.
 
-    python bench/server_options.py [--options "today,1 thread,poll 0"] [--prompt-items 4]
+    python bench/server_options.py [--options "today,1 thread,slot pinning"] [--model NAME]
 
-For each option set one server is started (one at a time, so they never compete), and one
-request with the prompt cache off is timed by the server itself (`timings`: prefill and decode
-tokens per second), first as the machine is, then with one extra busy process (a pure-Python
-spin loop) beside it: llama.cpp's threads wait on each other, so one busy core can collapse its
-throughput. A last section sends two prompts sharing a long prefix and prints how many prompt
-tokens the server processed for the second (the prefix cache at work). Every figure is also a
-ratio against the first option set, measured in the same invocation: absolute speeds on a shared
-machine are not comparable between runs, ratios measured minutes apart mostly are.
+For each option set one server is started (one at a time, so they never compete) and a fixed
+workload is sent to it through the OpenAI-compatible chat endpoint drpo uses: three waves of
+requests rendered from drpo's own templates and shipped data, shaped like a default run's steps
+(aspect choices and base answers, then judgements and a prompt rewrite, then the next query's
+choice and answer), each wave's requests in flight together, as the run's 4 slots
+are. Completion lengths are fixed (`ignore_eos`), so every set decodes the same tokens.
+
+Printed per set: the prompt tokens the server processed (its own `timings.prompt_n`; the rest came
+from its prefix cache) and the workload's wall time, both as ratios against the first set measured
+in the same invocation, the default run's time extrapolated from the set's per-token costs (the
+recorded 18.7-min default run's processed prompt and completion tokens at this set's server
+seconds per token, the prompt tokens scaled by this set's cache hits), and, for the sets that
+choose threads and polling, the slowdown with one extra busy process (a pure-Python spin loop)
+beside the server: llama.cpp's threads wait on each other, so one busy core can collapse its
+throughput. Absolute speeds on a shared machine are not
+comparable between invocations; ratios measured minutes apart mostly are.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from drpo.backends.embedded import EmbeddedServer
+from drpo.backends.llm import slot_for
 from drpo.backends.model_files import resolve
+from drpo.graph.api import load_run_data
+from drpo.prompts.base import format_base_prompt
+from drpo.prompts.judge import JUDGE_ANSWER, format_aspects
+from drpo.prompts.optimizer import REWRITE_CASE, REWRITE_PROMPT
+from drpo.prompts.rubric import BUILTIN_RUBRIC
+from drpo.prompts.selector import NEW_ASPECTS_FORBIDDEN, SELECT_ASPECTS
+from drpo.state.settings import load_settings
 
-# The first set is the reference of every ratio: the server as it was (2 threads on 2 cores).
-# The knobs are then tried on 1 thread, the choice on a busy machine (see default_threads).
-OPTION_SETS: dict[str, dict[str, str]] = {
-    "today (2 threads)": {"--threads": "2"},
-    "1 thread": {"--threads": "1"},
-    "2 threads + poll 0": {"--threads": "2", "--poll": "0"},
-    "1 thread + poll 0": {"--threads": "1", "--poll": "0"},
-    "1 thread + ubatch 64": {"--threads": "1", "--ubatch": "64"},
-    "1 thread + flash attention": {"--threads": "1", "--flash-attn": "on"},
-    "1 thread + KV cache q8_0": {"--threads": "1", "--kv-type": "q8_0"},
-}
-SHARED_PREFIX = "You are a careful assistant. Follow the house style in every answer. " * 6
+# The recorded default run the time is extrapolated from (README "Performance").
+DEFAULT_RUN_SECONDS = 1124.0
+SLOTS = 4
+# Decoded tokens per request, by role: a fifth of the default run's mean reply (selector 89, base
+# 172, judge 209, optimizer 235), to keep the bench short; the default run's time is then
+# weighted by its own prompt and completion tokens (`default_run_seconds`).
+DECODE = {"selector": 24, "base": 40, "judge": 40, "optimizer": 40}
+# The recorded default run's tokens: prompt tokens the server processed, and completion tokens.
+DEFAULT_RUN_PROCESSED = 24364
+DEFAULT_RUN_COMPLETION = 9799
 
 
 @dataclass(frozen=True)
-class Timing:
-    prompt_tokens: int
-    prefill_per_second: float
-    decode_per_second: float
-    wall: float
+class OptionSet:
+    """One server configuration and prompt layout to time."""
+
+    flags: dict[str, str] = field(default_factory=dict)
+    slots: int = SLOTS
+    pinned: bool = False
+    busy: bool = False  # also time it beside one busy process
 
 
-def timed(root: str, prompt: str, decode: int, *, cache: bool = False, slot: int = -1) -> Timing:
-    started = time.perf_counter()
-    body = {
-        "prompt": prompt,
-        "n_predict": decode,
-        "ignore_eos": True,
-        "cache_prompt": cache,
-        "id_slot": slot,
-        "temperature": 0.0,
-    }
-    reply = httpx.post(f"{root}/completion", json=body, timeout=900.0).json()
-    t = reply["timings"]
-    return Timing(
-        prompt_tokens=int(t["prompt_n"]),
-        prefill_per_second=1000.0 * t["prompt_n"] / t["prompt_ms"],
-        decode_per_second=1000.0 * t["predicted_n"] / t["predicted_ms"],
-        wall=time.perf_counter() - started,
+OPTION_SETS: dict[str, OptionSet] = {
+    "today (2 threads, 4 slots)": OptionSet({"--threads": "2"}, busy=True),
+    "1 thread": OptionSet({"--threads": "1"}, busy=True),
+    "poll 0": OptionSet({"--threads": "2", "--poll": "0"}, busy=True),
+    "ubatch 64": OptionSet({"--threads": "2", "--ubatch": "64"}),
+    "flash attention": OptionSet({"--threads": "2", "--flash-attn": "on"}),
+    "KV cache q8_0": OptionSet({"--threads": "2", "--kv-type": "q8_0"}),
+    "2 slots": OptionSet({"--threads": "2"}, slots=2),
+    "1 slot": OptionSet({"--threads": "2"}, slots=1),
+    "slot pinning": OptionSet({"--threads": "2"}, pinned=True),
+    "draft 0.5B (speculative)": OptionSet({"--threads": "2", "--draft": "qwen2.5-coder-0.5b"}),
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    role: str
+    messages: list[dict[str, str]]
+
+
+@dataclass
+class Measured:
+    """Tokens and time of one workload (or one request of it)."""
+
+    processed: int = 0
+    prompt: int = 0
+    completion: int = 0
+    seconds: float = 0.0
+    # The server's own milliseconds for prefill and decode, summed over requests.
+    prompt_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    def add(self, part: Measured) -> None:
+        self.processed += part.processed
+        self.prompt += part.prompt
+        self.completion += part.completion
+        self.prompt_ms += part.prompt_ms
+        self.decode_ms += part.decode_ms
+
+    def default_run_seconds(self, reference: Measured) -> float:
+        """The recorded default run's time, scaled by this set's per-token costs and cache hits.
+
+        Seconds per processed prompt token and per completion token are the server's own (under
+        the workload's concurrency); the run's processed prompt tokens change in proportion to
+        this set's against the reference's (slot pinning changes what the cache serves).
+        """
+
+        def cost(m: Measured, processed: float) -> float:
+            return processed * m.prompt_ms / m.processed + DEFAULT_RUN_COMPLETION * (
+                m.decode_ms / m.completion
+            )
+
+        processed = DEFAULT_RUN_PROCESSED * self.processed / reference.processed
+        return DEFAULT_RUN_SECONDS * cost(self, processed) / cost(reference, DEFAULT_RUN_PROCESSED)
+
+
+def workload() -> list[list[Request]]:
+    """Three waves of requests rendered from drpo's templates and its shipped data."""
+    settings = load_settings(environ={})
+    data = load_run_data(settings)
+    queries = [q.query for q in data.train[:3]]
+    examples = sorted(data.examples, key=lambda e: len(e.query) + len(e.answer), reverse=True)
+    examples = examples[: settings.data.top_k]
+    pool = BUILTIN_RUBRIC.selectable()
+    fixed = tuple(a.as_aspect() for a in BUILTIN_RUBRIC.aspects if a.applies != "selector")
+    answers = [e.answer for e in data.examples[:4]]
+
+    def chat(role: str, system: str, user: str) -> Request:
+        return Request(
+            role, [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        )
+
+    def select(query: str) -> Request:
+        system, user = SELECT_ASPECTS.render(
+            min_aspects="2",
+            max_aspects="3",
+            catalogue=format_aspects(pool),
+            new_aspects_rule=NEW_ASPECTS_FORBIDDEN,
+            query=query,
+        )
+        return chat("selector", system, user)
+
+    def base(query: str) -> Request:
+        prompt = format_base_prompt(settings.search.initial_prompt, examples, query)
+        return chat("base", prompt.system, prompt.user)
+
+    def judge(query: str, answer: str) -> Request:
+        # Each query has its own aspects, as the selector would choose them.
+        chosen = format_aspects((*fixed, *pool[queries.index(query) :][:3]))
+        return chat("judge", *JUDGE_ANSWER.render(aspects=chosen, query=query, answer=answer))
+
+    critique = "\n".join(f"- {a.name}: 3/5. Too vague in places." for a in pool[:3])
+    case = REWRITE_CASE.render(number="1", query=queries[0], answer=answers[0], critique=critique)
+    rewrite = REWRITE_PROMPT.render(
+        max_new_bullets="2",
+        max_bullets="8",
+        prompt=settings.search.initial_prompt,
+        history="(none)",
+        cases=case[1],
     )
+    q1, q2, q3 = queries
+    return [
+        [select(q1), base(q1), base(q2)],
+        [judge(q1, answers[0]), judge(q2, answers[1]), chat("optimizer", *rewrite)],
+        [select(q2), base(q3)],
+    ]
+
+
+def _send(root: str, request: Request, pinned: int) -> Measured:
+    body: dict[str, Any] = {
+        "messages": request.messages,
+        "max_tokens": DECODE[request.role],
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "cache_prompt": True,
+    }
+    if pinned:
+        body["id_slot"] = slot_for(request.messages[0]["content"], pinned)
+    reply = httpx.post(f"{root}/v1/chat/completions", json=body, timeout=1800.0).json()
+    usage = reply["usage"]
+    timings = reply["timings"]  # llama.cpp's own, also on its OpenAI-compatible endpoint
+    return Measured(
+        processed=int(timings["prompt_n"]),
+        prompt=usage["prompt_tokens"],
+        completion=usage["completion_tokens"],
+        prompt_ms=float(timings["prompt_ms"]),
+        decode_ms=float(timings["predicted_ms"]),
+    )
+
+
+def run_workload(root: str, waves: list[list[Request]], pinned: int) -> Measured:
+    """Send each wave's requests together, wave after wave; sum tokens, time the whole."""
+    total = Measured()
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=SLOTS) as threads:
+        for wave in waves:
+            for part in threads.map(lambda r: _send(root, r, pinned), wave):
+                total.add(part)
+    total.seconds = time.perf_counter() - started
+    return total
 
 
 @contextlib.contextmanager
 def busy_core() -> Iterator[None]:
+    """One extra process spinning on a core for as long as the block runs."""
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         yield
@@ -79,67 +220,74 @@ def busy_core() -> Iterator[None]:
         spinner.wait()
 
 
-def measure(model: str, tuning: dict[str, str], prompt: str, decode: int) -> tuple[Timing, Timing]:
-    with EmbeddedServer(resolve(model), slots=4, tuning=tuning) as server:
+def measure(model: str, option: OptionSet, waves: list[list[Request]]) -> tuple[Measured, ...]:
+    """The workload on a fresh server with these options; then again beside a busy process."""
+    flags = dict(option.flags)
+    if "--draft" in flags:
+        flags["--draft"] = str(resolve(flags["--draft"]))
+    with EmbeddedServer(resolve(model), slots=option.slots, tuning=flags) as server:
         root = server.root_url
-        timed(root, "warm up", 1)  # the first request pays one-off allocations
-        quiet = timed(root, prompt, decode)
+        pinned = option.slots if option.pinned else 0
+        # The first request pays one-off allocations.
+        httpx.post(f"{root}/completion", json={"prompt": "warm up", "n_predict": 1}, timeout=600)
+        quiet = run_workload(root, waves, pinned)
+        if not option.busy:
+            return (quiet,)
+        # A fresh prefix cache for the second pass: every slot's cache is erased.
+        for slot in range(option.slots):
+            httpx.post(f"{root}/slots/{slot}?action=erase", timeout=60)
         with busy_core():
-            loaded = timed(root, prompt, decode)
-    return quiet, loaded
+            return quiet, run_workload(root, waves, pinned)
 
 
-def prefix_reuse(model: str, decode: int) -> None:
-    """Prompt tokens processed for a second prompt sharing a prefix: same slot vs. any slot."""
-    with EmbeddedServer(resolve(model), slots=4) as server:
-        root = server.root_url
-        first = timed(root, SHARED_PREFIX + "Question one?", decode, cache=True, slot=0)
-        same = timed(root, SHARED_PREFIX + "Question two?", decode, cache=True, slot=0)
-        other = timed(root, SHARED_PREFIX + "Question three?", decode, cache=True, slot=1)
-    print(
-        f"prefix cache: first prompt {first.prompt_tokens} tokens processed; "
-        f"second on the same slot {same.prompt_tokens} "
-        f"({same.prompt_tokens / first.prompt_tokens:.2f}×); "
-        f"third on another slot {other.prompt_tokens} "
-        f"({other.prompt_tokens / first.prompt_tokens:.2f}×)"
-    )
+def _row(name: str, runs: tuple[Measured, ...], base: tuple[Measured, ...]) -> str:
+    quiet, ref = runs[0], base[0]
+    ratio = quiet.seconds / ref.seconds
+    run = quiet.default_run_seconds(ref)
+    cells = [
+        name,
+        f"{quiet.processed} of {quiet.prompt} ({quiet.processed / ref.processed:.2f})",
+        f"{quiet.seconds:.0f} s ({ratio:.2f})",
+        f"{run / 60:.1f} min ({run / DEFAULT_RUN_SECONDS:.2f})",
+    ]
+    if len(runs) > 1:
+        cells.append(f"{runs[1].seconds:.0f} s ({quiet.seconds / runs[1].seconds:.2f}×)")
+    else:
+        cells.append("–")
+    return " | ".join(cells)
 
 
 def main() -> None:
+    """Time the workload under each option set and print the ratios against the first."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--options", default=",".join(OPTION_SETS), help="comma-separated names")
-    parser.add_argument("--prompt-items", type=int, default=4, help="~10 prompt tokens each")
-    parser.add_argument("--decode", type=int, default=4, help="tokens generated per request")
-    parser.add_argument("--skip-prefix", action="store_true")
     args = parser.parse_args()
-    names = [n.strip() for n in args.options.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in args.options.split(",") if n.strip()))
     unknown = [n for n in names if n not in OPTION_SETS]
     if unknown:
         parser.error(f"unknown option sets {unknown}; known: {', '.join(OPTION_SETS)}")
-    items = range(args.prompt_items)
-    prompt = " ".join(f"item {n} of a plain list for measuring speed;" for n in items)
-    rows: list[tuple[str, Timing, Timing]] = []
-    for name in dict.fromkeys(names):
-        quiet, loaded = measure(args.model, OPTION_SETS[name], prompt, args.decode)
-        rows.append((name, quiet, loaded))
-        print(f"measured {name}", file=sys.stderr, flush=True)
-    base_quiet, base_loaded = rows[0][1], rows[0][2]
-    print(f"model {args.model}; {rows[0][1].prompt_tokens} prompt tokens, {args.decode} decoded")
-    print("option set | prefill tok/s (×) | decode tok/s (×) | busy core: prefill (×) | decode (×)")
-    for name, quiet, loaded in rows:
+    waves = workload()
+    rows: list[tuple[str, tuple[Measured, ...]]] = []
+    for name in names:
+        started = time.perf_counter()
+        rows.append((name, measure(args.model, OPTION_SETS[name], waves)))
         print(
-            f"{name} | {quiet.prefill_per_second:.1f} "
-            f"({quiet.prefill_per_second / base_quiet.prefill_per_second:.2f}) | "
-            f"{quiet.decode_per_second:.2f} "
-            f"({quiet.decode_per_second / base_quiet.decode_per_second:.2f}) | "
-            f"{loaded.prefill_per_second:.1f} "
-            f"({loaded.prefill_per_second / base_loaded.prefill_per_second:.2f}) | "
-            f"{loaded.decode_per_second:.2f} "
-            f"({loaded.decode_per_second / base_loaded.decode_per_second:.2f})"
+            f"measured {name} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True
         )
-    if not args.skip_prefix:
-        prefix_reuse(args.model, args.decode)
+    requests = sum(len(w) for w in waves)
+    completion = rows[0][1][0].completion
+    print(
+        f"model {args.model}; {requests} requests in {len(waves)} waves, {completion} completion "
+        f"tokens; ratios against {names[0]!r}; default run: the recorded "
+        f"{DEFAULT_RUN_SECONDS / 60:.1f} min at this set's per-token costs and cache hits"
+    )
+    print(
+        "option set | prompt tokens processed (×) | workload time (×) | default run (×) "
+        "| beside a busy process (speed ×)"
+    )
+    for name, runs in rows:
+        print(_row(name, runs, rows[0][1]))
 
 
 if __name__ == "__main__":
