@@ -404,8 +404,8 @@ def runs(
                 row["preset"],
                 fmt(row["train_value"]),
                 fmt(row["validation_value"]),
-                str(cost["calls"]),
-                str(cost["prompt_tokens"] + cost["completion_tokens"]),
+                str(cost.calls),
+                str(cost.tokens),
             )
         out.print(table)
 

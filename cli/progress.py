@@ -276,10 +276,9 @@ class ProgressPrinter:
                 store.close()
         except StoreError:
             return ""
-        hits = cost.get("cache_hits") or 0
         return (
-            f"{here}total {cost['calls']} calls ({hits} cached), "
-            f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens"
+            f"{here}total {cost.calls} calls ({cost.cache_hits} cached), "
+            f"{cost.prompt_tokens}+{cost.completion_tokens} tokens"
         )
 
     def _say(self, line: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
 from drpo.evals.conditions import (
     build_conditions,
     default_condition_names,
@@ -141,7 +141,7 @@ async def execute_plan(
 
             pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
             stack.callback(pool.close)
-        recorder = RunRecorder(store, plan.eval_id)
+        recorder = store.for_run(plan.eval_id)
         models = await asyncio.to_thread(
             build_role_models,
             settings,

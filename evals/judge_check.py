@@ -32,7 +32,7 @@ from drpo.backends.errors import EndpointDown, LLMCallError
 from drpo.backends.factory import build_role_models
 from drpo.backends.llm import RoleClient
 from drpo.backends.preflight import check_settings
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
 from drpo.evals.stats import bootstrap_ci
 from drpo.nodes.judging import score_answer
 from drpo.prompts.aspects import catalogue_aspect
@@ -267,7 +267,7 @@ async def check_judge(
 
                 pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
                 stack.callback(pool.close)
-            recorder = RunRecorder(store, check_id)
+            recorder = store.for_run(check_id)
             models = await asyncio.to_thread(
                 build_role_models,
                 settings,

@@ -32,7 +32,7 @@ from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
 from drpo.backends.speed_probe import ProbeFailed, probe_speed
 from drpo.checkpoints.saver import open_run_checkpointer
-from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
+from drpo.checkpoints.store import RunLedger, RunStore, new_run_id
 from drpo.data.loaders import (
     DataFileError,
     load_examples,
@@ -222,8 +222,8 @@ def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
     return events
 
 
-class _ObservedRecorder(RunRecorder):
-    """The run recorder that also reports every recorded call as a `CallFinished` event.
+class _ObservedLedger(RunLedger):
+    """The run ledger that also reports every recorded call as a `CallFinished` event.
 
     It stays one object as cache and sink, so a paid call and its reply keep being written in
     one transaction; the event follows the write.
@@ -265,13 +265,11 @@ async def open_run(
 
             pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
             stack.callback(pool.close)
-        recorder = (
-            RunRecorder(store, run_id)
-            if on_event is None
-            else _ObservedRecorder(store, run_id, on_event)
+        ledger = (
+            store.for_run(run_id) if on_event is None else _ObservedLedger(store, run_id, on_event)
         )
         models = await asyncio.to_thread(
-            build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
+            build_role_models, settings, pool=pool, cache=ledger, sink=ledger, run_id=run_id
         )
         stack.push_async_callback(models.aclose)
         if not rubric.is_builtin:
@@ -297,7 +295,7 @@ async def open_run(
 
         budget = BudgetGate(
             settings.budget,
-            spent=lambda: store.spent(run_id),
+            spent=ledger.spent,
             active_before=row.get("active_seconds") or 0.0,
         )
         context = RunContext(
@@ -305,7 +303,7 @@ async def open_run(
             run_id=run_id,
             settings=settings,
             models=models,
-            recorder=store,
+            ledger=ledger,
             retriever_for=retriever_for,
             train=data.train,
             validation=data.validation,

@@ -83,9 +83,7 @@ async def record_proposals(state: SearchState, runtime: Runtime[RunContext]) -> 
     if state["phase"] == "validate":
         return {}  # the finalists are already in the run store with their search records
     for proposal in state.get("proposals", []):
-        ctx.recorder.record_candidate(
-            ctx.run_id, proposal.candidate, state["level"], None, survived=False
-        )
+        ctx.ledger.record_candidate(proposal.candidate, state["level"], None, survived=False)
     return {}
 
 
@@ -118,8 +116,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     survivors = {c.id for c in beam}
     for proposal in state.get("proposals", []):
         if proposal.candidate.id in excluded:
-            ctx.recorder.record_candidate(
-                ctx.run_id,
+            ctx.ledger.record_candidate(
                 proposal.candidate,
                 level,
                 rewards.get(proposal.candidate.id),
@@ -127,8 +124,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
             )
     for proposal in proposals:
         scored = next((c for c in children if c.id == proposal.candidate.id), proposal.candidate)
-        ctx.recorder.record_candidate(
-            ctx.run_id,
+        ctx.ledger.record_candidate(
             scored,
             level,
             rewards.get(proposal.candidate.id),
@@ -145,9 +141,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     earlier = earlier_feedback(state)
     recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
-        ctx.recorder.update_run(
-            ctx.run_id, best_candidate_id=leaders[0].id, train_value=leaders[0].value
-        )
+        ctx.ledger.update_run(best_candidate_id=leaders[0].id, train_value=leaders[0].value)
     get_stream_writer()(
         {
             "event": "level",

@@ -7,7 +7,7 @@ such as HTTP clients; a resumed run rebuilds it from the settings stored with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
@@ -16,28 +16,24 @@ from drpo.nodes.metric import Metric
 from drpo.nodes.policy import Schedule, schedule
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.state.settings import Settings
-from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
+from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query, RunCost
 
 
-class SearchRecorder(Protocol):
-    """The run-store operations nodes need (implemented by drpo.checkpoints.store.RunStore)."""
+class SearchLedger(Protocol):
+    """What nodes record about their run, with the run id bound once.
+
+    Implemented by drpo.checkpoints.ledger.RunLedger (`RunStore.for_run(run_id)`); declared here
+    because nodes may not import the run store's package.
+    """
 
     def record_candidate(
-        self,
-        run_id: str,
-        candidate: Candidate,
-        level: int,
-        level_reward: float | None,
-        survived: bool,
+        self, candidate: Candidate, level: int, level_reward: float | None, survived: bool
     ) -> None: ...
 
-    def record_rejected(
-        self, run_id: str, candidate: Candidate, level: int, reason: str
-    ) -> None: ...
+    def record_rejected(self, candidate: Candidate, level: int, reason: str) -> None: ...
 
     def record_answer(
         self,
-        run_id: str,
         answer_id: str,
         candidate_id: str,
         query_id: str,
@@ -47,7 +43,7 @@ class SearchRecorder(Protocol):
         level: int,
     ) -> None: ...
 
-    def record_judgement(self, run_id: str, answer_id: str, judgement: Judgement) -> None: ...
+    def record_judgement(self, answer_id: str, judgement: Judgement) -> None: ...
 
     def selection(self, key: str) -> AspectSelection | None: ...
 
@@ -55,7 +51,6 @@ class SearchRecorder(Protocol):
 
     def record_example(
         self,
-        run_id: str,
         original: Example,
         improved: Example,
         original_reward: float | None,
@@ -64,17 +59,12 @@ class SearchRecorder(Protocol):
     ) -> None: ...
 
     def record_decision(
-        self,
-        run_id: str,
-        candidate_id: str,
-        decision: str,
-        comment: str = "",
-        prompt: str | None = None,
+        self, candidate_id: str, decision: str, comment: str = "", prompt: str | None = None
     ) -> None: ...
 
-    def update_run(self, run_id: str, **fields: object) -> None: ...
+    def update_run(self, **fields: Any) -> None: ...
 
-    def run_cost(self, run_id: str) -> dict[str, object]: ...
+    def cost(self) -> RunCost: ...
 
 
 class RetrieverFactory(Protocol):
@@ -86,7 +76,7 @@ class RunContext:
     run_id: str
     settings: Settings
     models: RoleModels
-    recorder: SearchRecorder
+    ledger: SearchLedger
     retriever_for: RetrieverFactory
     train: list[Query] = field(default_factory=list)
     validation: list[Query] = field(default_factory=list)

@@ -94,7 +94,7 @@ async def _optimize_example(task: ExampleTask, ctx: RunContext) -> dict[str, Any
             if _is_better(verdict, best):
                 best, best_answer = verdict, answer
     improved = example.model_copy(update={"answer": best_answer})
-    ctx.recorder.record_example(ctx.run_id, example, improved, original_reward, best.reward, rounds)
+    ctx.ledger.record_example(example, improved, original_reward, best.reward, rounds)
     outcome = ExampleOutcome(
         index=task["index"],
         example=improved,
