@@ -178,6 +178,20 @@ async def fork_async(
                     "checkpoint_id": chosen.checkpoint_id,
                 }
             }
+            # The copy goes through the saver, not the graph's public update API, because none
+            # of LangGraph's public ways (1.2) gives the child the parent's state at any step
+            # while leaving the parent's thread untouched:
+            # - `aupdate_state(child, values, as_node=...)` re-runs the producer's routing, which
+            #   needs the run's runtime context (LangGraph does not pass one: "Missing required
+            #   config key 'N/A' for 'route_level'"), cannot stand for a superstep of several
+            #   nodes (stage A, a level's selections and rewrites), and drops the writes of the
+            #   branches already finished at that step, so they would be paid for again; on a
+            #   stub run only 6 of 25 steps came out with the parent's values and next nodes;
+            # - `as_node="__copy__"` forks inside the same thread: it adds a checkpoint to the
+            #   parent's thread;
+            # - `acopy_thread` is not implemented by AsyncSqliteSaver (the base raises
+            #   NotImplementedError) and copies a whole thread, not its state at one step.
+            # Copying the checkpoint and its pending writes reads the parent only.
             saved = await saver.aget_tuple(source)
             assert saved is not None
             fork_id = new_run_id()
