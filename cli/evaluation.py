@@ -148,31 +148,7 @@ def print_summary(summary: EvalSummary) -> None:
         )
     out.print(table)
     if summary.pairs:
-        pairs = Table(
-            "X vs Y",
-            "win rate X",
-            "95% CI",
-            "W/T/L",
-            "missing",
-            "order-consistent",
-            "words X",
-            "words Y",
-            title="pairwise (both orders judged; ties count one half; * = probability-weighted)",
-        )
-        for p in summary.pairs:
-            r = p.result
-            interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
-            pairs.add_row(
-                f"{r.x} vs {r.y}",
-                _fmt(r.rate) + ("*" if p.scoring == "probability" else ""),
-                interval,
-                f"{r.wins}/{r.ties}/{r.losses}",
-                str(r.missing),
-                _fmt(p.position.consistency),
-                _fmt(p.mean_words_x, 0),
-                _fmt(p.mean_words_y, 0),
-            )
-        out.print(pairs)
+        _print_pairs(summary)
     bias = summary.position
     out.print(
         f"judge probes: first-shown answer chosen {_fmt(bias.first_rate)} of "
@@ -182,6 +158,35 @@ def print_summary(summary: EvalSummary) -> None:
         highlight=False,
     )
     _print_cost(summary)
+
+
+def _print_pairs(summary: EvalSummary) -> None:
+    """The pairwise win rates with their intervals, order consistency and lengths."""
+    pairs = Table(
+        "X vs Y",
+        "win rate X",
+        "95% CI",
+        "W/T/L",
+        "missing",
+        "order-consistent",
+        "words X",
+        "words Y",
+        title="pairwise (both orders judged; ties count one half; * = probability-weighted)",
+    )
+    for p in summary.pairs:
+        r = p.result
+        interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
+        pairs.add_row(
+            f"{r.x} vs {r.y}",
+            _fmt(r.rate) + ("*" if p.scoring == "probability" else ""),
+            interval,
+            f"{r.wins}/{r.ties}/{r.losses}",
+            str(r.missing),
+            _fmt(p.position.consistency),
+            _fmt(p.mean_words_x, 0),
+            _fmt(p.mean_words_y, 0),
+        )
+    out.print(pairs)
 
 
 def _print_cost(summary: EvalSummary) -> None:

@@ -43,7 +43,7 @@ from drpo.data.loaders import (
 )
 from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
-from drpo.nodes.context import RunContext
+from drpo.nodes.context import RetrieverFactory, RunContext
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
 from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order, stratified_order
@@ -281,18 +281,7 @@ async def open_run(
                 on_event(event)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         row = store.run(run_id) or {}
-        # A resumed run keeps the retrieval it started with, whatever this host would pick for
-        # "auto"; the kind is stored so serve and eval retrieve exactly as the search did.
-        retrieval = resolve_kind(row.get("retrieval") or settings.data.retrieval)
-        if row and row.get("retrieval") != retrieval:
-            store.update_run(run_id, retrieval=retrieval)
-        table: EmbeddingTable | None = None
-        if retrieval == "embeddings":
-            table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
-
-        def retriever_for(examples: list[Example]) -> Any:
-            return build_retriever(examples, retrieval, table)
-
+        retriever_for = await _retriever_factory(settings, data, row, ledger)
         budget = BudgetGate(
             settings.budget,
             spent=ledger.spent,
@@ -312,6 +301,25 @@ async def open_run(
             metric=metric,
         )
         yield build_graph(checkpointer), context, checkpointer
+
+
+async def _retriever_factory(
+    settings: Settings, data: RunData, row: dict[str, Any], ledger: RunLedger
+) -> RetrieverFactory:
+    """How the run retrieves its examples: the kind it started with, embedded once if needed."""
+    # A resumed run keeps the retrieval it started with, whatever this host would pick for
+    # "auto"; the kind is stored so serve and eval retrieve exactly as the search did.
+    retrieval = resolve_kind(row.get("retrieval") or settings.data.retrieval)
+    if row and row.get("retrieval") != retrieval:
+        ledger.update_run(retrieval=retrieval)
+    table: EmbeddingTable | None = None
+    if retrieval == "embeddings":
+        table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
+
+    def retriever_for(examples: list[Example]) -> Any:
+        return build_retriever(examples, retrieval, table)
+
+    return retriever_for
 
 
 def run_config(settings: Settings, run_id: str) -> RunnableConfig:
