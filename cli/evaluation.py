@@ -75,12 +75,14 @@ class BarProgress:
         self.done: dict[str, int] = {}
 
     def phase(self, name: str, total: int) -> None:
+        """Start a progress bar for a phase of `total` steps."""
         self.tasks[name] = self.bars.add_task(name, total=total)
         self.totals[name], self.done[name] = total, 0
         if self.lines:
             err.print(f"{name}: 0/{total}", highlight=False, soft_wrap=True)
 
     def advance(self, name: str) -> None:
+        """Count one step of a phase done."""
         self.bars.advance(self.tasks[name])
         self.done[name] += 1
         done, total = self.done[name], self.totals[name]

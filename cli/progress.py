@@ -166,6 +166,7 @@ class ProgressPrinter:
             self._retired.append(ticker)
 
     def close(self) -> None:
+        """Stop the status ticker and wait for the stopped ones to end."""
         self.pause()
         for ticker in self._retired:
             ticker.join(timeout=2.0)
@@ -180,6 +181,7 @@ class ProgressPrinter:
     # ---- events -----------------------------------------------------------------------------
 
     def __call__(self, event: RunEvent) -> None:
+        """Print what the event says about the run (called for every run event)."""
         with self._lock:
             if not isinstance(event, ReviewNeeded | RunFinished):
                 self.open()  # a decision resumes a run without a RunStarted event
@@ -238,6 +240,7 @@ class ProgressPrinter:
     # ---- text -------------------------------------------------------------------------------
 
     def eta(self) -> str:
+        """The remaining time as text, or empty before the clock can tell."""
         if self.clock is None:
             return ""
         remaining = self.clock.remaining(time.monotonic())

@@ -38,6 +38,8 @@ LOOK_ALIKE_CATEGORY = "borderline"
 
 @dataclass(frozen=True)
 class AspectStat:
+    """One aspect's mean score under a condition, with judged and missing counts."""
+
     mean: float | None
     judged: int
     missing: int
@@ -45,6 +47,8 @@ class AspectStat:
 
 @dataclass(frozen=True)
 class ConditionStats:
+    """One condition's scores, lengths and refusal rates."""
+
     name: str
     source: str
     system_prompt: str
@@ -65,6 +69,8 @@ class ConditionStats:
 
 @dataclass(frozen=True)
 class PairStats:
+    """One compared pair's win rate, position bias and answer lengths."""
+
     result: WinRate
     position: PositionBias
     mean_words_x: float | None
@@ -76,6 +82,8 @@ class PairStats:
 
 @dataclass(frozen=True)
 class QueryDetail:
+    """One query's answers and scores under each condition, and its pair outcomes."""
+
     query_id: str
     query: str
     harmful: bool
@@ -85,6 +93,8 @@ class QueryDetail:
 
 @dataclass
 class EvalSummary:
+    """A stored evaluation summarised: what the CLI table and the report show."""
+
     eval_id: str
     status: str
     created_at: float
@@ -110,6 +120,7 @@ class EvalSummary:
 
     @property
     def aspects(self) -> list[str]:
+        """The aspects judged under any condition, in the catalogue's order, others after."""
         present = {a for c in self.conditions for a in c.aspects}
         return [a for a in ASPECT_ORDER if a in present] + sorted(present - set(ASPECT_ORDER))
 

@@ -48,6 +48,8 @@ def tokens(text: str) -> int:
 
 @dataclass
 class RoleEstimate:
+    """One role's calls and token upper bounds."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -68,14 +70,17 @@ class Estimate:
 
     @property
     def calls(self) -> int:
+        """Calls over all roles."""
         return sum(r.calls for r in self.roles.values())
 
     @property
     def prompt_tokens(self) -> int:
+        """Prompt tokens over all roles (an upper bound)."""
         return sum(r.prompt_tokens for r in self.roles.values())
 
     @property
     def completion_tokens(self) -> int:
+        """Completion tokens over all roles (an upper bound)."""
         return sum(r.completion_tokens for r in self.roles.values())
 
 

@@ -89,6 +89,8 @@ async def decide_async(
 
 @dataclass(frozen=True)
 class Transition:
+    """One candidate's move at a level: its reward, whether it survived, a person's say."""
+
     level: int
     parent_id: str | None
     candidate_id: str
@@ -126,6 +128,8 @@ def transitions(run_id: str, store_path: Path) -> list[Transition]:
 
 @dataclass(frozen=True)
 class Step:
+    """One checkpoint of a run: where a fork can start."""
+
     step: int
     checkpoint_id: str
     level: int | None

@@ -28,9 +28,11 @@ class SearchLedger(Protocol):
 
     def record_candidate(
         self, candidate: Candidate, level: int, level_reward: float | None, survived: bool
-    ) -> None: ...
+    ) -> None:
+        """Write a candidate prompt with its level reward and whether it survived the level."""
 
-    def record_rejected(self, candidate: Candidate, level: int, reason: str) -> None: ...
+    def record_rejected(self, candidate: Candidate, level: int, reason: str) -> None:
+        """Write a proposal rejected before scoring, with the reason."""
 
     def record_answer(
         self,
@@ -41,13 +43,17 @@ class SearchLedger(Protocol):
         answer: str,
         stage: str,
         level: int,
-    ) -> None: ...
+    ) -> None:
+        """Write the base model's answer to a query under a candidate prompt."""
 
-    def record_judgement(self, answer_id: str, judgement: Judgement) -> None: ...
+    def record_judgement(self, answer_id: str, judgement: Judgement) -> None:
+        """Write the judge's scores of an answer and the answer's reward."""
 
-    def selection(self, key: str) -> AspectSelection | None: ...
+    def selection(self, key: str) -> AspectSelection | None:
+        """The selector's cached aspects for a key, or None."""
 
-    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None: ...
+    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None:
+        """Cache the selector's aspects for a query."""
 
     def record_example(
         self,
@@ -56,23 +62,32 @@ class SearchLedger(Protocol):
         original_reward: float | None,
         reward: float | None,
         rounds: int,
-    ) -> None: ...
+    ) -> None:
+        """Write stage A's rewrite of an in-context example."""
 
     def record_decision(
         self, candidate_id: str, decision: str, comment: str = "", prompt: str | None = None
-    ) -> None: ...
+    ) -> None:
+        """Write a person's review decision on a candidate."""
 
-    def update_run(self, **fields: Any) -> None: ...
+    def update_run(self, **fields: Any) -> None:
+        """Set columns of the run's row."""
 
-    def cost(self) -> RunCost: ...
+    def cost(self) -> RunCost:
+        """The run's calls, tokens and model time so far."""
 
 
 class RetrieverFactory(Protocol):
-    def __call__(self, examples: list[Example]) -> ExampleRetriever: ...
+    """Builds the retriever over a run's current example set."""
+
+    def __call__(self, examples: list[Example]) -> ExampleRetriever:
+        """A retriever over `examples`, of the kind the run uses."""
 
 
 @dataclass
 class RunContext:
+    """Everything a node needs besides the state: settings, models, records, data, budget."""
+
     run_id: str
     settings: Settings
     models: RoleModels
