@@ -22,8 +22,8 @@ from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import load_run_data
-from drpo.graph.estimate import Estimate, estimate_run
-from drpo.graph.eta import RunClock, minutes
+from drpo.nodes.estimate import Estimate, estimate_run
+from drpo.nodes.eta import RunClock, minutes
 from drpo.state.events import (
     CallFinished,
     LevelDone,

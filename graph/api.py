@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from drpo.data.loaders import (
 )
 from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
-from drpo.nodes.context import RetrieverFactory, RunContext
+from drpo.nodes.context import RetrieverFactory, RunContext, RunData
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
 from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order, stratified_order
@@ -70,7 +69,7 @@ from drpo.state.settings import (
     format_validation_error,
     settings_from_stored,
 )
-from drpo.state.types import Example, Query, ReviewRequest, RunResult
+from drpo.state.types import Example, ReviewRequest, RunResult
 
 if TYPE_CHECKING:
     from drpo.backends.embedded import EmbeddedServerPool
@@ -92,13 +91,6 @@ class RunPaused(RunError):
         super().__init__(f"run {run_id} paused: {reason} (resume with: {command})")
         self.run_id = run_id
         self.reason = reason
-
-
-@dataclass
-class RunData:
-    train: list[Query]
-    validation: list[Query]
-    examples: list[Example]
 
 
 def load_run_data(settings: Settings) -> RunData:

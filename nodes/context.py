@@ -77,6 +77,15 @@ class SearchLedger(Protocol):
         """The run's calls, tokens and model time so far."""
 
 
+@dataclass
+class RunData:
+    """A run's training and validation queries and its seed examples, as loaded."""
+
+    train: list[Query]
+    validation: list[Query]
+    examples: list[Example]
+
+
 class RetrieverFactory(Protocol):
     """Builds the retriever over a run's current example set."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drpo.backends.speed_probe import ServerSpeed
-from drpo.graph.estimate import Estimate
+from drpo.nodes.estimate import Estimate
 from drpo.state.events import CallFinished
 
 # Decode costs about this many prefill tokens per token on CPUs (5–8 on the machines measured);

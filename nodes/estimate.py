@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from drpo.backends.providers import effective_profile, static_kind
 from drpo.backends.structured_output import SCHEMA_IN_PROMPT
-from drpo.graph.api import RunData
+from drpo.nodes.context import RunData
 from drpo.nodes.examples import ANSWER_WORDS
 from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order
