@@ -29,10 +29,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drpo.backends.errors import EndpointDown, LLMCallError
-from drpo.backends.factory import build_role_models
 from drpo.backends.llm import RoleClient
 from drpo.backends.preflight import check_settings
 from drpo.checkpoints.store import RunStore
+from drpo.evals.role_models import open_role_models
 from drpo.evals.stats import bootstrap_ci
 from drpo.nodes.judging import score_answer
 from drpo.prompts.aspects import catalogue_aspect
@@ -270,22 +270,7 @@ async def check_judge(
     store = RunStore(settings.store)
     try:
         async with AsyncExitStack() as stack:
-            pool = None
-            if settings.judge.is_embedded:
-                from drpo.backends.embedded import EmbeddedServerPool
-
-                pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
-                stack.callback(pool.close)
-            recorder = store.for_run(check_id)
-            models = await asyncio.to_thread(
-                build_role_models,
-                settings,
-                pool=pool,
-                cache=recorder,
-                sink=recorder,
-                run_id=check_id,
-            )
-            stack.push_async_callback(models.aclose)
+            models = await open_role_models(stack, settings, store, check_id, ("judge",))
             return await run_judge_check(
                 models["judge"], pairs, concurrency=settings.max_concurrency, on_answer=on_answer
             )
