@@ -50,3 +50,22 @@ def test_the_cost_of_a_run_without_calls_is_all_zero(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     assert store.run_cost("none") == RunCost()
     store.close()
+
+
+def test_an_export_of_a_run_without_calls_counts_zero_cache_hits_not_null(tmp_path: Path) -> None:
+    from drpo.graph.export import export_record
+    from drpo.state.settings import load_settings
+
+    store = RunStore(tmp_path / "runs.db")
+    store.create_run("r1", load_settings().public_dict(), [])
+    store.update_run("r1", final_prompt="Be careful.")
+    cost = export_record(store, store.run("r1") or {})["cost"]
+    assert cost == {
+        "calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "seconds": 0.0,
+        "cache_hits": 0,
+    }
+    assert cost["cache_hits"] is not None
+    store.close()
