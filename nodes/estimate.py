@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from drpo.backends.providers import effective_profile, static_kind
 from drpo.backends.structured_output import SCHEMA_IN_PROMPT
-from drpo.graph.api import RunData
+from drpo.nodes.context import RunData
 from drpo.nodes.examples import ANSWER_WORDS
 from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order
@@ -38,7 +38,7 @@ from drpo.prompts.optimizer import (
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.prompts.selector import NEW_ASPECTS_ALLOWED, NEW_ASPECTS_FORBIDDEN, SELECT_ASPECTS
 from drpo.state.settings import ROLES, RoleName, Settings
-from drpo.state.types import Example
+from drpo.state.types import Example, Query
 
 CHARS_PER_TOKEN = 4
 # Stands for model-written text in rendered prompts; a private-use code point, so no template or
@@ -76,14 +76,17 @@ class Estimate:
 
     @property
     def calls(self) -> int:
+        """Calls over all roles."""
         return sum(r.calls for r in self.roles.values())
 
     @property
     def prompt_tokens(self) -> int:
+        """Prompt tokens over all roles (an upper bound)."""
         return sum(r.prompt_tokens for r in self.roles.values())
 
     @property
     def completion_tokens(self) -> int:
+        """Completion tokens over all roles (an upper bound)."""
         return sum(r.completion_tokens for r in self.roles.values())
 
 
@@ -121,124 +124,155 @@ def _bounded(chars: int) -> str:
 
 def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUBRIC) -> Estimate:
     """Count the calls per role the run will make at most, with token upper bounds."""
-    estimate = Estimate()
-    counter = _Counter(settings, estimate)
-    search, rewards = settings.search, settings.rewards
-    plan = schedule(settings, len(data.examples), len(data.validation))
-    pool = rubric.selectable()
-    fixed = tuple(a.as_aspect() for a in rubric.aspects if a.applies != "selector")
-    aspects = (*fixed, *pool[: rewards.max_aspects])
-    # A metric-only run asks neither selector nor judge; a rubric of fixed aspects no selector.
-    judged = rewards.llm_aspects
-    selected: set[str] = set()
-    choice_rule = NEW_ASPECTS_ALLOWED if rewards.allow_new_aspects else NEW_ASPECTS_FORBIDDEN
+    walk = _RunWalk(settings, data, rubric)
+    walk.stage_a()
+    seen = walk.search_levels()
+    walk.validation(seen)
+    return walk.estimate
 
-    def select(query: str) -> None:
+
+class _RunWalk:
+    """Walks the run's schedule the way the graph would, counting each call it would make."""
+
+    def __init__(self, settings: Settings, data: RunData, rubric: Rubric) -> None:
+        self.settings = settings
+        self.data = data
+        self.estimate = Estimate()
+        self.counter = _Counter(settings, self.estimate)
+        self.plan = schedule(settings, len(data.examples), len(data.validation))
+        rewards = settings.rewards
+        self.pool = rubric.selectable()
+        fixed = tuple(a.as_aspect() for a in rubric.aspects if a.applies != "selector")
+        self.aspects = (*fixed, *self.pool[: rewards.max_aspects])
+        # A metric-only run asks neither selector nor judge; a rubric of fixed aspects no selector.
+        self.judged = rewards.llm_aspects
+        self.selected: set[str] = set()
+        self.critique = "\n".join(
+            f"- {a.name}: 1/5. {_bounded(RATIONALE_MAX_CHARS)}" for a in self.aspects
+        )
+        self.examples = _longest(data.examples, settings.data.top_k)
+        self.prompt_len = min(self.answer_chars("optimizer"), PROMPT_MAX_CHARS)
+        self.base_answer_len = self.answer_chars("base")
+
+    def answer_chars(self, role: RoleName) -> int:
+        return self.settings.role(role).max_tokens * CHARS_PER_TOKEN
+
+    def select(self, query: str) -> None:
         # A query's aspects are chosen once per run (and reused from earlier runs' records).
-        if not (judged and pool) or query in selected:
+        if not (self.judged and self.pool) or query in self.selected:
             return
-        selected.add(query)
+        self.selected.add(query)
+        rewards = self.settings.rewards
         system, user = SELECT_ASPECTS.render(
             min_aspects=str(rewards.min_aspects),
             max_aspects=str(rewards.max_aspects),
-            catalogue=format_aspects(pool),
-            new_aspects_rule=choice_rule,
+            catalogue=format_aspects(self.pool),
+            new_aspects_rule=NEW_ASPECTS_ALLOWED
+            if rewards.allow_new_aspects
+            else NEW_ASPECTS_FORBIDDEN,
             query=query,
         )
-        counter.add("selector", counter.structured_text("selector", system, user, {}))
+        self.counter.add("selector", self.counter.structured_text("selector", system, user, {}))
 
-    def answer_chars(role: RoleName) -> int:
-        return settings.role(role).max_tokens * CHARS_PER_TOKEN
-
-    def judge(query: str, answer_len: int, times: int = 1) -> None:
-        if not judged:
+    def judge(self, query: str, answer_len: int, times: int = 1) -> None:
+        if not self.judged:
             return
         system, user = JUDGE_ANSWER.render(
-            aspects=format_aspects(aspects), query=query, answer=_bounded(answer_len)
+            aspects=format_aspects(self.aspects), query=query, answer=_bounded(answer_len)
         )
-        counter.add("judge", counter.structured_text("judge", system, user, {}), times=times)
+        text = self.counter.structured_text("judge", system, user, {})
+        self.counter.add("judge", text, times=times)
 
-    critique = "\n".join(f"- {a.name}: 1/5. {_bounded(RATIONALE_MAX_CHARS)}" for a in aspects)
-
-    # Stage A
-    stage = settings.examples
-    if plan.stage_a_size and judged:
-        estimate.examples = plan.stage_a_size
-        rewrite_len = min(answer_chars("optimizer"), ANSWER_MAX_CHARS)
-        for example in data.examples[: plan.stage_a_size]:
-            select(example.query)
-            judge(example.query, len(example.answer))
+    def stage_a(self) -> None:
+        """Stage A: each example judged, rewritten `rounds` times, and its rewrites judged."""
+        stage = self.settings.examples
+        if not (self.plan.stage_a_size and self.judged):
+            return
+        self.estimate.examples = self.plan.stage_a_size
+        rewrite_len = min(self.answer_chars("optimizer"), ANSWER_MAX_CHARS)
+        for example in self.data.examples[: self.plan.stage_a_size]:
+            self.select(example.query)
+            self.judge(example.query, len(example.answer))
             system, user = REWRITE_ANSWER.render(
                 max_words=str(ANSWER_WORDS),
                 query=example.query,
                 answer=example.answer,
-                critique=critique,
+                critique=self.critique,
             )
-            text = counter.structured_text("optimizer", system, user, {})
-            counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
-            judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
+            text = self.counter.structured_text("optimizer", system, user, {})
+            self.counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
+            self.judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
 
-    # Stage B
-    order = seeded_order([q.id for q in data.train], settings.seed)
-    estimate.levels = plan.levels
-    estimate.max_levels = plan.max_levels
-    examples = _longest(data.examples, settings.data.top_k)
-    prompt_len = min(answer_chars("optimizer"), PROMPT_MAX_CHARS)
-    base_answer_len = answer_chars("base")
-    beam = 1
-    seen = 0
-    for level in range(estimate.max_levels):
-        queries = level_batch(order, data.train, level, plan.queries_per_level)
-        for query in queries:
-            select(query.query)
-        prompt = search.initial_prompt if level == 0 else _bounded(prompt_len)
-        if level == 0:
-            children = 1
-        else:
-            history = "\n".join(
-                f"{i + 1}. {_bounded(prompt_len)}" for i in range(min(level, search.history))
-            )
-            # The optimizer sees the answers of the levels so far, up to `feedback_queries`.
-            cases = "\n\n".join(
-                REWRITE_CASE.render(
-                    number=str(number),
-                    query=queries[0].query if queries else "",
-                    answer=_bounded(base_answer_len),
-                    critique=critique,
-                )[1]
-                for number in range(1, min(search.feedback_queries, level * search.batch_size) + 1)
-            )
-            system, user = REWRITE_PROMPT.render(
-                max_new_bullets=str(search.max_new_bullets),
-                max_bullets=str(search.max_bullets),
-                prompt=prompt,
-                history=history or "(none)",
-                cases=cases,
-            )
-            text = counter.structured_text("optimizer", system, user, PromptProposal)
-            counter.add("optimizer", text, replies=search.actions, times=beam)
-            children = beam * search.actions
-        for query in queries:
-            base = format_base_prompt(prompt, examples, query.query, mode=settings.base.mode)
-            counter.add("base", base.rendered(), times=children)
-            judge(query.query, base_answer_len, times=children)
-        seen += children
-        beam = min(search.width, children)
+    def search_levels(self) -> int:
+        """Stage B's levels: rewrites of the beam, then each child answered and judged.
 
-    # Validation: the best distinct prompts seen, plus the starting prompt unless among them.
-    validation = data.validation[: plan.validation_size]
-    if validation:
-        estimate.validation_queries = len(validation)
+        Returns how many prompts the search saw (the finalists are drawn from them).
+        """
+        settings, search = self.settings, self.settings.search
+        order = seeded_order([q.id for q in self.data.train], settings.seed)
+        self.estimate.levels = self.plan.levels
+        self.estimate.max_levels = self.plan.max_levels
+        beam = 1
+        seen = 0
+        for level in range(self.estimate.max_levels):
+            queries = level_batch(order, self.data.train, level, self.plan.queries_per_level)
+            for query in queries:
+                self.select(query.query)
+            prompt = search.initial_prompt if level == 0 else _bounded(self.prompt_len)
+            children = 1 if level == 0 else self.rewrite(level, prompt, queries, beam)
+            for query in queries:
+                base = format_base_prompt(
+                    prompt, self.examples, query.query, mode=settings.base.mode
+                )
+                self.counter.add("base", base.rendered(), times=children)
+                self.judge(query.query, self.base_answer_len, times=children)
+            seen += children
+            beam = min(search.width, children)
+        return seen
+
+    def rewrite(self, level: int, prompt: str, queries: list[Query], beam: int) -> int:
+        """The optimizer's rewrites of each beam prompt at `level`; returns the children."""
+        search = self.settings.search
+        history = "\n".join(
+            f"{i + 1}. {_bounded(self.prompt_len)}" for i in range(min(level, search.history))
+        )
+        # The optimizer sees the answers of the levels so far, up to `feedback_queries`.
+        cases = "\n\n".join(
+            REWRITE_CASE.render(
+                number=str(number),
+                query=queries[0].query if queries else "",
+                answer=_bounded(self.base_answer_len),
+                critique=self.critique,
+            )[1]
+            for number in range(1, min(search.feedback_queries, level * search.batch_size) + 1)
+        )
+        system, user = REWRITE_PROMPT.render(
+            max_new_bullets=str(search.max_new_bullets),
+            max_bullets=str(search.max_bullets),
+            prompt=prompt,
+            history=history or "(none)",
+            cases=cases,
+        )
+        text = self.counter.structured_text("optimizer", system, user, PromptProposal)
+        self.counter.add("optimizer", text, replies=search.actions, times=beam)
+        return beam * search.actions
+
+    def validation(self, seen: int) -> None:
+        """The best distinct prompts seen, plus the starting prompt unless among them."""
+        validation = self.data.validation[: self.plan.validation_size]
+        if not validation:
+            return
+        self.estimate.validation_queries = len(validation)
         # When every prompt seen is kept, the starting prompt is one of them already.
-        estimate.finalists = seen if seen <= plan.finalists else plan.finalists + 1
+        finalists = seen if seen <= self.plan.finalists else self.plan.finalists + 1
+        self.estimate.finalists = finalists
         for query in validation:
-            select(query.query)
+            self.select(query.query)
             base = format_base_prompt(
-                _bounded(prompt_len), examples, query.query, mode=settings.base.mode
+                _bounded(self.prompt_len), self.examples, query.query, mode=self.settings.base.mode
             )
-            counter.add("base", base.rendered(), times=estimate.finalists)
-            judge(query.query, base_answer_len, times=estimate.finalists)
-    return estimate
+            self.counter.add("base", base.rendered(), times=finalists)
+            self.judge(query.query, self.base_answer_len, times=finalists)
 
 
 def _longest(examples: list[Example], k: int) -> list[Example]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drpo.backends.speed_probe import ServerSpeed
-from drpo.graph.estimate import Estimate
+from drpo.nodes.estimate import Estimate
 from drpo.state.events import CallFinished
 from drpo.state.settings import RoleName
 
