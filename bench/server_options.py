@@ -215,7 +215,9 @@ def run_workload(root: str, waves: list[list[Request]], pinned: int) -> Measured
 @contextlib.contextmanager
 def busy_core() -> Iterator[None]:
     """One extra process spinning on a core for as long as the block runs."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # The spinner dies with the bench (PR_SET_PDEATHSIG, SIGKILL), even if the bench is killed.
+    die_with_parent = "import ctypes; ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+    spinner = subprocess.Popen([sys.executable, "-c", die_with_parent + "while True: pass"])
     try:
         yield
     finally:
