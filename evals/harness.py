@@ -284,7 +284,10 @@ async def _answer_all(
 
         return run
 
-    jobs = [job(c, q) for q in plan.queries for c in plan.conditions]
+    # Condition by condition: the concurrent requests then share one system prompt, which the
+    # server's slots keep cached, so a long prompt (URIAL's, DRPO's with examples) is read once
+    # per slot instead of once per query.
+    jobs = [job(c, q) for c in plan.conditions for q in plan.queries]
     return dict(await _bounded(limiter, jobs, progress, "answering"))
 
 
