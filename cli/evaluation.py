@@ -118,9 +118,41 @@ def print_refusals(summary: EvalSummary) -> None:
     out.print(table)
 
 
+def print_differences(summary: EvalSummary) -> None:
+    """Each condition minus the reference per metric, with the paired bootstrap CI."""
+    if not summary.differences:
+        return
+    table = Table(
+        "metric",
+        "condition",
+        "value",
+        summary.differences[0].y,
+        "difference",
+        "95% CI",
+        "excludes 0",
+        "n",
+        title="each condition against the reference (paired bootstrap over queries)",
+    )
+    for d in summary.differences:
+        interval = "–" if d.ci is None else f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]"
+        difference = "–" if d.difference is None else f"{d.difference:+.2f}"
+        table.add_row(
+            d.metric,
+            d.x,
+            _fmt(d.x_mean),
+            _fmt(d.y_mean),
+            difference,
+            interval,
+            "yes" if d.excludes_zero else "no",
+            str(d.n),
+        )
+    out.print(table)
+
+
 def print_summary(summary: EvalSummary) -> None:
     """Per-aspect means per condition, pairwise win rates with CIs, lengths, refusal rates."""
     print_refusals(summary)
+    print_differences(summary)
     if "judge" not in summary.metrics:
         _print_cost(summary)
         return
@@ -133,7 +165,8 @@ def print_summary(summary: EvalSummary) -> None:
         "words",
         "missing",
         title=f"evaluation {summary.eval_id}: {summary.queries} queries "
-        f"({summary.harmful_queries} harmful), judge {summary.judge_model}",
+        f"({summary.harmful_queries} harmful), judge {summary.judge_model}, "
+        f"{summary.absolute_scoring} scores",
     )
     for c in summary.conditions:
         cells = [_fmt(c.aspects[a].mean) if a in c.aspects else "–" for a in aspects]
@@ -147,6 +180,12 @@ def print_summary(summary: EvalSummary) -> None:
             str(sum(s.missing for s in c.aspects.values())),
         )
     out.print(table)
+    if summary.absolute_fallback:
+        err.print(
+            f"warning: judge scores are integers, not probability-weighted "
+            f"({summary.absolute_fallback})",
+            highlight=False,
+        )
     if summary.pairs:
         pairs = Table(
             "X vs Y",

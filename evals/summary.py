@@ -112,6 +112,7 @@ class EvalSummary:
     # "probability" when every absolute score has its probability-weighted value (the expected
     # score over the 1-5 tokens), which the means then use; else "integer".
     absolute_scoring: str = "integer"
+    absolute_fallback: str | None = None
 
     @property
     def aspects(self) -> list[str]:
@@ -306,6 +307,7 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
             queries, answers, [m["name"] for m in conditions_meta], answer_mean, seed
         ),
         absolute_scoring=absolute_scoring,
+        absolute_fallback=row.get("absolute_fallback"),
     )
 
 
