@@ -153,9 +153,15 @@ def print_summary(summary: EvalSummary) -> None:
     """Per-aspect means per condition, pairwise win rates with CIs, lengths, refusal rates."""
     print_refusals(summary)
     print_differences(summary)
-    if "judge" not in summary.metrics:
-        _print_cost(summary)
-        return
+    if "judge" in summary.metrics:
+        print_scores(summary)
+    if "judge" in summary.metrics or "pairwise" in summary.metrics:
+        print_pairs(summary)
+    _print_cost(summary)
+
+
+def print_scores(summary: EvalSummary) -> None:
+    """Per-aspect means per condition, with the overall mean's CI, lengths and missing scores."""
     aspects = summary.aspects
     table = Table(
         "condition",
@@ -186,6 +192,10 @@ def print_summary(summary: EvalSummary) -> None:
             f"({summary.absolute_fallback})",
             highlight=False,
         )
+
+
+def print_pairs(summary: EvalSummary) -> None:
+    """Pairwise win rates with CIs, and the judge's position and length probes."""
     if summary.pairs:
         pairs = Table(
             "X vs Y",
@@ -220,7 +230,6 @@ def print_summary(summary: EvalSummary) -> None:
         f"{'yes' if summary.judge_is_base else 'no'}",
         highlight=False,
     )
-    _print_cost(summary)
 
 
 def _print_cost(summary: EvalSummary) -> None:
@@ -291,8 +300,8 @@ def eval_command(
     metrics: Annotated[
         str,
         typer.Option(
-            help="judge (absolute + pairwise LLM judging) and/or refusal (refusal and "
-            "over-refusal rates, no judge call)"
+            help="judge (absolute + pairwise LLM judging), pairwise (pairwise only) and/or "
+            "refusal (refusal and over-refusal rates, no judge call)"
         ),
     ] = "judge,refusal",
 ) -> None:

@@ -75,6 +75,11 @@ class EvalPlan:
 
     @property
     def uses_judge(self) -> bool:
+        return "judge" in self.metrics or "pairwise" in self.metrics
+
+    @property
+    def scores_answers(self) -> bool:
+        """Whether the judge also scores each answer on its aspects (not only compares)."""
         return "judge" in self.metrics
 
 
@@ -137,10 +142,11 @@ async def run_evaluation(
     try:
         answers = await _answer_all(plan, models, recorder, progress, limiter)
         # The refusal metrics are computed from the stored answers when the summary is made.
-        if plan.uses_judge:
+        if plan.scores_answers:
             await _judge_all(
                 plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
             )
+        if plan.uses_judge:
             await _compare_all(
                 plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
             )

@@ -261,3 +261,15 @@ def test_unusable_logprobs_fall_back_to_integer_scores_with_the_reason(tmp_path:
     assert summary.absolute_scoring == "integer"
     assert summary.conditions[1].aspects["Helpfulness"].mean == 4.0
     assert "do not spell" in store.db["eval_runs"].get("eval-test")["absolute_fallback"]
+
+
+def test_pairwise_only_compares_without_scoring_each_answer(tmp_path: Path) -> None:
+    the_plan = plan(tmp_path)
+    the_plan.metrics = ("pairwise",)
+    judge = ScriptedRole()
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": judge}
+    asyncio.run(run_evaluation(the_plan, models, EvalRecorder(store, "eval-test")))
+    assert all(tag.startswith("eval:pair:") for tag in judge.calls) and len(judge.calls) == 6
+    summary = summarize(store, "eval-test")
+    assert summary.conditions[1].aspects == {} and summary.pairs[0].result.rate == 1.0
