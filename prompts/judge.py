@@ -109,6 +109,8 @@ def format_aspects(aspects: tuple[Aspect, ...]) -> str:
 
 
 class AspectVerdict(BaseModel):
+    """The judge's score of one aspect, with its rationale."""
+
     model_config = ConfigDict(extra="forbid")
     rationale: str = Field(max_length=RATIONALE_MAX_CHARS)
     score: int = Field(ge=1, le=5)

@@ -95,7 +95,9 @@ def test_the_optimizers_copied_prompt_tags_are_dropped() -> None:
 def test_the_run_would_have_rejected_its_final_prompt(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     store.create_run("r1", {}, [])
-    ctx: Any = types.SimpleNamespace(settings=load_settings(), recorder=store, run_id="r1")
+    ctx: Any = types.SimpleNamespace(
+        settings=load_settings(), ledger=store.for_run("r1"), run_id="r1"
+    )
     parent = Candidate(id="L1-11b484", prompt=L1_REFUSING)
     final = Candidate(id="L2-c90135", prompt=FINAL)
     kept = general_children(ctx, [final], parent, [BILL, ROOMMATE], level=2)
