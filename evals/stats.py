@@ -273,6 +273,7 @@ class Difference:
 
     @property
     def difference(self) -> float | None:
+        """X's mean minus Y's; None when either is missing."""
         if self.x_mean is None or self.y_mean is None:
             return None
         return self.x_mean - self.y_mean
