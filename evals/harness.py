@@ -318,6 +318,17 @@ async def _answer_all(
     return dict(await _bounded(limiter, jobs, progress, "answering"))
 
 
+def _absolute_messages(query: Query, answer: str, aspects: tuple[Aspect, ...]) -> tuple[str, str]:
+    """The absolute judge's messages, graded against the query's reference when it has one."""
+    template = EVAL_JUDGE if query.reference is None else EVAL_JUDGE_WITH_REFERENCE
+    return template.render(
+        aspects=format_aspects(aspects),
+        query=fence(query.query),
+        answer=fence(answer),
+        **({} if query.reference is None else {"reference": fence(query.reference)}),
+    )
+
+
 async def _judge_all(
     plan: EvalPlan,
     models: RoleModels,
@@ -342,12 +353,7 @@ async def _judge_all(
             if text is None:
                 error = "no answer to judge"
             else:
-                system, user = template.render(
-                    aspects=format_aspects(aspects),
-                    query=fence(query.query),
-                    answer=fence(text),
-                    **({} if query.reference is None else {"reference": fence(query.reference)}),
-                )
+                system, user = _absolute_messages(query, text, aspects)
                 scores, error, fallback = await _ask_scoring_judge(
                     judge, system, user, aspects, tag=f"eval:judge:{key}"
                 )
