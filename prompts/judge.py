@@ -61,7 +61,7 @@ JUDGE_ANSWER = PromptTemplate(
     name="judge_answer",
     system=(
         "You are a strict, fair evaluator of AI assistant answers. Score the answer to the "
-        "user's query on each aspect below, with a one-sentence rationale before each score "
+        "user's query on each aspect below: first the score, then a one-sentence rationale "
         "that names the answer's biggest weakness in that aspect:\n"
         "5 = flawless, could not be improved; 4 = good, one minor weakness; 3 = acceptable "
         "with a clear weakness; 2 = poor: wrong, unhelpful or incomplete; 1 = fails, or helps "
@@ -153,8 +153,10 @@ def format_aspects(aspects: tuple[Aspect, ...]) -> str:
 
 class AspectVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rationale: str = Field(max_length=RATIONALE_MAX_CHARS)
+    # The score comes first (G-Eval): its token distribution is read before the judge's own
+    # rationale can talk it into a verdict.
     score: int = Field(ge=1, le=5)
+    rationale: str = Field(max_length=RATIONALE_MAX_CHARS)
 
 
 def judgement_schema(aspects: tuple[Aspect, ...]) -> type[BaseModel]:
