@@ -106,15 +106,18 @@ class EmbeddedServer:
 
     @property
     def port(self) -> int | None:
+        """The port the server listens on, or None before it started."""
         if self._root_url is None:
             return None
         return int(self._root_url.rsplit(":", 1)[1])
 
     @property
     def pid(self) -> int | None:
+        """The server process's id, or None before it started."""
         return self._process.pid if self._process is not None else None
 
     def is_running(self) -> bool:
+        """Whether the server process was started and has not exited."""
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> EmbeddedServer:
@@ -262,6 +265,7 @@ class EmbeddedServerPool:
     def from_settings(
         cls, settings: Settings, progress: ProgressCallback | None = None
     ) -> EmbeddedServerPool:
+        """A pool sized by the run's embedded slots and context length."""
         return cls(slots=settings.embedded_slots, ctx=settings.embedded_ctx, progress=progress)
 
     @property

@@ -29,7 +29,10 @@ LOCAL_KEY = "sk-local"
 
 
 class ServerPool(Protocol):
-    def url_for(self, model: str | os.PathLike[str]) -> str: ...
+    """Whatever starts local model servers and says where each model is served."""
+
+    def url_for(self, model: str | os.PathLike[str]) -> str:
+        """The base URL of the server that holds `model`, starting it if needed."""
 
 
 def api_key_for(role: str, settings: RoleSettings, environ: Mapping[str, str] | None = None) -> str:
@@ -123,6 +126,7 @@ class RoleModels:
         return self.clients[role]
 
     async def aclose(self) -> None:
+        """Close every role's HTTP clients (of each replica too)."""
         for client in self.clients.values():
             models = [r.model for r in client.pool.replicas] if client.pool else [client.model]
             for model in models:

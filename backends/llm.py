@@ -89,6 +89,8 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class CachedReply:
+    """A stored reply: its texts, the tokens its call cost, and their logprobs if asked for."""
+
     texts: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
@@ -110,7 +112,10 @@ class ScoredReply(Generic[ModelT]):
 
 
 class ReplyCache(Protocol):
-    def get(self, key: str) -> CachedReply | None: ...
+    """Where replies are cached, keyed by everything that determines them."""
+
+    def get(self, key: str) -> CachedReply | None:
+        """The cached reply for `key`, or None."""
 
     def put(self, key: str, reply: CachedReply, record: CallRecord | None = None) -> None:
         """Store `reply`; when `record` is given, record the paid call in the same transaction.
@@ -122,7 +127,10 @@ class ReplyCache(Protocol):
 
 
 class CallSink(Protocol):
-    def record_call(self, record: CallRecord) -> None: ...
+    """Where each model call is recorded (the run store's `llm_calls`)."""
+
+    def record_call(self, record: CallRecord) -> None:
+        """Record one model call (never its key)."""
 
 
 @dataclass

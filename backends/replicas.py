@@ -48,12 +48,14 @@ class ReplicaBoard:
         self._changed: asyncio.Condition | None = None
 
     def state(self, url: str, limit: int | None) -> ReplicaState:
+        """The shared state of the replica at `url`, keeping the lowest limit any role gave."""
         state = self.states.setdefault(url, ReplicaState(url, limit))
         if limit is not None and (state.limit is None or limit < state.limit):
             state.limit = limit  # roles that disagree about a server's limit get the lowest
         return state
 
     def condition(self) -> asyncio.Condition:
+        """The condition waiters are woken on when a slot frees or a replica's health changes."""
         # Created on first use, inside the run's event loop (the board is built in a thread).
         if self._changed is None:
             self._changed = asyncio.Condition()
@@ -69,17 +71,21 @@ class Replica:
 
     @property
     def url(self) -> str:
+        """The replica's server URL."""
         return self.state.url
 
     @property
     def in_flight(self) -> int:
+        """Requests in flight on this replica, over all roles."""
         return self.state.in_flight
 
     @property
     def unhealthy_until(self) -> float:
+        """The monotonic time until which the replica counts as unhealthy (0: healthy)."""
         return self.state.unhealthy_until
 
     def has_room(self) -> bool:
+        """Whether the replica can take one more request under its limit."""
         state = self.state
         return state.limit is None or state.in_flight < state.limit
 
@@ -121,9 +127,11 @@ class ReplicaPool:
                 changed.notify_all()
 
     def mark_unhealthy(self, replica: Replica) -> None:
+        """Keep requests off the replica for the board's cooldown."""
         replica.state.unhealthy_until = time.monotonic() + self.board.cooldown
 
     def mark_healthy(self, replica: Replica) -> None:
+        """Let the replica take requests again."""
         replica.state.unhealthy_until = 0.0
 
 

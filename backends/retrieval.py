@@ -28,9 +28,12 @@ class RetrievalUnavailable(RuntimeError):
 
 
 class ExampleRetriever(Protocol):
+    """Picks the in-context examples most like a query."""
+
     kind: str
 
-    def top_k(self, query: str, k: int) -> list[Example]: ...
+    def top_k(self, query: str, k: int) -> list[Example]:
+        """The `k` examples most like `query`, best first."""
 
 
 def embeddings_available() -> bool:
@@ -68,6 +71,8 @@ def encode_query(text: str) -> Any:
 
 
 class EmbeddingRetriever:
+    """Retrieval by cosine similarity of sentence embeddings."""
+
     kind = "embeddings"
 
     def __init__(self, examples: Sequence[Example], table: EmbeddingTable | None = None) -> None:
@@ -80,6 +85,7 @@ class EmbeddingRetriever:
             self._vectors = encode_examples(texts) if texts else None
 
     def top_k(self, query: str, k: int) -> list[Example]:
+        """The `k` examples whose embeddings are closest to the query's, ties by order."""
         if k <= 0 or not self.examples:
             return []
         vector = self._table.query_vectors.get(query)
@@ -91,6 +97,8 @@ class EmbeddingRetriever:
 
 
 class BM25ExampleRetriever:
+    """Retrieval by BM25 word overlap (no model needed)."""
+
     kind = "bm25"
 
     def __init__(self, examples: Sequence[Example]) -> None:
@@ -109,6 +117,7 @@ class BM25ExampleRetriever:
         )
 
     def top_k(self, query: str, k: int) -> list[Example]:
+        """The `k` examples with the best BM25 score for the query."""
         if k <= 0 or self._retriever is None:
             return []
         documents = self._retriever.invoke(query)

@@ -31,6 +31,7 @@ class ServerSpeed:
     decode_per_second: float
 
     def seconds(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """Seconds one request of these token counts takes at this speed."""
         return prompt_tokens / self.prefill_per_second + completion_tokens / self.decode_per_second
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import sqlite_utils
 
 from drpo.graph.api import load_run_data, run_rubric
-from drpo.graph.estimate import estimate_run
-from drpo.graph.eta import RunClock
+from drpo.nodes.estimate import estimate_run
+from drpo.nodes.eta import RunClock
 from drpo.state.events import CallFinished
 from drpo.state.settings import DEFAULT_STORE, settings_from_stored
 

@@ -19,12 +19,15 @@ _PROC = Path("/proc")
 
 @dataclass(frozen=True)
 class Owner:
+    """A process that may hold a run: pid, host and when the process started."""
+
     pid: int
     host: str
     started: int | None  # start of the process in clock ticks since boot; None without /proc
 
     @classmethod
     def current(cls) -> Owner:
+        """This process as an owner."""
         return cls.process(os.getpid())
 
     @classmethod

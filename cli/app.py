@@ -39,8 +39,8 @@ from drpo.graph.api import (
     run_rubric,
     with_metric,
 )
-from drpo.graph.estimate import Estimate, describe, estimate_run
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
+from drpo.nodes.estimate import Estimate, describe, estimate_run
 from drpo.state.settings import (
     DEFAULT_STORE,
     ROLES,
@@ -404,8 +404,8 @@ def runs(
                 row["preset"],
                 fmt(row["train_value"]),
                 fmt(row["validation_value"]),
-                str(cost["calls"]),
-                str(cost["prompt_tokens"] + cost["completion_tokens"]),
+                str(cost.calls),
+                str(cost.tokens),
             )
         out.print(table)
 

@@ -75,12 +75,14 @@ class BarProgress:
         self.done: dict[str, int] = {}
 
     def phase(self, name: str, total: int) -> None:
+        """Start a progress bar for a phase of `total` steps."""
         self.tasks[name] = self.bars.add_task(name, total=total)
         self.totals[name], self.done[name] = total, 0
         if self.lines:
             err.print(f"{name}: 0/{total}", highlight=False, soft_wrap=True)
 
     def advance(self, name: str) -> None:
+        """Count one step of a phase done."""
         self.bars.advance(self.tasks[name])
         self.done[name] += 1
         done, total = self.done[name], self.totals[name]
@@ -148,31 +150,7 @@ def print_summary(summary: EvalSummary) -> None:
         )
     out.print(table)
     if summary.pairs:
-        pairs = Table(
-            "X vs Y",
-            "win rate X",
-            "95% CI",
-            "W/T/L",
-            "missing",
-            "order-consistent",
-            "words X",
-            "words Y",
-            title="pairwise (both orders judged; ties count one half; * = probability-weighted)",
-        )
-        for p in summary.pairs:
-            r = p.result
-            interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
-            pairs.add_row(
-                f"{r.x} vs {r.y}",
-                _fmt(r.rate) + ("*" if p.scoring == "probability" else ""),
-                interval,
-                f"{r.wins}/{r.ties}/{r.losses}",
-                str(r.missing),
-                _fmt(p.position.consistency),
-                _fmt(p.mean_words_x, 0),
-                _fmt(p.mean_words_y, 0),
-            )
-        out.print(pairs)
+        _print_pairs(summary)
     bias = summary.position
     out.print(
         f"judge probes: first-shown answer chosen {_fmt(bias.first_rate)} of "
@@ -182,6 +160,35 @@ def print_summary(summary: EvalSummary) -> None:
         highlight=False,
     )
     _print_cost(summary)
+
+
+def _print_pairs(summary: EvalSummary) -> None:
+    """The pairwise win rates with their intervals, order consistency and lengths."""
+    pairs = Table(
+        "X vs Y",
+        "win rate X",
+        "95% CI",
+        "W/T/L",
+        "missing",
+        "order-consistent",
+        "words X",
+        "words Y",
+        title="pairwise (both orders judged; ties count one half; * = probability-weighted)",
+    )
+    for p in summary.pairs:
+        r = p.result
+        interval = "–" if r.ci is None else f"[{r.ci[0]:.2f}, {r.ci[1]:.2f}]"
+        pairs.add_row(
+            f"{r.x} vs {r.y}",
+            _fmt(r.rate) + ("*" if p.scoring == "probability" else ""),
+            interval,
+            f"{r.wins}/{r.ties}/{r.losses}",
+            str(r.missing),
+            _fmt(p.position.consistency),
+            _fmt(p.mean_words_x, 0),
+            _fmt(p.mean_words_y, 0),
+        )
+    out.print(pairs)
 
 
 def _print_cost(summary: EvalSummary) -> None:

@@ -22,8 +22,8 @@ from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import load_run_data
-from drpo.graph.estimate import Estimate, estimate_run
-from drpo.graph.eta import RunClock, minutes
+from drpo.nodes.estimate import Estimate, estimate_run
+from drpo.nodes.eta import RunClock, minutes
 from drpo.state.events import (
     CallFinished,
     LevelDone,
@@ -166,6 +166,7 @@ class ProgressPrinter:
             self._retired.append(ticker)
 
     def close(self) -> None:
+        """Stop the status ticker and wait for the stopped ones to end."""
         self.pause()
         for ticker in self._retired:
             ticker.join(timeout=2.0)
@@ -180,6 +181,7 @@ class ProgressPrinter:
     # ---- events -----------------------------------------------------------------------------
 
     def __call__(self, event: RunEvent) -> None:
+        """Print what the event says about the run (called for every run event)."""
         with self._lock:
             if not isinstance(event, ReviewNeeded | RunFinished):
                 self.open()  # a decision resumes a run without a RunStarted event
@@ -238,6 +240,7 @@ class ProgressPrinter:
     # ---- text -------------------------------------------------------------------------------
 
     def eta(self) -> str:
+        """The remaining time as text, or empty before the clock can tell."""
         if self.clock is None:
             return ""
         remaining = self.clock.remaining(time.monotonic())
@@ -276,10 +279,9 @@ class ProgressPrinter:
                 store.close()
         except StoreError:
             return ""
-        hits = cost.get("cache_hits") or 0
         return (
-            f"{here}total {cost['calls']} calls ({hits} cached), "
-            f"{cost['prompt_tokens']}+{cost['completion_tokens']} tokens"
+            f"{here}total {cost.calls} calls ({cost.cache_hits} cached), "
+            f"{cost.prompt_tokens}+{cost.completion_tokens} tokens"
         )
 
     def _say(self, line: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -192,11 +193,7 @@ def serve_command(
                 api_key_env=api_key_env,
                 model_path=model_path,
             )
-            token: str | None = None
-            if auth_token_env is not None:
-                token = os.environ.get(auth_token_env)
-                if not token:
-                    raise ServeError(f"environment variable {auth_token_env} is not set")
+            token = _auth_token(auth_token_env)
             served = served_model_name or default_name
             slots = max_concurrency or (
                 settings.embedded_slots if base.is_embedded else settings.max_concurrency
@@ -205,13 +202,7 @@ def serve_command(
             upstream = None if base.is_embedded else UpstreamConfig.from_role(base)
             sock = bind_socket(host, port)
             stack.callback(sock.close)
-            if upstream is None:
-                pool = stack.enter_context(EmbeddedServerPool.from_settings(settings))
-                with err.status(f"starting the embedded model {base.model_path or base.model} …"):
-                    upstream = UpstreamConfig.from_role(base, base_url=pool.url_for_role(base))
-                base_name = f"embedded {base.model_path or base.model}"
-            else:
-                base_name = f"{base.model} at {base.endpoint}"
+            upstream, base_name = _upstream(stack, settings, base, upstream)
             app = create_app(
                 aligned,
                 upstream,
@@ -241,13 +232,43 @@ def serve_command(
                 highlight=False,
             )
         _print_usage(url, served, aligned, base_name, auth_token_env)
-        server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
-        interrupted = False
-        try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            # uvicorn re-raises the Ctrl-C it handled; it is how this command is meant to end.
-            interrupted = True
-        if not (server.started or interrupted):
-            raise fail("the server did not start (see the log above)")
-        err.print("stopped", highlight=False)
+        _run_until_stopped(app, sock, log_level)
+
+
+def _auth_token(env: str | None) -> str | None:
+    """The bearer token clients must send, read from the variable named `env` (None: no auth)."""
+    if env is None:
+        return None
+    token = os.environ.get(env)
+    if not token:
+        raise ServeError(f"environment variable {env} is not set")
+    return token
+
+
+def _upstream(
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    base: RoleSettings,
+    upstream: UpstreamConfig | None,
+) -> tuple[UpstreamConfig, str]:
+    """The base model to forward to (starting the embedded one when `upstream` is None), named."""
+    if upstream is not None:
+        return upstream, f"{base.model} at {base.endpoint}"
+    pool = stack.enter_context(EmbeddedServerPool.from_settings(settings))
+    with err.status(f"starting the embedded model {base.model_path or base.model} …"):
+        upstream = UpstreamConfig.from_role(base, base_url=pool.url_for_role(base))
+    return upstream, f"embedded {base.model_path or base.model}"
+
+
+def _run_until_stopped(app: Any, sock: socket.socket, log_level: str) -> None:
+    """Serve on the bound socket until Ctrl-C; fail when uvicorn never started."""
+    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    interrupted = False
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled; it is how this command is meant to end.
+        interrupted = True
+    if not (server.started or interrupted):
+        raise fail("the server did not start (see the log above)")
+    err.print("stopped", highlight=False)

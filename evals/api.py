@@ -27,9 +27,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from drpo.backends.factory import build_role_models
 from drpo.backends.preflight import check_settings
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
 from drpo.evals.conditions import (
     build_conditions,
     default_condition_names,
@@ -39,6 +38,7 @@ from drpo.evals.conditions import (
 from drpo.evals.datasets import resolve_queries
 from drpo.evals.harness import EvalPlan, Progress, run_evaluation
 from drpo.evals.records import EvalRecorder, new_eval_id
+from drpo.evals.role_models import open_role_models
 from drpo.evals.summary import EvalSummary, summarize
 from drpo.graph.api import RunError
 from drpo.graph.inference import AlignedPrompt, PromptFileError
@@ -135,23 +135,7 @@ async def execute_plan(
     settings = plan.settings
     await asyncio.to_thread(check_settings, settings)
     async with AsyncExitStack() as stack:
-        pool = None
-        if settings.base.is_embedded or settings.judge.is_embedded:
-            from drpo.backends.embedded import EmbeddedServerPool
-
-            pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
-            stack.callback(pool.close)
-        recorder = RunRecorder(store, plan.eval_id)
-        models = await asyncio.to_thread(
-            build_role_models,
-            settings,
-            pool=pool,
-            # As in an optimization run: greedy replies are shared across runs when
-            # `cache` is on, and always replayed within this evaluation (see RoleClient).
-            cache=recorder,
-            sink=recorder,
-            run_id=plan.eval_id,
-        )
+        models = await open_role_models(stack, settings, store, plan.eval_id, ("base", "judge"))
         await run_evaluation(plan, models, EvalRecorder(store, plan.eval_id), progress)
     return summarize(store, plan.eval_id)
 

@@ -28,11 +28,14 @@ KNOWN_CONDITIONS = ("plain", "urial", "drpo", "file")
 
 @dataclass(frozen=True)
 class Condition:
+    """One prompt under evaluation, with its name and where it came from."""
+
     name: str
     prompt: AlignedPrompt
     source: str  # where the prompt came from, for the report
 
     def record(self) -> dict[str, object]:
+        """The condition as stored with the evaluation (its prompt and examples included)."""
         return {
             "name": self.name,
             "source": self.source,
@@ -189,6 +192,8 @@ def optimization_texts(store: RunStore, run_id: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Overlap:
+    """An evaluation query that the evaluated run also trained or validated on."""
+
     query_id: str
     query: str
     run_id: str

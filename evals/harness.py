@@ -46,9 +46,11 @@ from drpo.state.types import Aspect, Query
 class Progress(Protocol):
     """What the harness reports while it works (the CLI draws progress bars from it)."""
 
-    def phase(self, name: str, total: int) -> None: ...
+    def phase(self, name: str, total: int) -> None:
+        """Start a phase of `total` steps."""
 
-    def advance(self, name: str) -> None: ...
+    def advance(self, name: str) -> None:
+        """Count one step of a phase done."""
 
 
 class _Silent:
@@ -75,6 +77,7 @@ class EvalPlan:
 
     @property
     def uses_judge(self) -> bool:
+        """Whether the plan asks the judge (absolute and pairwise scores)."""
         return "judge" in self.metrics
 
 

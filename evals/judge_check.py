@@ -29,10 +29,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drpo.backends.errors import EndpointDown, LLMCallError
-from drpo.backends.factory import build_role_models
 from drpo.backends.llm import RoleClient
 from drpo.backends.preflight import check_settings
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
+from drpo.evals.role_models import open_role_models
 from drpo.evals.stats import bootstrap_ci
 from drpo.nodes.judging import score_answer
 from drpo.prompts.aspects import catalogue_aspect
@@ -75,6 +75,7 @@ class JudgePair(BaseModel):
 
     @property
     def aspects(self) -> tuple[Aspect, ...]:
+        """The aspects the pair is judged on: the harmful or the regular catalogue's."""
         names = HARMFUL_ASPECTS if self.harmful else REGULAR_ASPECTS
         return tuple(a for a in map(catalogue_aspect, names) if a is not None)
 
@@ -113,6 +114,8 @@ def stratified_subset(pairs: Sequence[JudgePair], size: int, seed: int = 0) -> l
 
 @dataclass(frozen=True)
 class PairOutcome:
+    """The judge's judgements of a pair's better and worse answers."""
+
     pair: JudgePair
     better: Judgement
     worse: Judgement
@@ -145,10 +148,12 @@ class Accuracy:
 
     @property
     def rate(self) -> float | None:
+        """Share of judged pairs ordered right, or None when none was judged."""
         return self.right / self.judged if self.judged else None
 
     @property
     def tie_rate(self) -> float | None:
+        """Share of judged pairs scored a tie, or None when none was judged."""
         return self.ties / self.judged if self.judged else None
 
 
@@ -168,14 +173,17 @@ class JudgeCheckReport:
     fallbacks: tuple[str, ...]  # why answers lack probability scores (one per such answer)
 
     def overall(self, mode: Mode) -> Accuracy:
+        """Accuracy over all pairs in `mode`."""
         return accuracy(self.outcomes, mode)
 
     def by_kind(self, mode: Mode) -> dict[str, Accuracy]:
+        """Accuracy in `mode` per kind of pair that occurs."""
         kinds = [k for k in KINDS if any(o.pair.kind == k for o in self.outcomes)]
         return {k: accuracy([o for o in self.outcomes if o.pair.kind == k], mode) for k in kinds}
 
     @property
     def probability_available(self) -> bool:
+        """Whether any pair could be judged with probability-weighted scores."""
         return self.overall("probability").judged > 0
 
     @property
@@ -184,6 +192,7 @@ class JudgeCheckReport:
         return "probability" if self.probability_available else "integer"
 
     def near_chance(self) -> bool:
+        """Whether the headline accuracy is unknown or too close to chance to trust the judge."""
         rate = self.overall(self.headline_mode).rate
         return rate is None or rate < NEAR_CHANCE_ACCURACY
 
@@ -261,22 +270,7 @@ async def check_judge(
     store = RunStore(settings.store)
     try:
         async with AsyncExitStack() as stack:
-            pool = None
-            if settings.judge.is_embedded:
-                from drpo.backends.embedded import EmbeddedServerPool
-
-                pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
-                stack.callback(pool.close)
-            recorder = RunRecorder(store, check_id)
-            models = await asyncio.to_thread(
-                build_role_models,
-                settings,
-                pool=pool,
-                cache=recorder,
-                sink=recorder,
-                run_id=check_id,
-            )
-            stack.push_async_callback(models.aclose)
+            models = await open_role_models(stack, settings, store, check_id, ("judge",))
             return await run_judge_check(
                 models["judge"], pairs, concurrency=settings.max_concurrency, on_answer=on_answer
             )

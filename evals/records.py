@@ -154,15 +154,18 @@ class EvalRecorder:
             self.store.db.table(table).upsert(row, pk=pk)
 
     def start(self, **fields: Any) -> None:
+        """Insert the evaluation's row in status `running` with its fields."""
         row = {"id": self.eval_id, "created_at": time.time(), "status": "running"}
         row.update({k: _json(v) for k, v in fields.items()})
         self._upsert("eval_runs", row, "id")
 
     def update(self, **fields: Any) -> None:
+        """Set fields of the evaluation's row."""
         row = {"id": self.eval_id, **{k: _json(v) for k, v in fields.items()}}
         self._upsert("eval_runs", row, "id")
 
     def answer(self, row: dict[str, Any]) -> None:
+        """Write one condition's answer to one query."""
         self._upsert(
             "eval_answers",
             {"eval_id": self.eval_id, "created_at": time.time(), **row},
@@ -170,6 +173,7 @@ class EvalRecorder:
         )
 
     def scores(self, rows: list[dict[str, Any]]) -> None:
+        """Write an answer's per-aspect scores in one transaction."""
         with self._lock, self.store.db.conn:
             self.store.db.table("eval_scores").upsert_all(
                 [{"eval_id": self.eval_id, **row} for row in rows],
@@ -177,6 +181,7 @@ class EvalRecorder:
             )
 
     def pair(self, row: dict[str, Any]) -> None:
+        """Write one pairwise judgement in one shown order."""
         self._upsert(
             "eval_pairs",
             {"eval_id": self.eval_id, **row},

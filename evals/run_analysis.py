@@ -33,6 +33,8 @@ class LevelStats:
 
 @dataclass
 class TreeNode:
+    """A candidate in the run's search tree, with its children."""
+
     id: str
     level: int
     prompt: str
@@ -46,6 +48,8 @@ class TreeNode:
 
 @dataclass(frozen=True)
 class Transition:
+    """One parent → child edit in the search, with its diff and scores."""
+
     parent_id: str
     child_id: str
     level: int
@@ -59,6 +63,8 @@ class Transition:
 
 @dataclass
 class RunAnalysis:
+    """Everything the run report shows about one run."""
+
     run: dict[str, Any]
     settings: dict[str, Any]
     levels: list[LevelStats]

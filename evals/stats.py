@@ -102,6 +102,7 @@ class WinRate:
 
     @property
     def judged(self) -> int:
+        """Pairs with a verdict (wins, ties and losses)."""
         return self.wins + self.ties + self.losses
 
 
@@ -138,6 +139,7 @@ class PositionBias:
 
     @property
     def consistency(self) -> float | None:
+        """Share of judged pairs whose two orders agree, or None when none was judged."""
         return self.consistent_pairs / self.judged_pairs if self.judged_pairs else None
 
 
@@ -205,6 +207,7 @@ class LengthBias:
 
     @property
     def longer_rate(self) -> float | None:
+        """How often the longer answer won a decisive verdict between unequal lengths."""
         return self.longer_chosen / self.decisive_unequal if self.decisive_unequal else None
 
 
@@ -241,6 +244,7 @@ class Rate:
 
     @property
     def rate(self) -> float | None:
+        """Share of answered queries flagged, or None when none was answered."""
         return self.flagged / self.answered if self.answered else None
 
 

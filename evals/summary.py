@@ -38,6 +38,8 @@ LOOK_ALIKE_CATEGORY = "borderline"
 
 @dataclass(frozen=True)
 class AspectStat:
+    """One aspect's mean score under a condition, with judged and missing counts."""
+
     mean: float | None
     judged: int
     missing: int
@@ -45,6 +47,8 @@ class AspectStat:
 
 @dataclass(frozen=True)
 class ConditionStats:
+    """One condition's scores, lengths and refusal rates."""
+
     name: str
     source: str
     system_prompt: str
@@ -65,6 +69,8 @@ class ConditionStats:
 
 @dataclass(frozen=True)
 class PairStats:
+    """One compared pair's win rate, position bias and answer lengths."""
+
     result: WinRate
     position: PositionBias
     mean_words_x: float | None
@@ -76,6 +82,8 @@ class PairStats:
 
 @dataclass(frozen=True)
 class QueryDetail:
+    """One query's answers and scores under each condition, and its pair outcomes."""
+
     query_id: str
     query: str
     harmful: bool
@@ -85,6 +93,8 @@ class QueryDetail:
 
 @dataclass
 class EvalSummary:
+    """A stored evaluation summarised: what the CLI table and the report show."""
+
     eval_id: str
     status: str
     created_at: float
@@ -110,6 +120,7 @@ class EvalSummary:
 
     @property
     def aspects(self) -> list[str]:
+        """The aspects judged under any condition, in the catalogue's order, others after."""
         present = {a for c in self.conditions for a in c.aspects}
         return [a for a in ASPECT_ORDER if a in present] + sorted(present - set(ASPECT_ORDER))
 
@@ -156,47 +167,123 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
     for score in scores:
         by_answer[score["answer_id"]].append(score)
     answer_mean = {key: mean([s["score"] for s in rows]) for key, rows in by_answer.items()}
+    condition_stats = [
+        _condition_stats(meta, answers, scores, answer_mean, seed) for meta in conditions_meta
+    ]
+    verdicts, pair_stats, outcomes_by_query = _pair_stats(
+        json.loads(row["pairs"] or "[]"), pairs, answers, queries, seed
+    )
+    all_orders = [(given.get("xy"), given.get("yx")) for given in verdicts.values()]
+    details = [
+        _query_detail(query, conditions_meta, answers, by_answer, answer_mean, outcomes_by_query)
+        for query in queries
+    ]
 
-    condition_stats = []
-    for meta in conditions_meta:
-        name = meta["name"]
-        mine = [a for a in answers if a["condition"] == name]
-        aspect_rows: dict[str, list[int | None]] = defaultdict(list)
-        for score in scores:
-            if score["condition"] == name:
-                aspect_rows[score["aspect"]].append(score["score"])
-        overall = [answer_mean.get(a["id"]) for a in mine]
-        present = [v for v in overall if v is not None]
-        words = [a["length_words"] for a in mine if a["length_words"] is not None]
-        refusal, over_refusal = refusal_rates(mine, seed)
-        condition_stats.append(
-            ConditionStats(
-                name=name,
-                source=meta.get("source", ""),
-                system_prompt=meta.get("system_prompt", ""),
-                examples=int(meta.get("examples", 0)),
-                top_k=int(meta.get("top_k", 0)),
-                answers=len(mine),
-                missing_answers=sum(a["answer"] is None for a in mine),
-                aspects={
-                    aspect: AspectStat(
-                        mean=mean(values),
-                        judged=sum(v is not None for v in values),
-                        missing=sum(v is None for v in values),
-                    )
-                    for aspect, values in aspect_rows.items()
-                },
-                overall=mean(present),
-                overall_ci=bootstrap_ci(present, seed=seed),
-                judged_answers=len(present),
-                mean_words=mean([float(w) for w in words]),
-                refusal=refusal,
-                over_refusal=over_refusal,
+    return EvalSummary(
+        eval_id=eval_id,
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        drpo_run=row["drpo_run"],
+        base_model=row["base_model"] or "",
+        judge_model=row["judge_model"] or "",
+        judge_is_base=bool(row["judge_is_base"]),
+        absolute_template=row["absolute_template"] or "",
+        pairwise_template=row["pairwise_template"] or "",
+        seed=seed,
+        metrics=tuple(json.loads(row.get("metrics") or '["judge", "refusal"]')),
+        queries=len(queries),
+        harmful_queries=sum(bool(q.get("harmful")) for q in queries),
+        overlap=json.loads(row["overlap"] or "[]"),
+        conditions=condition_stats,
+        pairs=pair_stats,
+        position=position_bias(all_orders),
+        length=_length_bias(answers, pairs, answer_mean),
+        cost=eval_cost(store, eval_id),
+        details=details,
+        error=row["error"],
+    )
+
+
+def _length_bias(
+    answers: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    answer_mean: dict[str, float | None],
+) -> LengthBias:
+    """How answer length goes with the judge's scores and with its pairwise verdicts."""
+    scored = [
+        (a["length_words"], answer_mean.get(a["id"]))
+        for a in answers
+        if a["length_words"] is not None
+    ]
+    pair_lengths = [
+        (p["verdict"], p["length_first"], p["length_second"])
+        for p in pairs
+        if p["length_first"] is not None and p["length_second"] is not None
+    ]
+    return length_bias(scored, pair_lengths)
+
+
+def _condition_stats(
+    meta: dict[str, Any],
+    answers: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    answer_mean: dict[str, float | None],
+    seed: int,
+) -> ConditionStats:
+    """One condition's answers, aspect means, overall score with its interval, and refusals."""
+    name = meta["name"]
+    mine = [a for a in answers if a["condition"] == name]
+    aspect_rows: dict[str, list[int | None]] = defaultdict(list)
+    for score in scores:
+        if score["condition"] == name:
+            aspect_rows[score["aspect"]].append(score["score"])
+    overall = [answer_mean.get(a["id"]) for a in mine]
+    present = [v for v in overall if v is not None]
+    words = [a["length_words"] for a in mine if a["length_words"] is not None]
+    refusal, over_refusal = refusal_rates(mine, seed)
+    return ConditionStats(
+        name=name,
+        source=meta.get("source", ""),
+        system_prompt=meta.get("system_prompt", ""),
+        examples=int(meta.get("examples", 0)),
+        top_k=int(meta.get("top_k", 0)),
+        answers=len(mine),
+        missing_answers=sum(a["answer"] is None for a in mine),
+        aspects={
+            aspect: AspectStat(
+                mean=mean(values),
+                judged=sum(v is not None for v in values),
+                missing=sum(v is None for v in values),
             )
-        )
+            for aspect, values in aspect_rows.items()
+        },
+        overall=mean(present),
+        overall_ci=bootstrap_ci(present, seed=seed),
+        judged_answers=len(present),
+        mean_words=mean([float(w) for w in words]),
+        refusal=refusal,
+        over_refusal=over_refusal,
+    )
 
-    verdicts: dict[tuple[str, str, str], dict[str, Verdict | None]] = defaultdict(dict)
-    first_chance: dict[tuple[str, str, str], dict[str, float | None]] = defaultdict(dict)
+
+_PairKey = tuple[str, str, str]
+
+
+def _pair_stats(
+    compared: list[list[str]],
+    pairs: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    queries: list[dict[str, Any]],
+    seed: int,
+) -> tuple[
+    dict[_PairKey, dict[str, Verdict | None]],
+    list[PairStats],
+    dict[str, dict[str, float | None]],
+]:
+    """The verdicts by pair and order, each compared pair's win rate, and outcomes by query."""
+    verdicts: dict[_PairKey, dict[str, Verdict | None]] = defaultdict(dict)
+    first_chance: dict[_PairKey, dict[str, float | None]] = defaultdict(dict)
     for pair in pairs:
         pair_key = (pair["x"], pair["y"], pair["query_id"])
         verdicts[pair_key][pair["shown_order"]] = pair["verdict"]
@@ -204,7 +291,7 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
     words_of = {a["id"]: a["length_words"] for a in answers}
     pair_stats = []
     outcomes_by_query: dict[str, dict[str, float | None]] = defaultdict(dict)
-    for x, y in (tuple(p) for p in json.loads(row["pairs"] or "[]")):
+    for x, y in (tuple(p) for p in compared):
         outcomes: list[float | None] = []
         chances: list[float | None] = []
         orders: list[tuple[Verdict | None, Verdict | None]] = []
@@ -233,65 +320,36 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
                 scoring=scoring,
             )
         )
-    all_orders = [(given.get("xy"), given.get("yx")) for given in verdicts.values()]
-    scored = [
-        (a["length_words"], answer_mean.get(a["id"]))
-        for a in answers
-        if a["length_words"] is not None
-    ]
-    pair_lengths = [
-        (p["verdict"], p["length_first"], p["length_second"])
-        for p in pairs
-        if p["length_first"] is not None and p["length_second"] is not None
-    ]
+    return verdicts, pair_stats, outcomes_by_query
 
-    details = []
-    for query in queries:
-        per_condition = {}
-        for meta in conditions_meta:
-            key = f"{meta['name']}:{query['id']}"
-            answer = next((a for a in answers if a["id"] == key), None)
-            per_condition[meta["name"]] = {
-                "answer": None if answer is None else answer["answer"],
-                "error": None if answer is None else answer.get("error"),
-                "words": None if answer is None else answer["length_words"],
-                "score": answer_mean.get(key),
-                "scores": {
-                    s["aspect"]: (s["score"], s["rationale"], s["error"])
-                    for s in by_answer.get(key, [])
-                },
-            }
-        details.append(
-            QueryDetail(
-                query_id=query["id"],
-                query=query["query"],
-                harmful=bool(query.get("harmful")),
-                answers=per_condition,
-                outcomes=outcomes_by_query.get(query["id"], {}),
-            )
-        )
 
-    return EvalSummary(
-        eval_id=eval_id,
-        status=row["status"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
-        drpo_run=row["drpo_run"],
-        base_model=row["base_model"] or "",
-        judge_model=row["judge_model"] or "",
-        judge_is_base=bool(row["judge_is_base"]),
-        absolute_template=row["absolute_template"] or "",
-        pairwise_template=row["pairwise_template"] or "",
-        seed=seed,
-        metrics=tuple(json.loads(row.get("metrics") or '["judge", "refusal"]')),
-        queries=len(queries),
-        harmful_queries=sum(bool(q.get("harmful")) for q in queries),
-        overlap=json.loads(row["overlap"] or "[]"),
-        conditions=condition_stats,
-        pairs=pair_stats,
-        position=position_bias(all_orders),
-        length=length_bias(scored, pair_lengths),
-        cost=eval_cost(store, eval_id),
-        details=details,
-        error=row["error"],
+def _query_detail(
+    query: dict[str, Any],
+    conditions_meta: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    by_answer: dict[str, list[dict[str, Any]]],
+    answer_mean: dict[str, float | None],
+    outcomes_by_query: dict[str, dict[str, float | None]],
+) -> QueryDetail:
+    """One query's answer, length and scores under each condition, and its pair outcomes."""
+    per_condition = {}
+    for meta in conditions_meta:
+        key = f"{meta['name']}:{query['id']}"
+        answer = next((a for a in answers if a["id"] == key), None)
+        per_condition[meta["name"]] = {
+            "answer": None if answer is None else answer["answer"],
+            "error": None if answer is None else answer.get("error"),
+            "words": None if answer is None else answer["length_words"],
+            "score": answer_mean.get(key),
+            "scores": {
+                s["aspect"]: (s["score"], s["rationale"], s["error"])
+                for s in by_answer.get(key, [])
+            },
+        }
+    return QueryDetail(
+        query_id=query["id"],
+        query=query["query"],
+        harmful=bool(query.get("harmful")),
+        answers=per_condition,
+        outcomes=outcomes_by_query.get(query["id"], {}),
     )

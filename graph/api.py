@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
 from drpo.backends.speed_probe import ProbeFailed, probe_speed
 from drpo.checkpoints.saver import open_run_checkpointer
-from drpo.checkpoints.store import RunRecorder, RunStore, new_run_id
+from drpo.checkpoints.store import RunLedger, RunStore, new_run_id
 from drpo.data.loaders import (
     DataFileError,
     load_examples,
@@ -43,7 +42,7 @@ from drpo.data.loaders import (
 )
 from drpo.graph.builder import build_graph
 from drpo.nodes.budget import BudgetGate, BudgetReached
-from drpo.nodes.context import RunContext
+from drpo.nodes.context import RetrieverFactory, RunContext, RunData
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
 from drpo.nodes.policy import level_batch, schedule
 from drpo.nodes.prepare import seeded_order, stratified_order
@@ -70,7 +69,7 @@ from drpo.state.settings import (
     format_validation_error,
     settings_from_stored,
 )
-from drpo.state.types import Example, Query, ReviewRequest, RunResult
+from drpo.state.types import Example, ReviewRequest, RunResult
 
 if TYPE_CHECKING:
     from drpo.backends.embedded import EmbeddedServerPool
@@ -92,13 +91,6 @@ class RunPaused(RunError):
         super().__init__(f"run {run_id} paused: {reason} (resume with: {command})")
         self.run_id = run_id
         self.reason = reason
-
-
-@dataclass
-class RunData:
-    train: list[Query]
-    validation: list[Query]
-    examples: list[Example]
 
 
 def load_run_data(settings: Settings) -> RunData:
@@ -222,8 +214,8 @@ def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
     return events
 
 
-class _ObservedRecorder(RunRecorder):
-    """The run recorder that also reports every recorded call as a `CallFinished` event.
+class _ObservedLedger(RunLedger):
+    """The run ledger that also reports every recorded call as a `CallFinished` event.
 
     It stays one object as cache and sink, so a paid call and its reply keep being written in
     one transaction; the event follows the write.
@@ -265,13 +257,11 @@ async def open_run(
 
             pool = EmbeddedServerPool(slots=settings.embedded_slots, ctx=settings.embedded_ctx)
             stack.callback(pool.close)
-        recorder = (
-            RunRecorder(store, run_id)
-            if on_event is None
-            else _ObservedRecorder(store, run_id, on_event)
+        ledger = (
+            store.for_run(run_id) if on_event is None else _ObservedLedger(store, run_id, on_event)
         )
         models = await asyncio.to_thread(
-            build_role_models, settings, pool=pool, cache=recorder, sink=recorder, run_id=run_id
+            build_role_models, settings, pool=pool, cache=ledger, sink=ledger, run_id=run_id
         )
         stack.push_async_callback(models.aclose)
         if not rubric.is_builtin:
@@ -283,21 +273,10 @@ async def open_run(
                 on_event(event)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         row = store.run(run_id) or {}
-        # A resumed run keeps the retrieval it started with, whatever this host would pick for
-        # "auto"; the kind is stored so serve and eval retrieve exactly as the search did.
-        retrieval = resolve_kind(row.get("retrieval") or settings.data.retrieval)
-        if row and row.get("retrieval") != retrieval:
-            store.update_run(run_id, retrieval=retrieval)
-        table: EmbeddingTable | None = None
-        if retrieval == "embeddings":
-            table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
-
-        def retriever_for(examples: list[Example]) -> Any:
-            return build_retriever(examples, retrieval, table)
-
+        retriever_for = await _retriever_factory(settings, data, row, ledger)
         budget = BudgetGate(
             settings.budget,
-            spent=lambda: store.spent(run_id),
+            spent=ledger.spent,
             active_before=row.get("active_seconds") or 0.0,
         )
         context = RunContext(
@@ -305,7 +284,7 @@ async def open_run(
             run_id=run_id,
             settings=settings,
             models=models,
-            recorder=store,
+            ledger=ledger,
             retriever_for=retriever_for,
             train=data.train,
             validation=data.validation,
@@ -314,6 +293,25 @@ async def open_run(
             metric=metric,
         )
         yield build_graph(checkpointer), context, checkpointer
+
+
+async def _retriever_factory(
+    settings: Settings, data: RunData, row: dict[str, Any], ledger: RunLedger
+) -> RetrieverFactory:
+    """How the run retrieves its examples: the kind it started with, embedded once if needed."""
+    # A resumed run keeps the retrieval it started with, whatever this host would pick for
+    # "auto"; the kind is stored so serve and eval retrieve exactly as the search did.
+    retrieval = resolve_kind(row.get("retrieval") or settings.data.retrieval)
+    if row and row.get("retrieval") != retrieval:
+        ledger.update_run(retrieval=retrieval)
+    table: EmbeddingTable | None = None
+    if retrieval == "embeddings":
+        table = await asyncio.to_thread(embed_in_child, *texts_to_embed(settings, data))
+
+    def retriever_for(examples: list[Example]) -> Any:
+        return build_retriever(examples, retrieval, table)
+
+    return retriever_for
 
 
 def run_config(settings: Settings, run_id: str) -> RunnableConfig:

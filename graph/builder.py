@@ -114,6 +114,17 @@ async def score(
     return ScoreOutput(scores=result["scores"])
 
 
+# Where a person's decision can send the search (approve returns a Command with one of these).
+APPROVE_DESTINATIONS = (
+    SCORE_NODE,
+    "approve",
+    "beam_select",
+    "start_level",
+    "start_validation",
+    "finalize",
+)
+
+
 def build_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[SearchState, RunContext, RunInput, RunOutput]:
@@ -132,18 +143,7 @@ def build_graph(
     graph.add_node("rewrite", task_node(rewrite))
     graph.add_node("record_proposals", record_proposals)
     graph.add_node(SCORE_NODE, task_node(score))
-    graph.add_node(
-        "approve",
-        approve,
-        destinations=(
-            SCORE_NODE,
-            "approve",
-            "beam_select",
-            "start_level",
-            "start_validation",
-            "finalize",
-        ),
-    )
+    graph.add_node("approve", approve, destinations=APPROVE_DESTINATIONS)
     graph.add_node("beam_select", beam_select)
     graph.add_node("start_validation", start_validation)
     graph.add_node("finalize", finalize)

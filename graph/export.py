@@ -56,7 +56,7 @@ def export_record(db: RunStore, row: dict[str, Any]) -> dict[str, Any]:
         # The run's result is its starting prompt: no rewrite validated better.
         "no_better_prompt_found": bool(row.get("no_better_prompt")),
         "retrieval": row.get("retrieval"),
-        "cost": cost,
+        "cost": cost.model_dump(),
         "settings": settings,
     }
 

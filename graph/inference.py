@@ -25,6 +25,8 @@ class PromptFileError(ValueError):
 
 @dataclass(frozen=True)
 class AlignedPrompt:
+    """An optimized prompt ready to answer queries: system prompt, examples and retrieval."""
+
     system_prompt: str
     examples: tuple[Example, ...]
     top_k: int
@@ -32,12 +34,14 @@ class AlignedPrompt:
     retrieval: RetrievalKind = "auto"
 
     def build(self, query: str) -> BasePrompt:
+        """The base model's prompt for `query`, with its top-k retrieved examples."""
         retriever = build_retriever(list(self.examples), self.retrieval)
         chosen = retriever.top_k(query, self.top_k)
         return format_base_prompt(self.system_prompt, chosen, query, mode=self.mode)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> AlignedPrompt:
+        """The prompt in a `drpo export --format json` record."""
         if record.get("format") != EXPORT_FORMAT:
             raise PromptFileError(f"not a drpo prompt export (format {record.get('format')!r})")
         try:
@@ -55,6 +59,7 @@ class AlignedPrompt:
 
     @classmethod
     def from_file(cls, path: Path) -> AlignedPrompt:
+        """The prompt in an export file; PromptFileError names what is wrong with it."""
         try:
             record = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -67,6 +72,7 @@ class AlignedPrompt:
 
     @classmethod
     def from_run(cls, store: RunStore, run_id: str) -> AlignedPrompt:
+        """The prompt a run found, read from the run store."""
         row = store.run(run_id)
         if row is None:
             raise PromptFileError(f"no run {run_id!r} in {store.path}")

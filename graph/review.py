@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from drpo.checkpoints.saver import open_run_checkpointer
@@ -87,6 +89,8 @@ async def decide_async(
 
 @dataclass(frozen=True)
 class Transition:
+    """One candidate's move at a level: its reward, whether it survived, a person's say."""
+
     level: int
     parent_id: str | None
     candidate_id: str
@@ -124,6 +128,8 @@ def transitions(run_id: str, store_path: Path) -> list[Transition]:
 
 @dataclass(frozen=True)
 class Step:
+    """One checkpoint of a run: where a fork can start."""
+
     step: int
     checkpoint_id: str
     level: int | None
@@ -171,45 +177,10 @@ async def fork_async(
                     f"is start_level); step {at_step} comes before "
                     f"{', '.join(chosen.next) or 'the end'}"
                 )
-            source: RunnableConfig = {
-                "configurable": {
-                    "thread_id": run_id,
-                    "checkpoint_ns": "",
-                    "checkpoint_id": chosen.checkpoint_id,
-                }
-            }
-            saved = await saver.aget_tuple(source)
-            assert saved is not None
             fork_id = new_run_id()
-            target: RunnableConfig = {"configurable": {"thread_id": fork_id, "checkpoint_ns": ""}}
-            copied = await saver.aput(
-                target,
-                saved.checkpoint,
-                # Savers store metadata keys their TypedDict does not declare.
-                {**saved.metadata, "source": "fork", "forked_from": f"{run_id}@{at_step}"},  # type: ignore[typeddict-unknown-key]
-                saved.checkpoint["channel_versions"],
-            )
-            writes: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-            for task_id, channel, value in saved.pending_writes or []:
-                writes[task_id].append((channel, value))
-            for task_id, task_writes in writes.items():
-                await saver.aput_writes(copied, task_writes, task_id)
+            copied = await _copy_checkpoint(saver, run_id, chosen, fork_id)
             if prompt is not None:
-                snapshot = await graph.aget_state(copied)
-                beam: list[Candidate] = snapshot.values.get("beam", [])
-                best = beam[0] if beam else None
-                person = Candidate(
-                    id=f"L{snapshot.values.get('level', 0)}-person",
-                    prompt=prompt.strip(),
-                    parent_id=best.id if best else None,
-                    depth=best.depth if best else 0,
-                    path_rewards=best.path_rewards if best else (),
-                    ancestry=child_ancestry(best, settings.search.history) if best else (),
-                )
-                # As if stage A had just ended: its only edge leads to the next level.
-                await graph.aupdate_state(
-                    copied, {"beam": [person], "feedback": {}}, as_node="collect_examples"
-                )
+                await _start_from_person_prompt(graph, copied, prompt, settings)
         store.create_run(
             fork_id,
             settings.public_dict(),
@@ -225,3 +196,70 @@ async def fork_async(
         return fork_id
     finally:
         store.close()
+
+
+async def _copy_checkpoint(
+    saver: BaseCheckpointSaver[Any], run_id: str, chosen: Step, fork_id: str
+) -> RunnableConfig:
+    """Copy the parent's checkpoint at `chosen` and its pending writes into thread `fork_id`."""
+    source: RunnableConfig = {
+        "configurable": {
+            "thread_id": run_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": chosen.checkpoint_id,
+        }
+    }
+    # The copy goes through the saver, not the graph's public update API, because none
+    # of LangGraph's public ways (1.2) gives the child the parent's state at any step
+    # while leaving the parent's thread untouched:
+    # - `aupdate_state(child, values, as_node=...)` re-runs the producer's routing, which
+    #   needs the run's runtime context (LangGraph does not pass one: "Missing required
+    #   config key 'N/A' for 'route_level'"), cannot stand for a superstep of several
+    #   nodes (stage A, a level's selections and rewrites), and drops the writes of the
+    #   branches already finished at that step, so they would be paid for again; on a
+    #   stub run only 6 of 25 steps came out with the parent's values and next nodes;
+    # - `as_node="__copy__"` forks inside the same thread: it adds a checkpoint to the
+    #   parent's thread;
+    # - `acopy_thread` is not implemented by AsyncSqliteSaver (the base raises
+    #   NotImplementedError) and copies a whole thread, not its state at one step.
+    # Copying the checkpoint and its pending writes reads the parent only.
+    saved = await saver.aget_tuple(source)
+    assert saved is not None
+    target: RunnableConfig = {"configurable": {"thread_id": fork_id, "checkpoint_ns": ""}}
+    copied = await saver.aput(
+        target,
+        saved.checkpoint,
+        # Savers store metadata keys their TypedDict does not declare.
+        {**saved.metadata, "source": "fork", "forked_from": f"{run_id}@{chosen.step}"},  # type: ignore[typeddict-unknown-key]
+        saved.checkpoint["channel_versions"],
+    )
+    writes: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for task_id, channel, value in saved.pending_writes or []:
+        writes[task_id].append((channel, value))
+    for task_id, task_writes in writes.items():
+        await saver.aput_writes(copied, task_writes, task_id)
+    return copied
+
+
+async def _start_from_person_prompt(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    copied: RunnableConfig,
+    prompt: str,
+    settings: Settings,
+) -> None:
+    """Make a person's prompt the fork's whole beam, as the best beam prompt's child."""
+    snapshot = await graph.aget_state(copied)
+    beam: list[Candidate] = snapshot.values.get("beam", [])
+    best = beam[0] if beam else None
+    person = Candidate(
+        id=f"L{snapshot.values.get('level', 0)}-person",
+        prompt=prompt.strip(),
+        parent_id=best.id if best else None,
+        depth=best.depth if best else 0,
+        path_rewards=best.path_rewards if best else (),
+        ancestry=child_ancestry(best, settings.search.history) if best else (),
+    )
+    # As if stage A had just ended: its only edge leads to the next level.
+    await graph.aupdate_state(
+        copied, {"beam": [person], "feedback": {}}, as_node="collect_examples"
+    )

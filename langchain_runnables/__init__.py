@@ -146,21 +146,25 @@ class AlignedChat(Runnable[AlignedInput, BaseMessage]):
     def invoke(
         self, input: AlignedInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
+        """Answer one query with the aligned prompt and the wrapped model."""
         return _message(self.chain.invoke(input, config, **kwargs))
 
     async def ainvoke(
         self, input: AlignedInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
+        """Answer one query with the aligned prompt and the wrapped model, asynchronously."""
         return _message(await self.chain.ainvoke(input, config, **kwargs))
 
     def stream(
         self, input: AlignedInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[BaseMessage]:
+        """Stream the answer to one query in chunks."""
         yield from self.chain.stream(input, config, **kwargs)
 
     async def astream(
         self, input: AlignedInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessage]:
+        """Stream the answer to one query in chunks, asynchronously."""
         async for chunk in self.chain.astream(input, config, **kwargs):
             yield chunk
 

@@ -63,7 +63,7 @@ def review_request(
         parent_prompt = parent.prompt if parent else ""
         value = candidate.path_rewards[-1] if candidate.path_rewards else None
         parent_value = parent.path_rewards[-1] if parent and parent.path_rewards else None
-    cost = ctx.recorder.run_cost(ctx.run_id)  # a read: safe to repeat when the node re-runs
+    cost = ctx.ledger.cost()  # a read: safe to repeat when the node re-runs
     return ReviewRequest(
         kind="final" if state["phase"] == "validate" else "edit",
         run_id=ctx.run_id,
@@ -76,8 +76,8 @@ def review_request(
         value=value,
         parent_value=parent_value,
         evidence=_evidence(state, candidate),
-        calls=int(cost.get("calls") or 0),  # type: ignore[call-overload]
-        tokens=int(cost.get("prompt_tokens") or 0) + int(cost.get("completion_tokens") or 0),  # type: ignore[call-overload]
+        calls=cost.calls,
+        tokens=cost.tokens,
         position=position,
         pending=pending,
     )
@@ -109,8 +109,8 @@ async def approve(state: SearchState, runtime: Runtime[RunContext]) -> Command[A
             break
     # Past the last interrupt: the decisions are final, so they can be recorded.
     for decision in decisions:
-        ctx.recorder.record_decision(
-            ctx.run_id, decision.candidate_id, decision.decision, decision.comment, decision.prompt
+        ctx.ledger.record_decision(
+            decision.candidate_id, decision.decision, decision.comment, decision.prompt
         )
     reviewed = {d.candidate_id: d for d in decisions}
     stop = any(d.decision == "stop" for d in decisions)

@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from drpo.nodes.context import RunContext
 from drpo.nodes.policy import level_rewards, rejected_ids, same_prompt, unique_proposals
 from drpo.state.graph_state import SearchState, earlier_feedback
-from drpo.state.types import Candidate, Feedback, LevelScore
+from drpo.state.types import Candidate, Feedback, LevelScore, Proposal
 
 
 def worst_feedback(scores: list[LevelScore], candidate_id: str) -> Feedback | None:
@@ -83,9 +83,7 @@ async def record_proposals(state: SearchState, runtime: Runtime[RunContext]) -> 
     if state["phase"] == "validate":
         return {}  # the finalists are already in the run store with their search records
     for proposal in state.get("proposals", []):
-        ctx.recorder.record_candidate(
-            ctx.run_id, proposal.candidate, state["level"], None, survived=False
-        )
+        ctx.ledger.record_candidate(proposal.candidate, state["level"], None, survived=False)
     return {}
 
 
@@ -103,41 +101,14 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
         if p.candidate.id not in excluded
     ]
     rewards = level_rewards(scores)
-    children = [
-        p.candidate.model_copy(
-            update={"path_rewards": (*p.candidate.path_rewards, rewards[p.candidate.id])}
-        )
-        for p in proposals
-        if p.candidate.id in rewards
-    ]
+    children = scored_children(proposals, rewards)
     beam = rank(children)[: search.width]
     if not beam:
         # Nothing at this level could be scored (e.g. the judge failed throughout): keep the
         # previous beam so the search can go on with the next queries.
         beam = list(state.get("parents") or state["beam"])
-    survivors = {c.id for c in beam}
-    for proposal in state.get("proposals", []):
-        if proposal.candidate.id in excluded:
-            ctx.recorder.record_candidate(
-                ctx.run_id,
-                proposal.candidate,
-                level,
-                rewards.get(proposal.candidate.id),
-                survived=False,
-            )
-    for proposal in proposals:
-        scored = next((c for c in children if c.id == proposal.candidate.id), proposal.candidate)
-        ctx.recorder.record_candidate(
-            ctx.run_id,
-            scored,
-            level,
-            rewards.get(proposal.candidate.id),
-            survived=proposal.candidate.id in survivors,
-        )
-    # Computed from the level's starting count, so re-ranking after a review stays idempotent.
-    extensions = state.get("extensions_before_level", state["extensions"])
-    if level > 0 and any(p.skipped for p in proposals) and extensions < ctx.schedule.extension:
-        extensions += 1
+    _record_level(ctx, state, proposals, children, rewards, {c.id for c in beam}, excluded)
+    extensions = _extensions(state, proposals, ctx.schedule.extension)
     depth_limit = search.depth + extensions
     previous = [c for c in state["leaders"] if c.id not in excluded]
     leaders = merge_leaders(previous, children, ctx.schedule.finalists)
@@ -145,9 +116,7 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
     earlier = earlier_feedback(state)
     recent = {c.id: recent_feedback(scores, c, earlier, search.feedback_queries) for c in beam}
     if leaders:
-        ctx.recorder.update_run(
-            ctx.run_id, best_candidate_id=leaders[0].id, train_value=leaders[0].value
-        )
+        ctx.ledger.update_run(best_candidate_id=leaders[0].id, train_value=leaders[0].value)
     get_stream_writer()(
         {
             "event": "level",
@@ -166,3 +135,49 @@ async def beam_select(state: SearchState, runtime: Runtime[RunContext]) -> dict[
         "depth_limit": depth_limit,
         "extensions": extensions,
     }
+
+
+def scored_children(proposals: list[Proposal], rewards: dict[str, float]) -> list[Candidate]:
+    """The proposals that got a level reward, each with that reward appended to its path."""
+    return [
+        p.candidate.model_copy(
+            update={"path_rewards": (*p.candidate.path_rewards, rewards[p.candidate.id])}
+        )
+        for p in proposals
+        if p.candidate.id in rewards
+    ]
+
+
+def _record_level(
+    ctx: RunContext,
+    state: SearchState,
+    competing: list[Proposal],
+    children: list[Candidate],
+    rewards: dict[str, float],
+    survivors: set[str],
+    excluded: set[str],
+) -> None:
+    """Write the level's lineage: each proposal with its reward and whether it survived."""
+    level = state["level"]
+    for proposal in state.get("proposals", []):
+        if proposal.candidate.id in excluded:
+            ctx.ledger.record_candidate(
+                proposal.candidate, level, rewards.get(proposal.candidate.id), survived=False
+            )
+    for proposal in competing:
+        scored = next((c for c in children if c.id == proposal.candidate.id), proposal.candidate)
+        ctx.ledger.record_candidate(
+            scored,
+            level,
+            rewards.get(proposal.candidate.id),
+            survived=proposal.candidate.id in survivors,
+        )
+
+
+def _extensions(state: SearchState, competing: list[Proposal], allowed: int) -> int:
+    """The skip rule's depth extensions after this level (at most `allowed` in a run)."""
+    # Computed from the level's starting count, so re-ranking after a review stays idempotent.
+    extensions = state.get("extensions_before_level", state["extensions"])
+    if state["level"] > 0 and any(p.skipped for p in competing) and extensions < allowed:
+        extensions += 1
+    return extensions

@@ -40,6 +40,8 @@ class BudgetReached(RuntimeError):
 
 @dataclass
 class Spending:
+    """What the run has spent: paid calls, tokens and active seconds."""
+
     calls: int
     tokens: int
     seconds: float
@@ -56,20 +58,24 @@ class BudgetGate:
     _verdicts: dict[object, BudgetReached | None] = field(default_factory=dict)
 
     def spending(self) -> Spending:
+        """What the run has spent so far, its earlier sessions included."""
         paid = self.spent()
         seconds = self.active_before + time.monotonic() - self.started
         return Spending(calls=paid["calls"], tokens=paid["tokens"], seconds=seconds)
 
     @property
     def unlimited(self) -> bool:
+        """Whether no budget limit is set."""
         budget = self.budget
         return budget.calls is None and budget.tokens is None and budget.wall_seconds is None
 
     @property
     def limits_spending(self) -> bool:
+        """Whether a call or token limit is set (a time limit alone does not count)."""
         return self.budget.calls is not None or self.budget.tokens is not None
 
     def verdict(self) -> BudgetReached | None:
+        """The limit the run has reached, or None while it may go on."""
         budget = self.budget
         now = self.spending()
         for setting, limit, spent in (

@@ -7,7 +7,7 @@ such as HTTP clients; a resumed run rebuilds it from the settings stored with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from drpo.backends.factory import RoleModels
 from drpo.backends.retrieval import ExampleRetriever
@@ -16,28 +16,26 @@ from drpo.nodes.metric import Metric
 from drpo.nodes.policy import Schedule, schedule
 from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
 from drpo.state.settings import Settings
-from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query
+from drpo.state.types import AspectSelection, Candidate, Example, Judgement, Query, RunCost
 
 
-class SearchRecorder(Protocol):
-    """The run-store operations nodes need (implemented by drpo.checkpoints.store.RunStore)."""
+class SearchLedger(Protocol):
+    """What nodes record about their run, with the run id bound once.
+
+    Implemented by drpo.checkpoints.ledger.RunLedger (`RunStore.for_run(run_id)`); declared here
+    because nodes may not import the run store's package.
+    """
 
     def record_candidate(
-        self,
-        run_id: str,
-        candidate: Candidate,
-        level: int,
-        level_reward: float | None,
-        survived: bool,
-    ) -> None: ...
+        self, candidate: Candidate, level: int, level_reward: float | None, survived: bool
+    ) -> None:
+        """Write a candidate prompt with its level reward and whether it survived the level."""
 
-    def record_rejected(
-        self, run_id: str, candidate: Candidate, level: int, reason: str
-    ) -> None: ...
+    def record_rejected(self, candidate: Candidate, level: int, reason: str) -> None:
+        """Write a proposal rejected before scoring, with the reason."""
 
     def record_answer(
         self,
-        run_id: str,
         answer_id: str,
         candidate_id: str,
         query_id: str,
@@ -45,48 +43,64 @@ class SearchRecorder(Protocol):
         answer: str,
         stage: str,
         level: int,
-    ) -> None: ...
+    ) -> None:
+        """Write the base model's answer to a query under a candidate prompt."""
 
-    def record_judgement(self, run_id: str, answer_id: str, judgement: Judgement) -> None: ...
+    def record_judgement(self, answer_id: str, judgement: Judgement) -> None:
+        """Write the judge's scores of an answer and the answer's reward."""
 
-    def selection(self, key: str) -> AspectSelection | None: ...
+    def selection(self, key: str) -> AspectSelection | None:
+        """The selector's cached aspects for a key, or None."""
 
-    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None: ...
+    def record_selection(self, key: str, query: str, selection: AspectSelection) -> None:
+        """Cache the selector's aspects for a query."""
 
     def record_example(
         self,
-        run_id: str,
         original: Example,
         improved: Example,
         original_reward: float | None,
         reward: float | None,
         rounds: int,
-    ) -> None: ...
+    ) -> None:
+        """Write stage A's rewrite of an in-context example."""
 
     def record_decision(
-        self,
-        run_id: str,
-        candidate_id: str,
-        decision: str,
-        comment: str = "",
-        prompt: str | None = None,
-    ) -> None: ...
+        self, candidate_id: str, decision: str, comment: str = "", prompt: str | None = None
+    ) -> None:
+        """Write a person's review decision on a candidate."""
 
-    def update_run(self, run_id: str, **fields: object) -> None: ...
+    def update_run(self, **fields: Any) -> None:
+        """Set columns of the run's row."""
 
-    def run_cost(self, run_id: str) -> dict[str, object]: ...
+    def cost(self) -> RunCost:
+        """The run's calls, tokens and model time so far."""
+
+
+@dataclass
+class RunData:
+    """A run's training and validation queries and its seed examples, as loaded."""
+
+    train: list[Query]
+    validation: list[Query]
+    examples: list[Example]
 
 
 class RetrieverFactory(Protocol):
-    def __call__(self, examples: list[Example]) -> ExampleRetriever: ...
+    """Builds the retriever over a run's current example set."""
+
+    def __call__(self, examples: list[Example]) -> ExampleRetriever:
+        """A retriever over `examples`, of the kind the run uses."""
 
 
 @dataclass
 class RunContext:
+    """Everything a node needs besides the state: settings, models, records, data, budget."""
+
     run_id: str
     settings: Settings
     models: RoleModels
-    recorder: SearchRecorder
+    ledger: SearchLedger
     retriever_for: RetrieverFactory
     train: list[Query] = field(default_factory=list)
     validation: list[Query] = field(default_factory=list)

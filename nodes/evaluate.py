@@ -39,7 +39,7 @@ async def evaluate(task: EvaluateTask, runtime: Runtime[RunContext]) -> dict[str
             query.reference,
         )
         judgement = judgement.model_copy(update={"metric": metric})
-    ctx.recorder.record_judgement(ctx.run_id, task["answer_id"], judgement)
+    ctx.ledger.record_judgement(task["answer_id"], judgement)
     score = LevelScore(
         candidate_id=task["proposal"].candidate.id,
         query_id=query.id,

@@ -20,7 +20,7 @@ from drpo.nodes.select_rewards import choose_aspects
 from drpo.prompts.judge import fence
 from drpo.prompts.optimizer import REWRITE_ANSWER, ExampleRewrite
 from drpo.state.graph_state import ExampleOutcome, ExampleTask, SearchState
-from drpo.state.types import Example, Judgement, Query
+from drpo.state.types import AspectSelection, Example, Judgement, Query
 
 ANSWER_WORDS = 220
 
@@ -65,36 +65,11 @@ async def _optimize_example(task: ExampleTask, ctx: RunContext) -> dict[str, Any
         if all_perfect(best):
             break
         rounds = round_index
-        system, user = REWRITE_ANSWER.render(
-            max_words=str(ANSWER_WORDS),
-            query=fence(example.query),
-            answer=fence(best_answer),
-            critique=critique_text(best),
+        best, best_answer = await _rewrite_round(
+            ctx, example, selection, best, best_answer, round_index
         )
-        try:
-            rewrites = await ctx.models["optimizer"].structured(
-                system,
-                user,
-                ExampleRewrite,
-                n=stage.beam_width,
-                sample_key=f"{example.id}/r{round_index}",
-                tag=f"example:{example.id}:r{round_index}",
-            )
-        except StructuredOutputError:
-            continue
-        for rewrite_index, reply in enumerate(rewrites):
-            answer = reply.answer.strip()
-            verdict = await judge_answer(
-                ctx,
-                example.query,
-                answer,
-                selection.aspects,
-                tag=f"example:{example.id}:r{round_index}.{rewrite_index}",
-            )
-            if _is_better(verdict, best):
-                best, best_answer = verdict, answer
     improved = example.model_copy(update={"answer": best_answer})
-    ctx.recorder.record_example(ctx.run_id, example, improved, original_reward, best.reward, rounds)
+    ctx.ledger.record_example(example, improved, original_reward, best.reward, rounds)
     outcome = ExampleOutcome(
         index=task["index"],
         example=improved,
@@ -103,6 +78,46 @@ async def _optimize_example(task: ExampleTask, ctx: RunContext) -> dict[str, Any
         rounds=rounds,
     )
     return {"example_outcomes": [outcome]}
+
+
+async def _rewrite_round(
+    ctx: RunContext,
+    example: Example,
+    selection: AspectSelection,
+    best: Judgement,
+    best_answer: str,
+    round_index: int,
+) -> tuple[Judgement, str]:
+    """One round: the optimizer rewrites the best answer so far; the best judged one wins."""
+    system, user = REWRITE_ANSWER.render(
+        max_words=str(ANSWER_WORDS),
+        query=fence(example.query),
+        answer=fence(best_answer),
+        critique=critique_text(best),
+    )
+    try:
+        rewrites = await ctx.models["optimizer"].structured(
+            system,
+            user,
+            ExampleRewrite,
+            n=ctx.settings.examples.beam_width,
+            sample_key=f"{example.id}/r{round_index}",
+            tag=f"example:{example.id}:r{round_index}",
+        )
+    except StructuredOutputError:
+        return best, best_answer
+    for rewrite_index, reply in enumerate(rewrites):
+        answer = reply.answer.strip()
+        verdict = await judge_answer(
+            ctx,
+            example.query,
+            answer,
+            selection.aspects,
+            tag=f"example:{example.id}:r{round_index}.{rewrite_index}",
+        )
+        if _is_better(verdict, best):
+            best, best_answer = verdict, answer
+    return best, best_answer
 
 
 async def collect_examples(state: SearchState, runtime: Runtime[RunContext]) -> dict[str, Any]:

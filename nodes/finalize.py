@@ -30,7 +30,7 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
     validation_value = dict((c.id, v) for c, v in ranking).get(best.id)
     baseline = baseline_value(ranking, ctx.settings)
     no_better = is_starting_prompt(best, ctx.settings)
-    cost = ctx.recorder.run_cost(ctx.run_id)
+    cost = ctx.ledger.cost()
     status = "stopped" if state["stop_requested"] else "completed"
     result = RunResult(
         run_id=ctx.run_id,
@@ -44,13 +44,12 @@ async def finalize(state: SearchState, runtime: Runtime[RunContext]) -> dict[str
         lineage=(*best.ancestry, best.prompt),
         examples=tuple(state["examples"]),
         levels=state["level"],
-        calls=int(cost.get("calls") or 0),  # type: ignore[call-overload]
-        prompt_tokens=int(cost.get("prompt_tokens") or 0),  # type: ignore[call-overload]
-        completion_tokens=int(cost.get("completion_tokens") or 0),  # type: ignore[call-overload]
-        seconds=float(cost.get("seconds") or 0.0),  # type: ignore[arg-type]
+        calls=cost.calls,
+        prompt_tokens=cost.prompt_tokens,
+        completion_tokens=cost.completion_tokens,
+        seconds=cost.seconds,
     )
-    ctx.recorder.update_run(
-        ctx.run_id,
+    ctx.ledger.update_run(
         status=status,
         best_candidate_id=best.id,
         train_value=result.train_value,

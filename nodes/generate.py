@@ -66,8 +66,7 @@ async def generate(task: GenerateTask, runtime: Runtime[RunContext]) -> Command[
             prompt, tag=f"answer:{identifier}", sample_key=identifier
         )
     answer = replies[0].strip()
-    ctx.recorder.record_answer(
-        ctx.run_id,
+    ctx.ledger.record_answer(
         identifier,
         candidate.id,
         query.id,

@@ -67,7 +67,7 @@ async def prepare(state: RunInput, runtime: Runtime[RunContext]) -> dict[str, An
     ctx = runtime.context
     settings = ctx.settings
     order = seeded_order([q.id for q in ctx.train], settings.seed)
-    ctx.recorder.update_run(ctx.run_id, query_order=order)
+    ctx.ledger.update_run(query_order=order)
     root = Candidate(id=ROOT_ID, prompt=settings.search.initial_prompt)
     return {
         "run_id": state["run_id"],

@@ -126,5 +126,5 @@ def general_children(
             kept.append(child)
         else:
             # An upsert by id: a re-run of this task after a crash records the same row.
-            ctx.recorder.record_rejected(ctx.run_id, child, level, match.reason())
+            ctx.ledger.record_rejected(child, level, match.reason())
     return kept

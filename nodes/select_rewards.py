@@ -90,7 +90,7 @@ async def choose_aspects(ctx: RunContext, query: Query) -> AspectSelection:
 async def _selector_choice(ctx: RunContext, query: Query) -> AspectSelection:
     """The selector's choice for a query: from the run's record, or asked of the selector."""
     key = selection_key(ctx, query.query)
-    cached = ctx.recorder.selection(key)
+    cached = ctx.ledger.selection(key)
     if cached is not None:
         return cached.model_copy(update={"query_id": query.id})
     rewards = ctx.settings.rewards
@@ -114,7 +114,7 @@ async def _selector_choice(ctx: RunContext, query: Query) -> AspectSelection:
             analysis=f"selector reply unusable, default aspects used: {exc}",
             aspects=_pad((), query, rewards.min_aspects, ctx.rubric),
         )
-    ctx.recorder.record_selection(key, query.query, selection)
+    ctx.ledger.record_selection(key, query.query, selection)
     return selection
 
 

@@ -64,6 +64,7 @@ class TopicMatch:
     share: float
 
     def reason(self) -> str:
+        """Why the proposal was rejected, in words for the run store and the review."""
         return (
             f"names its training query's topic ({', '.join(self.words)}: "
             f"{self.share:.0%} of the query's content words)"

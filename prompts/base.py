@@ -35,6 +35,7 @@ class BasePrompt:
 
     @property
     def stop(self) -> tuple[str, ...]:
+        """The stop strings a completion-mode request needs (none in chat mode)."""
         return COMPLETION_STOP if self.mode == "completion" else ()
 
     def rendered(self) -> str:

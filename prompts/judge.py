@@ -152,6 +152,8 @@ def format_aspects(aspects: tuple[Aspect, ...]) -> str:
 
 
 class AspectVerdict(BaseModel):
+    """The judge's score of one aspect, with its rationale."""
+
     model_config = ConfigDict(extra="forbid")
     # The score comes first (G-Eval): its token distribution is read before the judge's own
     # rationale can talk it into a verdict.

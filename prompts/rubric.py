@@ -31,6 +31,8 @@ class RubricError(ConfigError):
 
 
 class CategoryRule(BaseModel):
+    """Judge an aspect on every query of these categories."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     categories: tuple[Category, ...] = Field(min_length=1)
 
@@ -39,6 +41,8 @@ Applies = Literal["always", "selector"] | CategoryRule
 
 
 class RubricAspect(BaseModel):
+    """One aspect of a rubric: its definition, weight, and when it is judged."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, max_length=40)
     definition: str = Field(min_length=1, max_length=300)
@@ -51,6 +55,7 @@ class RubricAspect(BaseModel):
         return value.strip()
 
     def as_aspect(self) -> Aspect:
+        """The aspect as the judge and the selector see it."""
         return Aspect(name=self.name, definition=self.definition, weight=self.weight)
 
     def fixed_for(self, query: Query) -> bool:
@@ -61,6 +66,8 @@ class RubricAspect(BaseModel):
 
 
 class Rubric(BaseModel):
+    """The aspects a run is judged on: drpo's own, or a user's that replace or extend them."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["replace", "extend"] = "replace"
     aspects: tuple[RubricAspect, ...] = Field(min_length=1)
@@ -78,17 +85,21 @@ class Rubric(BaseModel):
 
     @property
     def hash(self) -> str:
+        """A short hash of the rubric's content (part of the judge's cache key)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def is_builtin(self) -> bool:
+        """Whether this is drpo's built-in rubric."""
         return self == BUILTIN_RUBRIC
 
     def fixed_for(self, query: Query) -> tuple[Aspect, ...]:
+        """The aspects judged on `query` whatever the selector picks."""
         return tuple(a.as_aspect() for a in self.aspects if a.fixed_for(query))
 
     def selectable(self) -> tuple[Aspect, ...]:
+        """The aspects the selector chooses from."""
         return tuple(a.as_aspect() for a in self.aspects if a.applies == "selector")
 
     def lookup(self, name: str) -> Aspect | None:

@@ -28,6 +28,8 @@ NEW_ASPECTS_FORBIDDEN = "List the chosen aspect names in `aspects`; use only nam
 
 
 class NewAspect(BaseModel):
+    """An aspect the selector proposes beyond the catalogue."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=40)
     definition: str = Field(max_length=150)

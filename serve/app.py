@@ -89,6 +89,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
+        """The error as an OpenAI-style JSON response."""
         body = {
             "error": {
                 "message": self.message,
@@ -159,6 +160,8 @@ class _Sampling(_Body):
 
 
 class ChatCompletionRequest(_Sampling):
+    """An OpenAI chat completions request body."""
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
@@ -170,6 +173,8 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
+    """An OpenAI (legacy) completions request body."""
+
     prompt: str | list[str]
     logprobs: int | None = Field(default=None, ge=0, le=5)
 

@@ -71,6 +71,8 @@ class CallFinished(_Event):
 
 
 class BeamEntry(_Event):
+    """One prompt in the beam after a level, with its path value and level reward."""
+
     candidate_id: str
     value: float
     reward: float | None = None

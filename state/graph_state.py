@@ -67,6 +67,8 @@ class ExampleOutcome(BaseModel):
 
 
 class RunInput(TypedDict):
+    """What a run is started with."""
+
     run_id: str
 
 
@@ -118,11 +120,15 @@ def earlier_feedback(state: SearchState) -> dict[str, list[Feedback]]:
 
 
 class RunOutput(TypedDict, total=False):
+    """What a finished run hands back."""
+
     run_id: str
     result: RunResult | None
 
 
 class SelectTask(TypedDict):
+    """One selector task: choose the aspects for a query."""
+
     query: Query
     # For cost accounting; absent in tasks checkpointed before it was added.
     stage: NotRequired[Literal["search", "validate"]]
@@ -130,6 +136,8 @@ class SelectTask(TypedDict):
 
 
 class RewriteTask(TypedDict):
+    """One optimizer task: propose rewrites of a beam prompt."""
+
     candidate: Candidate
     last_feedback: Feedback | None
     level: int
@@ -138,6 +146,8 @@ class RewriteTask(TypedDict):
 
 
 class GenerateTask(TypedDict):
+    """One scoring task: answer a query under a proposal, then judge it."""
+
     proposal: Proposal
     query: Query
     selection: AspectSelection
@@ -157,6 +167,8 @@ class ScoreState(GenerateTask, ScoreOutput):
 
 
 class EvaluateTask(TypedDict):
+    """The judging half of a scoring task, with the answer to judge."""
+
     proposal: Proposal
     query: Query
     selection: AspectSelection
@@ -167,5 +179,7 @@ class EvaluateTask(TypedDict):
 
 
 class ExampleTask(TypedDict):
+    """One stage A task: improve one in-context example's answer."""
+
     index: int
     example: Example

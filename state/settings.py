@@ -145,6 +145,7 @@ class RoleSettings(_Strict):
 
     @property
     def is_embedded(self) -> bool:
+        """Whether the role uses drpo's embedded llama.cpp server."""
         return self.endpoint == EMBEDDED
 
 
@@ -200,6 +201,8 @@ class ExampleSettings(_Strict):
 
 
 class RewardSettings(_Strict):
+    """How rewards are built: aspect counts, new aspects, weights and the metric."""
+
     min_aspects: int = Field(default=2, ge=1)
     max_aspects: int = Field(default=5, ge=1)
     allow_new_aspects: bool = True
@@ -334,11 +337,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read settings only from the init kwargs that load_settings merges."""
         # Layers (preset, file) are merged into the init kwargs by load_settings; environment
         # variables are applied there too so that flags can still win over them.
         return (init_settings,)
 
     def role(self, name: RoleName) -> RoleSettings:
+        """One role's settings by name."""
         role: RoleSettings = getattr(self, name)
         return role
 

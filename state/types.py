@@ -179,6 +179,23 @@ class Proposal(_Frozen):
 RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "stopped"]
 
 
+class RunCost(_Frozen):
+    """What a run's model calls cost so far: paid and cached calls, tokens and model time."""
+
+    # Calls that reached a model or the reply cache (an unparsable reply is not counted).
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # The sum of call latencies: model time, overlapping when calls ran in parallel.
+    seconds: float = 0.0
+    cache_hits: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
 class RunResult(_Frozen):
     """The outcome of a run, with lineage and cost counters."""
 

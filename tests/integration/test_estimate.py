@@ -14,7 +14,7 @@ from scripted_llm import ScriptedLLM
 from stub_server import StubError, StubRequest, StubServer
 
 from drpo.graph.api import load_run_data, optimize
-from drpo.graph.estimate import estimate_run
+from drpo.nodes.estimate import estimate_run
 from drpo.state.settings import ROLES, Settings
 
 pytestmark = pytest.mark.integration

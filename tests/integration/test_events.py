@@ -15,7 +15,7 @@ from stub_server import StubServer
 from drpo.checkpoints.store import RunStore
 from drpo.cli.progress import ProgressPrinter
 from drpo.graph.api import RunPaused, astream_optimize, load_run_data, optimize
-from drpo.graph.estimate import estimate_run
+from drpo.nodes.estimate import estimate_run
 from drpo.state.events import (
     RUN_EVENT,
     CallFinished,

@@ -85,6 +85,30 @@ def test_fork_with_a_person_prompt_leaves_the_parent_byte_identical(tmp_path: Pa
     assert kids and all(k["prompt"].startswith("You are a meticulous assistant.") for k in kids)
 
 
+def test_fork_inside_a_fan_out_resumes_in_the_child_and_leaves_the_parent_untouched(
+    tmp_path: Path,
+) -> None:
+    with StubProcess(SCRIPT) as stub:
+        done = run_drpo(*small_run(stub.base_url, tmp_path))
+        assert done.returncode == 0, done.stderr
+        (row,) = RunStore(tmp_path / "runs.db").runs()
+        parent = row["id"]
+        before = run_fingerprint(tmp_path, parent)
+        # A step inside a superstep of parallel branches: what the public update API cannot copy.
+        inner = next(
+            s for s in asyncio.run(steps(parent, tmp_path / "runs.db")) if s.next.count("score") > 1
+        )
+        forked = run_drpo(
+            "fork", parent, "--at", str(inner.step), "--store", str(tmp_path / "runs.db")
+        )
+        assert forked.returncode == 0, forked.stderr
+    assert run_fingerprint(tmp_path, parent) == before
+    store = RunStore(tmp_path / "runs.db")
+    child = next(r for r in store.runs() if r["id"] != parent)
+    assert child["parent_run"] == parent and child["status"] == "completed"
+    assert child["final_prompt"]
+
+
 def test_fork_refuses_a_prompt_off_a_level_boundary(tmp_path: Path) -> None:
     with StubProcess(SCRIPT) as stub:
         done = run_drpo(*small_run(stub.base_url, tmp_path))

@@ -21,7 +21,7 @@ from stub_server import StubServer
 
 from drpo.checkpoints.store import METRIC_ASPECT, RunStore
 from drpo.graph.api import RunError, RunPaused, load_run_data, optimize, resume
-from drpo.graph.estimate import estimate_run
+from drpo.nodes.estimate import estimate_run
 from drpo.state.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drpo.backends.embedded import EmbeddedServerPool
 from drpo.backends.factory import build_role_models
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
 from drpo.graph.api import optimize
 from drpo.prompts.base import format_base_prompt
 from drpo.state.settings import ROLES, Settings, load_settings
@@ -59,7 +59,7 @@ async def test_chat_completion_and_structured_calls(
         tmp_path, base={"model": MODEL, "mode": "completion", "max_tokens": 40}
     )
     store = RunStore(settings.store)
-    recorder = RunRecorder(store, "live")
+    recorder = store.for_run("live")
     models = build_role_models(settings, pool=pool, cache=recorder, sink=recorder, run_id="live")
     example = Example(id="e", query="What is 2+2?", answer="2+2 is 4.")
 

@@ -137,7 +137,9 @@ def test_an_overlap_of_one_turns_the_check_off() -> None:
 def test_rejected_rewrites_are_recorded_with_their_reason(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     store.create_run("r1", {}, [])
-    ctx: Any = types.SimpleNamespace(settings=load_settings(), recorder=store, run_id="r1")
+    ctx: Any = types.SimpleNamespace(
+        settings=load_settings(), ledger=store.for_run("r1"), run_id="r1"
+    )
     parent = Candidate(id="L0-root", prompt=PARENT)
     fitted = Candidate(id="L1-fit", prompt=PARENT + " Solve roommate issues about cleaning.")
     general = Candidate(id="L1-gen", prompt=PARENT + " Admit what you do not know.")
@@ -172,7 +174,10 @@ def test_the_rewrite_node_shows_every_case_and_drops_a_topic_fitted_proposal(
         [PARENT + " Fix roommate issues about kitchen cleaning.", PARENT + " Admit doubt."]
     )
     ctx: Any = types.SimpleNamespace(
-        settings=load_settings(), recorder=store, run_id="r1", models={"optimizer": optimizer}
+        settings=load_settings(),
+        ledger=store.for_run("r1"),
+        run_id="r1",
+        models={"optimizer": optimizer},
     )
     cases = [_feedback(ROOMMATE, 2), _feedback("What is the capital of Peru?", 3)]
     task: Any = {

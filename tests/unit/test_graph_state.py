@@ -19,7 +19,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.updates: list[dict[str, Any]] = []
 
-    def update_run(self, run_id: str, **fields: object) -> None:
+    def update_run(self, **fields: object) -> None:
         self.updates.append(fields)
 
 
@@ -28,7 +28,7 @@ def _prepared() -> dict[str, Any]:
         run_id="r1",
         settings=load_settings(),
         models=cast(Any, None),
-        recorder=cast(Any, _Recorder()),
+        ledger=cast(Any, _Recorder()),
         retriever_for=cast(Any, None),
         train=[Query(id=f"t{i}", query=f"question {i}") for i in range(3)],
     )

@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from drpo.graph.api import RunData, texts_to_embed
-from drpo.graph.estimate import estimate_run
+from drpo.graph.api import texts_to_embed
+from drpo.nodes.context import RunData
+from drpo.nodes.estimate import estimate_run
 from drpo.nodes.level import finalists
 from drpo.nodes.policy import (
     baseline_value,

@@ -13,7 +13,7 @@ import pytest
 from drpo.backends.factory import build_langchain_model
 from drpo.backends.llm import RoleClient
 from drpo.backends.logprobs import LogprobError, expected_digit, field_value_offset, reply_bytes
-from drpo.checkpoints.store import RunRecorder, RunStore
+from drpo.checkpoints.store import RunStore
 from drpo.nodes.judging import expected_scores, score_answer
 from drpo.state.settings import RoleSettings
 from drpo.state.types import Aspect, AspectScore, Judgement
@@ -161,7 +161,7 @@ def _good_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
 
 def _client(url: str, store: RunStore | None = None, **settings: Any) -> RoleClient:
     role = RoleSettings(endpoint=url, model="stub-model", provider="llamacpp", **settings)
-    recorder = RunRecorder(store, "r1") if store is not None else None
+    recorder = store.for_run("r1") if store is not None else None
     return RoleClient(
         role="judge",
         settings=role,

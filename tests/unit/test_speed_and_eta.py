@@ -18,8 +18,8 @@ from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, probe_speed
 from drpo.cli import progress as cli_progress
 from drpo.cli.progress import ProgressPrinter, time_forecast
 from drpo.graph.api import measure_speed
-from drpo.graph.estimate import Estimate, RoleEstimate
-from drpo.graph.eta import RunClock
+from drpo.nodes.estimate import Estimate, RoleEstimate
+from drpo.nodes.eta import RunClock
 from drpo.state.events import (
     CallFinished,
     ReviewNeeded,

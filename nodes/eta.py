@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drpo.backends.speed_probe import ServerSpeed
-from drpo.graph.estimate import Estimate
+from drpo.nodes.estimate import Estimate
 from drpo.state.events import CallFinished
 
 # Decode costs about this many prefill tokens per token on CPUs (5–8 on the machines measured);
@@ -87,16 +87,20 @@ class RunClock:
 
     @property
     def calls_done(self) -> int:
+        """Calls finished so far (paid or served from the cache)."""
         return sum(self.done.values())
 
     @property
     def calls_expected(self) -> int:
+        """Calls the run will make: the estimate, or more once the run made more."""
         return max(self.estimate.calls, self.calls_done)
 
     def measured(self, speed: ServerSpeed) -> None:
+        """Use the probed server speed for the calls still to come."""
         self.speed = speed
 
     def call_finished(self, call: CallFinished, now: float) -> None:
+        """Count a finished call toward its role (failed and re-asked ones are not counted)."""
         if call.outcome not in ("ok", "cache_hit"):
             return  # re-asked or failed: the estimate does not count it, the retry is counted
         self.done[call.role] = self.done.get(call.role, 0) + 1

@@ -1,0 +1,292 @@
+"""The pre-run estimate: model calls per role from the schedule, and tokens from the prompts.
+
+Calls are counted exactly as the graph will make them when every reply parses: stage A's
+examples and rounds, each level's selections, rewrites, answers and judgements, and the
+validation round. Where a run can end up shorter the count is the maximum: stage A stops when
+an answer scores 5 on every aspect, identical proposals are scored once, the skip rule carries
+good prompts without an optimizer call, and a call identical to an earlier one (in this run, or
+a greedy call of another) is answered from the reply cache. Where a run can end up longer (the
+skip rule's extra levels) the maximum includes them. Replies that do not parse are asked again,
+which this does not foresee. Prompt tokens are rendered from the real templates and data at
+about four characters per token, with every model-written text (answers, prompts, rationales)
+at its `max_tokens`; completion tokens are `max_tokens` per reply. Both are upper bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from drpo.backends.providers import effective_profile, static_kind
+from drpo.backends.structured_output import SCHEMA_IN_PROMPT
+from drpo.nodes.context import RunData
+from drpo.nodes.examples import ANSWER_WORDS
+from drpo.nodes.policy import level_batch, schedule
+from drpo.nodes.prepare import seeded_order
+from drpo.prompts.base import format_base_prompt
+from drpo.prompts.judge import JUDGE_ANSWER, RATIONALE_MAX_CHARS, format_aspects
+from drpo.prompts.optimizer import (
+    ANSWER_MAX_CHARS,
+    PROMPT_MAX_CHARS,
+    REWRITE_ANSWER,
+    REWRITE_CASE,
+    REWRITE_PROMPT,
+    PromptProposal,
+)
+from drpo.prompts.rubric import BUILTIN_RUBRIC, Rubric
+from drpo.prompts.selector import NEW_ASPECTS_ALLOWED, NEW_ASPECTS_FORBIDDEN, SELECT_ASPECTS
+from drpo.state.settings import ROLES, RoleName, Settings
+from drpo.state.types import Example, Query
+
+CHARS_PER_TOKEN = 4
+
+
+def tokens(text: str) -> int:
+    """A token count from the text's length (rounded up)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass
+class RoleEstimate:
+    """One role's calls and token upper bounds."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Estimate:
+    """Calls and tokens per role for a run with these settings, before it starts."""
+
+    roles: dict[RoleName, RoleEstimate] = field(
+        default_factory=lambda: {role: RoleEstimate() for role in ROLES}
+    )
+    levels: int = 0
+    max_levels: int = 0
+    examples: int = 0
+    validation_queries: int = 0
+    finalists: int = 0
+
+    @property
+    def calls(self) -> int:
+        """Calls over all roles."""
+        return sum(r.calls for r in self.roles.values())
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens over all roles (an upper bound)."""
+        return sum(r.prompt_tokens for r in self.roles.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens over all roles (an upper bound)."""
+        return sum(r.completion_tokens for r in self.roles.values())
+
+
+class _Counter:
+    """Adds calls of one kind to the estimate: `replies` choices asked for in one logical call."""
+
+    def __init__(self, settings: Settings, estimate: Estimate) -> None:
+        self.settings = settings
+        self.estimate = estimate
+
+    def add(self, role: RoleName, prompt_text: str, replies: int = 1, times: int = 1) -> None:
+        settings = self.settings.role(role)
+        # The embedded server (and endpoints without `n`) get one request per choice.
+        profile = effective_profile(settings, static_kind(settings))
+        per_choice = settings.is_embedded or not profile.supports_n
+        requests = replies if per_choice else 1
+        entry = self.estimate.roles[role]
+        entry.calls += requests * times
+        entry.prompt_tokens += tokens(prompt_text) * requests * times
+        entry.completion_tokens += settings.max_tokens * replies * times
+
+    def structured_text(self, role: RoleName, system: str, user: str, schema: object) -> str:
+        settings = self.settings.role(role)
+        if effective_profile(settings, static_kind(settings)).structured_output != "json_schema":
+            system += SCHEMA_IN_PROMPT + json.dumps(schema, ensure_ascii=False)
+        return system + user
+
+
+def _bounded(chars: int) -> str:
+    return "x" * chars
+
+
+def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUBRIC) -> Estimate:
+    """Count the calls per role the run will make at most, with token upper bounds."""
+    walk = _RunWalk(settings, data, rubric)
+    walk.stage_a()
+    seen = walk.search_levels()
+    walk.validation(seen)
+    return walk.estimate
+
+
+class _RunWalk:
+    """Walks the run's schedule the way the graph would, counting each call it would make."""
+
+    def __init__(self, settings: Settings, data: RunData, rubric: Rubric) -> None:
+        self.settings = settings
+        self.data = data
+        self.estimate = Estimate()
+        self.counter = _Counter(settings, self.estimate)
+        self.plan = schedule(settings, len(data.examples), len(data.validation))
+        rewards = settings.rewards
+        self.pool = rubric.selectable()
+        fixed = tuple(a.as_aspect() for a in rubric.aspects if a.applies != "selector")
+        self.aspects = (*fixed, *self.pool[: rewards.max_aspects])
+        # A metric-only run asks neither selector nor judge; a rubric of fixed aspects no selector.
+        self.judged = rewards.llm_aspects
+        self.selected: set[str] = set()
+        self.critique = "\n".join(
+            f"- {a.name}: 1/5. {_bounded(RATIONALE_MAX_CHARS)}" for a in self.aspects
+        )
+        self.examples = _longest(data.examples, settings.data.top_k)
+        self.prompt_len = min(self.answer_chars("optimizer"), PROMPT_MAX_CHARS)
+        self.base_answer_len = self.answer_chars("base")
+
+    def answer_chars(self, role: RoleName) -> int:
+        return self.settings.role(role).max_tokens * CHARS_PER_TOKEN
+
+    def select(self, query: str) -> None:
+        # A query's aspects are chosen once per run (and reused from earlier runs' records).
+        if not (self.judged and self.pool) or query in self.selected:
+            return
+        self.selected.add(query)
+        rewards = self.settings.rewards
+        system, user = SELECT_ASPECTS.render(
+            min_aspects=str(rewards.min_aspects),
+            max_aspects=str(rewards.max_aspects),
+            catalogue=format_aspects(self.pool),
+            new_aspects_rule=NEW_ASPECTS_ALLOWED
+            if rewards.allow_new_aspects
+            else NEW_ASPECTS_FORBIDDEN,
+            query=query,
+        )
+        self.counter.add("selector", self.counter.structured_text("selector", system, user, {}))
+
+    def judge(self, query: str, answer_len: int, times: int = 1) -> None:
+        if not self.judged:
+            return
+        system, user = JUDGE_ANSWER.render(
+            aspects=format_aspects(self.aspects), query=query, answer=_bounded(answer_len)
+        )
+        text = self.counter.structured_text("judge", system, user, {})
+        self.counter.add("judge", text, times=times)
+
+    def stage_a(self) -> None:
+        """Stage A: each example judged, rewritten `rounds` times, and its rewrites judged."""
+        stage = self.settings.examples
+        if not (self.plan.stage_a_size and self.judged):
+            return
+        self.estimate.examples = self.plan.stage_a_size
+        rewrite_len = min(self.answer_chars("optimizer"), ANSWER_MAX_CHARS)
+        for example in self.data.examples[: self.plan.stage_a_size]:
+            self.select(example.query)
+            self.judge(example.query, len(example.answer))
+            system, user = REWRITE_ANSWER.render(
+                max_words=str(ANSWER_WORDS),
+                query=example.query,
+                answer=example.answer,
+                critique=self.critique,
+            )
+            text = self.counter.structured_text("optimizer", system, user, {})
+            self.counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
+            self.judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
+
+    def search_levels(self) -> int:
+        """Stage B's levels: rewrites of the beam, then each child answered and judged.
+
+        Returns how many prompts the search saw (the finalists are drawn from them).
+        """
+        settings, search = self.settings, self.settings.search
+        order = seeded_order([q.id for q in self.data.train], settings.seed)
+        self.estimate.levels = self.plan.levels
+        self.estimate.max_levels = self.plan.max_levels
+        beam = 1
+        seen = 0
+        for level in range(self.estimate.max_levels):
+            queries = level_batch(order, self.data.train, level, self.plan.queries_per_level)
+            for query in queries:
+                self.select(query.query)
+            prompt = search.initial_prompt if level == 0 else _bounded(self.prompt_len)
+            children = 1 if level == 0 else self.rewrite(level, prompt, queries, beam)
+            for query in queries:
+                base = format_base_prompt(
+                    prompt, self.examples, query.query, mode=settings.base.mode
+                )
+                self.counter.add("base", base.rendered(), times=children)
+                self.judge(query.query, self.base_answer_len, times=children)
+            seen += children
+            beam = min(search.width, children)
+        return seen
+
+    def rewrite(self, level: int, prompt: str, queries: list[Query], beam: int) -> int:
+        """The optimizer's rewrites of each beam prompt at `level`; returns the children."""
+        search = self.settings.search
+        history = "\n".join(
+            f"{i + 1}. {_bounded(self.prompt_len)}" for i in range(min(level, search.history))
+        )
+        # The optimizer sees the answers of the levels so far, up to `feedback_queries`.
+        cases = "\n\n".join(
+            REWRITE_CASE.render(
+                number=str(number),
+                query=queries[0].query if queries else "",
+                answer=_bounded(self.base_answer_len),
+                critique=self.critique,
+            )[1]
+            for number in range(1, min(search.feedback_queries, level * search.batch_size) + 1)
+        )
+        system, user = REWRITE_PROMPT.render(
+            max_new_bullets=str(search.max_new_bullets),
+            max_bullets=str(search.max_bullets),
+            prompt=prompt,
+            history=history or "(none)",
+            cases=cases,
+        )
+        text = self.counter.structured_text("optimizer", system, user, PromptProposal)
+        self.counter.add("optimizer", text, replies=search.actions, times=beam)
+        return beam * search.actions
+
+    def validation(self, seen: int) -> None:
+        """The best distinct prompts seen, plus the starting prompt unless among them."""
+        validation = self.data.validation[: self.plan.validation_size]
+        if not validation:
+            return
+        self.estimate.validation_queries = len(validation)
+        # When every prompt seen is kept, the starting prompt is one of them already.
+        finalists = seen if seen <= self.plan.finalists else self.plan.finalists + 1
+        self.estimate.finalists = finalists
+        for query in validation:
+            self.select(query.query)
+            base = format_base_prompt(
+                _bounded(self.prompt_len), self.examples, query.query, mode=self.settings.base.mode
+            )
+            self.counter.add("base", base.rendered(), times=finalists)
+            self.judge(query.query, self.base_answer_len, times=finalists)
+
+
+def _longest(examples: list[Example], k: int) -> list[Example]:
+    return sorted(examples, key=lambda e: len(e.query) + len(e.answer), reverse=True)[:k]
+
+
+def describe(estimate: Estimate) -> str:
+    """A few lines for the start of `drpo optimize` and for `drpo optimize --estimate`."""
+    parts = [f"{role} {e.calls}" for role, e in estimate.roles.items() if e.calls or role == "base"]
+    levels = (
+        f"{estimate.levels} levels"
+        if estimate.levels == estimate.max_levels
+        else f"{estimate.levels}–{estimate.max_levels} levels (skip rule)"
+    )
+    validation = (
+        f"{estimate.finalists} finalists × {estimate.validation_queries} validation queries"
+        if estimate.validation_queries
+        else "no validation round"
+    )
+    lines = [
+        f"estimate: at most {estimate.calls} model calls ({', '.join(parts)}); "
+        f"{estimate.examples} stage A examples, {levels}, {validation}",
+        f"  tokens: ≈{estimate.prompt_tokens} prompt + ≤{estimate.completion_tokens} completion "
+        "(upper bounds: model-written text counted at max_tokens; re-asked replies not included)",
+    ]
+    return "\n".join(lines)
