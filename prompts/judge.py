@@ -61,7 +61,7 @@ JUDGE_ANSWER = PromptTemplate(
     name="judge_answer",
     system=(
         "You are a strict, fair evaluator of AI assistant answers. Score the answer to the "
-        "user's query on each aspect below: first the score, then a one-sentence rationale "
+        "user's query on each aspect below, with a one-sentence rationale before each score "
         "that names the answer's biggest weakness in that aspect:\n"
         "5 = flawless, could not be improved; 4 = good, one minor weakness; 3 = acceptable "
         "with a clear weakness; 2 = poor: wrong, unhelpful or incomplete; 1 = fails, or helps "
@@ -155,10 +155,8 @@ class AspectVerdict(BaseModel):
     """The judge's score of one aspect, with its rationale."""
 
     model_config = ConfigDict(extra="forbid")
-    # The score comes first (G-Eval): its token distribution is read before the judge's own
-    # rationale can talk it into a verdict.
-    score: int = Field(ge=1, le=5)
     rationale: str = Field(max_length=RATIONALE_MAX_CHARS)
+    score: int = Field(ge=1, le=5)
 
 
 def judgement_schema(aspects: tuple[Aspect, ...]) -> type[BaseModel]:
