@@ -54,6 +54,7 @@ _GRADER_ADDRESS = tuple(
         r"^\W{0,4}(?:system|developer|evaluator|grader|rater|scorer)"
         r"(?:\s+(?:message|note|instructions?|override))?\s*:",
         r'"(?:scores?|rationale|verdict)"\s*:',
+        r"\bgive\b[^.\n]{0,40}\b(?:score|rating|grade|marks?) of (?:5|five|10|ten)\b",
     )
 )
 
@@ -129,7 +130,8 @@ def fence(text: str) -> str:
 
 def addresses_the_grader(answer: str) -> bool:
     """Whether `answer` speaks to its evaluator: asks for a score, orders the grader to ignore
-    its rubric, writes a verdict, or opens a grader, system or developer line.
+    its rubric, writes a verdict, opens a grader, system or developer line, or holds a
+    chat-template control token.
 
     Such an answer is scored 1 on every aspect in code, without asking the judge. The rule used to
     be in the judge's prompt, and a 1.5B judge applied it to innocent answers (refusals, answers
@@ -137,6 +139,9 @@ def addresses_the_grader(answer: str) -> bool:
     are undone first, so `&#83;YSTEM:` or full-width letters do not slip past.
     """
     text = unicodedata.normalize("NFKC", html.unescape(answer))
+    # A chat-template control token is read by the model, never by the user.
+    if _CONTROL_TOKEN.search(text):
+        return True
     return any(pattern.search(text) for pattern in _GRADER_ADDRESS)
 
 
