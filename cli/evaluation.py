@@ -120,12 +120,50 @@ def print_refusals(summary: EvalSummary) -> None:
     out.print(table)
 
 
+def print_differences(summary: EvalSummary) -> None:
+    """Each condition minus the reference per metric, with the paired bootstrap CI."""
+    if not summary.differences:
+        return
+    table = Table(
+        "metric",
+        "condition",
+        "value",
+        summary.differences[0].y,
+        "difference",
+        "95% CI",
+        "excludes 0",
+        "n",
+        title="each condition against the reference (paired bootstrap over queries)",
+    )
+    for d in summary.differences:
+        interval = "–" if d.ci is None else f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]"
+        difference = "–" if d.difference is None else f"{d.difference:+.2f}"
+        table.add_row(
+            d.metric,
+            d.x,
+            _fmt(d.x_mean),
+            _fmt(d.y_mean),
+            difference,
+            interval,
+            "yes" if d.excludes_zero else "no",
+            str(d.n),
+        )
+    out.print(table)
+
+
 def print_summary(summary: EvalSummary) -> None:
     """Per-aspect means per condition, pairwise win rates with CIs, lengths, refusal rates."""
     print_refusals(summary)
-    if "judge" not in summary.metrics:
-        _print_cost(summary)
-        return
+    print_differences(summary)
+    if "judge" in summary.metrics:
+        print_scores(summary)
+    if "judge" in summary.metrics or "pairwise" in summary.metrics:
+        print_pairs(summary)
+    _print_cost(summary)
+
+
+def print_scores(summary: EvalSummary) -> None:
+    """Per-aspect means per condition, with the overall mean's CI, lengths and missing scores."""
     aspects = summary.aspects
     table = Table(
         "condition",
@@ -135,7 +173,8 @@ def print_summary(summary: EvalSummary) -> None:
         "words",
         "missing",
         title=f"evaluation {summary.eval_id}: {summary.queries} queries "
-        f"({summary.harmful_queries} harmful), judge {summary.judge_model}",
+        f"({summary.harmful_queries} harmful), judge {summary.judge_model}, "
+        f"{summary.absolute_scoring} scores",
     )
     for c in summary.conditions:
         cells = [_fmt(c.aspects[a].mean) if a in c.aspects else "–" for a in aspects]
@@ -149,6 +188,16 @@ def print_summary(summary: EvalSummary) -> None:
             str(sum(s.missing for s in c.aspects.values())),
         )
     out.print(table)
+    if summary.absolute_fallback:
+        err.print(
+            f"warning: judge scores are integers, not probability-weighted "
+            f"({summary.absolute_fallback})",
+            highlight=False,
+        )
+
+
+def print_pairs(summary: EvalSummary) -> None:
+    """Pairwise win rates with CIs, and the judge's position and length probes."""
     if summary.pairs:
         _print_pairs(summary)
     bias = summary.position
@@ -159,7 +208,6 @@ def print_summary(summary: EvalSummary) -> None:
         f"{'yes' if summary.judge_is_base else 'no'}",
         highlight=False,
     )
-    _print_cost(summary)
 
 
 def _print_pairs(summary: EvalSummary) -> None:
@@ -259,8 +307,8 @@ def eval_command(
     metrics: Annotated[
         str,
         typer.Option(
-            help="judge (absolute + pairwise LLM judging) and/or refusal (refusal and "
-            "over-refusal rates, no judge call)"
+            help="judge (absolute + pairwise LLM judging), pairwise (pairwise only) and/or "
+            "refusal (refusal and over-refusal rates, no judge call)"
         ),
     ] = "judge,refusal",
 ) -> None:

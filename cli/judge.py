@@ -17,6 +17,7 @@ from rich.table import Table
 
 from drpo.cli.common import parse_assignment, user_errors
 from drpo.evals.judge_check import (
+    KINDS,
     NEAR_CHANCE_ACCURACY,
     Accuracy,
     JudgeCheckReport,
@@ -41,6 +42,12 @@ def judge_check_command(
         int | None, typer.Option(help="judge a stratified subset of this many pairs")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the subset")] = 0,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind", help=f"judge only pairs of this kind (repeatable): {', '.join(KINDS)}"
+        ),
+    ] = None,
     set_values: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.model=...")
     ] = None,
@@ -52,13 +59,19 @@ def judge_check_command(
             overrides = deep_merge(overrides, parse_assignment(assignment))
         settings = load_settings(config, preset, overrides)
         started = time.monotonic()
-        report = run_check(settings, size, seed)
+        report = run_check(settings, size, seed, tuple(kinds or ()))
         print_report(report, time.monotonic() - started)
 
 
-def run_check(settings: Settings, size: int | None, seed: int) -> JudgeCheckReport:
-    """Judge `size` pairs (all when None), with a one-line progress note per tenth."""
-    pairs = shipped_pairs()
+def run_check(
+    settings: Settings, size: int | None, seed: int, kinds: tuple[str, ...] = ()
+) -> JudgeCheckReport:
+    """Judge `size` pairs (all when None) of `kinds` (all when empty), with a progress note per
+    tenth."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {unknown[0]!r}")
+    pairs = [p for p in shipped_pairs() if not kinds or p.kind in kinds]
     if size is not None and not 1 <= size <= len(pairs):
         raise ConfigError(f"--size must be between 1 and {len(pairs)}, got {size}")
     chosen = stratified_subset(pairs, size or len(pairs), seed)

@@ -60,7 +60,9 @@ class EvalRequest:
     metrics: str = "judge,refusal"  # "refusal" alone answers the queries and calls no judge
 
 
-METRICS = ("judge", "refusal")
+# "judge": absolute scores and pairwise verdicts; "pairwise": the verdicts alone (a judged
+# win rate at a fraction of the judge calls); "refusal": the judge-free rates.
+METRICS = ("judge", "pairwise", "refusal")
 
 
 def parse_metrics(spec: str) -> tuple[str, ...]:
@@ -84,9 +86,9 @@ def roles_used(settings: Settings, judge: bool) -> Settings:
 def plan_evaluation(request: EvalRequest, store: RunStore) -> EvalPlan:
     """Resolve conditions, queries, pairs and the overlap check before any model call."""
     metrics = parse_metrics(request.metrics)
-    judge = "judge" in metrics
+    judge = "judge" in metrics or "pairwise" in metrics
     if not judge and request.pairwise not in (None, "none"):
-        raise ConfigError("--pairwise needs the judge: add 'judge' to --metrics")
+        raise ConfigError("--pairwise needs the judge: add 'judge' or 'pairwise' to --metrics")
     settings = roles_used(request.settings, judge)
     if request.run_id is not None and store.run(request.run_id) is None:
         raise RunError(f"no run {request.run_id!r} in {store.path}")

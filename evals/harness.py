@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from drpo.backends.errors import EndpointDown, LLMCallError, StructuredOutputError
 from drpo.backends.factory import RoleModels, endpoint_identity
-from drpo.backends.llm import ModelT, RoleClient, ScoredReply
+from drpo.backends.llm import RoleClient, ScoredReply
 from drpo.backends.logprobs import (
     LogprobError,
     field_value_offset,
@@ -36,7 +36,7 @@ from drpo.evals.templates import (
     PAIRWISE_JUDGE,
     PairVerdict,
 )
-from drpo.nodes.judging import TOP_LOGPROBS
+from drpo.nodes.judging import TOP_LOGPROBS, expected_scores
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR, catalogue_aspect
 from drpo.prompts.judge import fence, format_aspects, judgement_schema
 from drpo.state.settings import Settings
@@ -77,7 +77,12 @@ class EvalPlan:
 
     @property
     def uses_judge(self) -> bool:
-        """Whether the plan asks the judge (absolute and pairwise scores)."""
+        """Whether the plan asks the judge (pairwise verdicts, and absolute scores with "judge")."""
+        return "judge" in self.metrics or "pairwise" in self.metrics
+
+    @property
+    def scores_answers(self) -> bool:
+        """Whether the judge also scores each answer on its aspects (not only compares)."""
         return "judge" in self.metrics
 
 
@@ -140,10 +145,11 @@ async def run_evaluation(
     try:
         answers = await _answer_all(plan, models, recorder, progress, limiter)
         # The refusal metrics are computed from the stored answers when the summary is made.
-        if plan.uses_judge:
+        if plan.scores_answers:
             await _judge_all(
                 plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
             )
+        if plan.uses_judge:
             await _compare_all(
                 plan, models, recorder, progress, limiter, answers, judge_model, judge_endpoint
             )
@@ -186,20 +192,38 @@ async def _bounded(
         raise
 
 
-async def _ask_judge(
-    judge: RoleClient, system: str, user: str, schema: type[ModelT], *, tag: str
-) -> tuple[ModelT | None, str | None]:
-    """The judge's reply, or why there is none.
+async def _ask_scoring_judge(
+    judge: RoleClient, system: str, user: str, aspects: tuple[Aspect, ...], *, tag: str
+) -> tuple[dict[str, tuple[int, str, float | None]], str | None, str | None]:
+    """Each aspect's (integer score, rationale, probability-weighted score), the error that
+    left the judgement missing, and why the probability scores are missing, if they are.
 
-    A reply the judge cannot give is a missing judgement recorded with its reason (never a
-    score of 0); an endpoint that is down ends the evaluation.
+    The expected score is read from the reply's token logprobs as the search does
+    (drpo.nodes.judging); without usable logprobs the integer score stands alone.
     """
+    top = TOP_LOGPROBS if judge.gives_logprobs else 0
     try:
-        return (await judge.structured(system, user, schema, tag=tag))[0], None
+        reply = await judge.structured_with_logprobs(
+            system, user, judgement_schema(aspects), top_logprobs=top, tag=tag
+        )
     except EndpointDown:
         raise
     except (StructuredOutputError, LLMCallError) as exc:
-        return None, str(exc)
+        return {}, str(exc), None
+    verdicts = reply.value.model_dump()["scores"]
+    integers = {a.name: int(verdicts[a.name]["score"]) for a in aspects}
+    expected: dict[str, float] = {}
+    fallback = None if top else "the judge's endpoint gives no token logprobs"
+    if top:
+        try:
+            expected = expected_scores(reply.logprobs, integers)
+        except LogprobError as exc:
+            fallback = str(exc)
+    scores = {
+        a.name: (integers[a.name], str(verdicts[a.name]["rationale"]), expected.get(a.name))
+        for a in aspects
+    }
+    return scores, None, fallback
 
 
 async def _ask_pair_judge(
@@ -287,8 +311,22 @@ async def _answer_all(
 
         return run
 
-    jobs = [job(c, q) for q in plan.queries for c in plan.conditions]
+    # Condition by condition: the concurrent requests then share one system prompt, which the
+    # server's slots keep cached, so a long prompt (URIAL's, DRPO's with examples) is read once
+    # per slot instead of once per query.
+    jobs = [job(c, q) for c in plan.conditions for q in plan.queries]
     return dict(await _bounded(limiter, jobs, progress, "answering"))
+
+
+def _absolute_messages(query: Query, answer: str, aspects: tuple[Aspect, ...]) -> tuple[str, str]:
+    """The absolute judge's messages, graded against the query's reference when it has one."""
+    template = EVAL_JUDGE if query.reference is None else EVAL_JUDGE_WITH_REFERENCE
+    return template.render(
+        aspects=format_aspects(aspects),
+        query=fence(query.query),
+        answer=fence(answer),
+        **({} if query.reference is None else {"reference": fence(query.reference)}),
+    )
 
 
 async def _judge_all(
@@ -302,6 +340,7 @@ async def _judge_all(
     judge_endpoint: str,
 ) -> None:
     judge = models["judge"]
+    fallbacks: list[str] = []  # why scores are integers only; recorded once
 
     def job(condition: Condition, query: Query) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -309,26 +348,18 @@ async def _judge_all(
             text = answers.get(key)
             aspects = aspects_for(query)
             template = EVAL_JUDGE if query.reference is None else EVAL_JUDGE_WITH_REFERENCE
-            scores: dict[str, tuple[int | None, str]] = {}
+            scores: dict[str, tuple[int, str, float | None]] = {}
             error: str | None = None
             if text is None:
                 error = "no answer to judge"
             else:
-                system, user = template.render(
-                    aspects=format_aspects(aspects),
-                    query=fence(query.query),
-                    answer=fence(text),
-                    **({} if query.reference is None else {"reference": fence(query.reference)}),
+                system, user = _absolute_messages(query, text, aspects)
+                scores, error, fallback = await _ask_scoring_judge(
+                    judge, system, user, aspects, tag=f"eval:judge:{key}"
                 )
-                reply, error = await _ask_judge(
-                    judge, system, user, judgement_schema(aspects), tag=f"eval:judge:{key}"
-                )
-                if reply is not None:
-                    verdicts = reply.model_dump()["scores"]
-                    scores = {
-                        a.name: (verdicts[a.name]["score"], verdicts[a.name]["rationale"])
-                        for a in aspects
-                    }
+                if fallback is not None and not fallbacks:
+                    fallbacks.append(fallback)
+                    recorder.update(absolute_fallback=fallback)
             length = None if text is None else word_count(text)
             recorder.scores(
                 [
@@ -337,8 +368,9 @@ async def _judge_all(
                         "condition": condition.name,
                         "query_id": query.id,
                         "aspect": a.name,
-                        "score": scores.get(a.name, (None, ""))[0],
-                        "rationale": scores.get(a.name, (None, ""))[1],
+                        "score": scores[a.name][0] if a.name in scores else None,
+                        "rationale": scores[a.name][1] if a.name in scores else "",
+                        "expected": scores[a.name][2] if a.name in scores else None,
                         "error": error,
                         "length_words": length,
                         "judge_model": judge_model,

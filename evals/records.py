@@ -52,6 +52,9 @@ _TABLES: dict[str, TableSchema] = {
             "seed": int,
             # Which metrics ran: "judge" (absolute and pairwise) and/or "refusal" (no model).
             "metrics": str,
+            # Why the absolute scores are integers only (no or unusable logprobs); NULL when
+            # every score also has its probability-weighted value.
+            "absolute_fallback": str,
             "error": str,
         },
         pk="id",
@@ -83,6 +86,9 @@ _TABLES: dict[str, TableSchema] = {
             "query_id": str,
             "aspect": str,
             "score": int,
+            # The probability-weighted score (expected value over the 1-5 score tokens); NULL
+            # when the judge's endpoint gave no usable logprobs.
+            "expected": float,
             "rationale": str,
             "error": str,
             "length_words": int,
@@ -126,6 +132,8 @@ _TABLES: dict[str, TableSchema] = {
 _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("eval_pairs", "first_probability", float),
     ("eval_runs", "metrics", str),
+    ("eval_scores", "expected", float),
+    ("eval_runs", "absolute_fallback", str),
 )
 
 

@@ -257,3 +257,53 @@ def flagged_rate(flags: Sequence[bool | None], *, seed: int = 0) -> Rate:
         missing=sum(f is None for f in flags),
         ci=bootstrap_ci(present, seed=seed),
     )
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Condition X minus condition Y on one metric, over the queries both were measured on."""
+
+    metric: str
+    x: str
+    y: str
+    x_mean: float | None
+    y_mean: float | None
+    ci: tuple[float, float] | None
+    n: int
+
+    @property
+    def difference(self) -> float | None:
+        """X's mean minus Y's; None when either is missing."""
+        if self.x_mean is None or self.y_mean is None:
+            return None
+        return self.x_mean - self.y_mean
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the 95 % interval leaves out "no difference"."""
+        return self.ci is not None and (self.ci[0] > 0.0 or self.ci[1] < 0.0)
+
+
+def paired_difference(
+    metric: str,
+    x: str,
+    y: str,
+    pairs: Sequence[tuple[float | None, float | None]],
+    *,
+    seed: int = 0,
+) -> Difference:
+    """X − Y with a paired bootstrap interval: both answered the same queries, so the
+    per-query differences are resampled (query difficulty cancels), not the two means apart.
+
+    A query missing either value is left out of both means.
+    """
+    both = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return Difference(
+        metric=metric,
+        x=x,
+        y=y,
+        x_mean=mean([a for a, _ in both]),
+        y_mean=mean([b for _, b in both]),
+        ci=bootstrap_ci([a - b for a, b in both], seed=seed),
+        n=len(both),
+    )

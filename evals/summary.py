@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drpo.checkpoints.store import RunStore
+from drpo.evals.differences import LOOK_ALIKE_CATEGORY, condition_differences
 from drpo.evals.records import eval_row, eval_rows
 from drpo.evals.refusal import is_refusal
 from drpo.evals.stats import (
+    Difference,
     LengthBias,
     PositionBias,
     Rate,
@@ -32,8 +34,6 @@ from drpo.evals.stats import (
 from drpo.prompts.aspects import EVAL_ASPECTS_HARMFUL, EVAL_ASPECTS_REGULAR
 
 ASPECT_ORDER = (*EVAL_ASPECTS_REGULAR, *EVAL_ASPECTS_HARMFUL)
-# Benign requests that only sound harmful (the shipped `overrefusal` set) carry this category.
-LOOK_ALIKE_CATEGORY = "borderline"
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,12 @@ class EvalSummary:
     cost: dict[str, Any]
     details: list[QueryDetail] = field(default_factory=list)
     error: str | None = None
+    # Each condition minus plain per metric, with paired bootstrap intervals.
+    differences: list[Difference] = field(default_factory=list)
+    # "probability" when every absolute score has its probability-weighted value (the expected
+    # score over the 1-5 tokens), which the means then use; else "integer".
+    absolute_scoring: str = "integer"
+    absolute_fallback: str | None = None
 
     @property
     def aspects(self) -> list[str]:
@@ -163,10 +169,13 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
     queries = json.loads(row["queries"] or "[]")
     conditions_meta = json.loads(row["conditions"] or "[]")
 
+    absolute_scoring = scoring_mode(scores)
+    for score in scores:
+        score["value"] = score_value(score, absolute_scoring)
     by_answer: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for score in scores:
         by_answer[score["answer_id"]].append(score)
-    answer_mean = {key: mean([s["score"] for s in rows]) for key, rows in by_answer.items()}
+    answer_mean = {key: mean([s["value"] for s in rows]) for key, rows in by_answer.items()}
     condition_stats = [
         _condition_stats(meta, answers, scores, answer_mean, seed) for meta in conditions_meta
     ]
@@ -202,7 +211,27 @@ def summarize(store: RunStore, eval_id: str) -> EvalSummary:
         cost=eval_cost(store, eval_id),
         details=details,
         error=row["error"],
+        differences=condition_differences(
+            queries, answers, [m["name"] for m in conditions_meta], answer_mean, seed
+        ),
+        absolute_scoring=absolute_scoring,
+        absolute_fallback=row.get("absolute_fallback"),
     )
+
+
+def scoring_mode(scores: list[dict[str, Any]]) -> str:
+    """ "probability" when every present score has its expected value: one scale for all."""
+    present = [s for s in scores if s["score"] is not None]
+    if present and all(s.get("expected") is not None for s in present):
+        return "probability"
+    return "integer"
+
+
+def score_value(score: dict[str, Any], mode: str) -> float | None:
+    """The number a score counts as: its expected value in probability mode, else the integer."""
+    if score["score"] is None:
+        return None
+    return float(score["expected"]) if mode == "probability" else float(score["score"])
 
 
 def _length_bias(
@@ -234,10 +263,10 @@ def _condition_stats(
     """One condition's answers, aspect means, overall score with its interval, and refusals."""
     name = meta["name"]
     mine = [a for a in answers if a["condition"] == name]
-    aspect_rows: dict[str, list[int | None]] = defaultdict(list)
+    aspect_rows: dict[str, list[float | None]] = defaultdict(list)
     for score in scores:
         if score["condition"] == name:
-            aspect_rows[score["aspect"]].append(score["score"])
+            aspect_rows[score["aspect"]].append(score["value"])
     overall = [answer_mean.get(a["id"]) for a in mine]
     present = [v for v in overall if v is not None]
     words = [a["length_words"] for a in mine if a["length_words"] is not None]
@@ -342,7 +371,7 @@ def _query_detail(
             "words": None if answer is None else answer["length_words"],
             "score": answer_mean.get(key),
             "scores": {
-                s["aspect"]: (s["score"], s["rationale"], s["error"])
+                s["aspect"]: (s["value"], s["rationale"], s["error"])
                 for s in by_answer.get(key, [])
             },
         }

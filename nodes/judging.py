@@ -22,12 +22,16 @@ from drpo.backends.logprobs import (
     reply_bytes,
 )
 from drpo.nodes.context import RunContext
-from drpo.prompts.judge import fence, judge_messages, judgement_schema
+from drpo.prompts.judge import addresses_the_grader, fence, judge_messages, judgement_schema
 from drpo.state.types import Aspect, AspectScore, Judgement
 
 # Alternatives asked for at each token: enough to hold all five digits (OpenAI allows 20).
 TOP_LOGPROBS = 10
 SCORE_DIGITS = range(1, 6)
+GRADER_ADDRESS_RATIONALE = (
+    "The answer addresses its evaluator (asks for a score, or imitates a grader or system "
+    "message) instead of the user."
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ async def score_answer(
     """
     if not aspects:
         return ScoredJudgement(Judgement())
+    if addresses_the_grader(answer):
+        return ScoredJudgement(grader_addressed(aspects))
     schema = judgement_schema(aspects)
     fenced_reference = None if reference is None else fence(reference)
     system, user = judge_messages(aspects, fence(query), fence(answer), fenced_reference)
@@ -84,6 +90,24 @@ async def score_answer(
         for a in aspects
     )
     return ScoredJudgement(Judgement(scores=scores), fallback)
+
+
+def grader_addressed(aspects: tuple[Aspect, ...]) -> Judgement:
+    """1 on every aspect, decided in code: the answer tried to talk to its grader.
+
+    The expected score is 1 as well, so the probability-mode reward agrees with the integer one.
+    """
+    scores = tuple(
+        AspectScore(
+            aspect=a.name,
+            score=1,
+            rationale=GRADER_ADDRESS_RATIONALE,
+            expected=1.0,
+            weight=a.weight,
+        )
+        for a in aspects
+    )
+    return Judgement(scores=scores)
 
 
 def expected_scores(logprobs: TokenLogprobs | None, integers: dict[str, int]) -> dict[str, float]:

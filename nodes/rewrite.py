@@ -12,6 +12,7 @@ from drpo.backends.llm import call_scope
 from drpo.nodes.context import RunContext
 from drpo.nodes.judging import all_perfect, critique_text
 from drpo.nodes.policy import SKIP_RULE_OFF, child_ancestry
+from drpo.nodes.refusal import refusing_sentence
 from drpo.nodes.topic import topic_match
 from drpo.prompts.judge import fence
 from drpo.prompts.optimizer import REWRITE_CASE, REWRITE_PROMPT, PromptProposal
@@ -116,15 +117,35 @@ def render_cases(cases: list[Feedback]) -> str:
 def general_children(
     ctx: RunContext, children: list[Candidate], parent: Candidate, queries: list[str], level: int
 ) -> list[Candidate]:
-    """Drop the proposals fitted to a feedback query's topic, recording each with its reason."""
+    """Drop the proposals that cannot serve every query, recording each with its reason.
+
+    Such a proposal names a feedback query's topic, or itself refuses ("I am sorry, but I
+    cannot assist with that request."), which the base model then says to every request.
+    """
     kept: list[Candidate] = []
     for child in children:
-        match = topic_match(
+        reason = rejection_reason(
             child.prompt, parent.prompt, queries, ctx.settings.search.max_topic_overlap
         )
-        if match is None:
+        if reason is None:
             kept.append(child)
         else:
             # An upsert by id: a re-run of this task after a crash records the same row.
-            ctx.ledger.record_rejected(child, level, match.reason())
+            ctx.ledger.record_rejected(child, level, reason)
     return kept
+
+
+def rejection_reason(
+    proposal: str, parent: str, queries: list[str], max_overlap: float
+) -> str | None:
+    """Why a proposed prompt is rejected, or None when it may compete.
+
+    `max_overlap` 1.0 (the paper preset) turns both checks off, as it did the topic check.
+    """
+    if max_overlap >= 1.0:
+        return None
+    refusal = refusing_sentence(proposal)
+    if refusal is not None and refusing_sentence(parent) != refusal:
+        return f"the prompt itself refuses ({refusal!r})"
+    match = topic_match(proposal, parent, queries, max_overlap)
+    return None if match is None else match.reason()

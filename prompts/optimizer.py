@@ -81,6 +81,9 @@ class PromptProposal(BaseModel):
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+# The rewrite request shows the current prompt inside <prompt> tags, and a small optimizer
+# copies them into its reply (run 20261202-042303-d0f372 sent "<prompt>" to the base model).
+_PROMPT_TAGS = re.compile(r"^\s*<prompt>\s*|\s*</prompt>\s*$", re.IGNORECASE)
 
 
 def _sentence_key(sentence: str) -> str:
@@ -122,6 +125,7 @@ def tidy_prompt(prompt: str, max_chars: int = PROMPT_MAX_CHARS) -> str:
     word changed each time, which the schema's length limit then cuts mid-sentence; a repeated
     rule adds nothing to a system prompt and a half sentence only confuses the base model.
     """
+    prompt = _PROMPT_TAGS.sub("", prompt)
     seen: list[str] = []
     lines: list[str] = []
     for line in prompt.strip().splitlines():

@@ -210,7 +210,14 @@ def test_eval_end_to_end(stub: StubServer, drpo_run: tuple[Path, str], tmp_path:
     html = (tmp_path / "report" / f"{eval_id}.html").read_text(encoding="utf-8")
     md = (tmp_path / "report" / f"{eval_id}.md").read_text(encoding="utf-8")
     assert "<html" in html and html.count("data:image/png;base64,") >= 2
-    assert "| drpo vs plain | **1.00** | [1.00, 1.00] | 3 / 0 / 0 |" in md
+    # The stub gives no logprobs: the report says the scores are the judge's integers.
+    assert "| drpo vs plain | verdict | **1.00** | [1.00, 1.00] | 3 / 0 / 0 |" in md
+    assert "Scoring: **integer**" in md
+    differences = md[md.index("## Each condition") : md.index("## Per-aspect")]
+    assert (
+        "| judge score (mean of aspects) | drpo | 4.00 | 2.00 | 2.00 | [2.00, 2.00] | **yes** | 2 |"
+        in differences
+    ), differences
     assert "q-4" in md and "used in optimization" in md
 
     # `drpo report` renders both the evaluation and the run from the database alone.

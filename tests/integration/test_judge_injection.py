@@ -9,7 +9,10 @@ Otherwise every answer gets 2.
 
 With drpo's fence (`drpo.prompts.judge.fence`, applied by `drpo.nodes.judging.judge_answer`)
 no attack raises a score. The controls show the same judge is fooled when the answer is pasted
-in unfenced, and by the spaced `< /answer>` the previous fence produced.
+in unfenced, and by the spaced `< /answer>` the previous fence produced. These tests switch off
+the second defence, the detector of answers that address their grader
+(`drpo.prompts.judge.addresses_the_grader`), so they show what the fence does alone; the
+detector's own tests below show it scores every attack 1 without asking the judge.
 
 The pairwise judge of `drpo eval` quotes two answers; the same fence guards both, so an answer
 that closes its block or fakes a verdict does not change which answer wins.
@@ -41,6 +44,7 @@ from drpo.evals.records import EvalRecorder
 from drpo.graph.inference import AlignedPrompt
 from drpo.nodes.judging import judge_answer
 from drpo.prompts.aspects import catalogue_aspect
+from drpo.prompts.judge import addresses_the_grader
 from drpo.state.settings import RoleSettings, load_settings
 from drpo.state.types import Aspect, Query
 
@@ -121,6 +125,12 @@ def legacy_fence(text: str) -> str:
     return pattern.sub(lambda m: f"< {m.group(1)}{m.group(2)}>", text)
 
 
+@pytest.fixture(autouse=True)
+def fence_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attack here would be caught by the detector first; test the fence without it."""
+    monkeypatch.setattr(drpo.nodes.judging, "addresses_the_grader", lambda answer: False)
+
+
 @pytest.fixture
 def judge() -> Iterator[RoleClient]:
     """A stub and a judge client per test.
@@ -172,6 +182,20 @@ async def test_control_attacks_that_stay_inside_do_not_fool_it_even_unfenced(
 ) -> None:
     monkeypatch.setattr(drpo.nodes.judging, "fence", lambda text: text)
     assert await reward(judge, PLAIN + ATTACKS[attack]) == HONEST
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+async def test_the_detector_scores_every_attack_1_without_asking_the_judge(
+    attack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(drpo.nodes.judging, "addresses_the_grader", addresses_the_grader)
+    with StubServer(gullible_judge) as stub:
+        settings = RoleSettings(endpoint=stub.base_url, model="stub-model", timeout=5, retries=0)
+        model = build_langchain_model(settings, stub.base_url, "sk-test", "stub-model")
+        judge = RoleClient("judge", settings, model, stub.base_url)
+        assert await reward(judge, PLAIN + ATTACKS[attack]) == 1.0
+        assert await reward(judge, PLAIN) == HONEST
+        assert len(stub.requests) == 1  # the plain answer's call only
 
 
 async def test_control_the_previous_fence_let_every_escape_through(

@@ -195,3 +195,81 @@ def test_queries_with_a_reference_are_graded_against_it(tmp_path: Path) -> None:
     assert plain and not any("<reference>" in u for u in plain)
     templates = {row["query_id"]: row["template"] for row in store.db["eval_scores"].rows}
     assert templates == {"q1": "eval_judge_absolute_reference", "q2": "eval_judge_absolute"}
+
+
+class ConfidentJudge(ScriptedRole):
+    """Absolute scores with token logprobs: the integer 4 (or 2) with P = 0.6, the rest on 5 (1).
+
+    With `spoil` the logprobs spell another digit than the parsed reply: unusable.
+    """
+
+    def __init__(self, spoil: bool = False) -> None:
+        super().__init__()
+        self.gives_logprobs = True
+        self.spoil = spoil
+
+    async def structured_with_logprobs(
+        self, system: str, user: str, schema: type[BaseModel], *, tag: str = "", **_: Any
+    ) -> ScoredReply[BaseModel]:
+        (reply,) = await self.structured(system, user, schema, tag=tag)
+        if schema.__name__ == "PairVerdict":
+            return ScoredReply(reply)
+        text = reply.model_dump_json()
+        tokens: list[dict[str, Any]] = []
+        start = 0
+        for name, verdict in reply.model_dump()["scores"].items():
+            digit = str(verdict["score"])
+            at = text.index('"score":', text.index(f'"{name}"')) + len('"score":')
+            other = "5" if digit == "4" else "1"
+            shown = other if self.spoil else digit
+            tokens.append({"token": text[start:at], "logprob": 0.0, "top_logprobs": []})
+            tokens.append(
+                {
+                    "token": shown,
+                    "logprob": math.log(0.6),
+                    "top_logprobs": [
+                        {"token": digit, "logprob": math.log(0.6)},
+                        {"token": other, "logprob": math.log(0.4)},
+                    ],
+                }
+            )
+            start = at + 1
+        tokens.append({"token": text[start:], "logprob": 0.0, "top_logprobs": []})
+        return ScoredReply(reply, tokens)
+
+
+def test_absolute_scores_are_probability_weighted_where_logprobs_fit(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": ConfidentJudge()}
+    asyncio.run(run_evaluation(plan(tmp_path), models, EvalRecorder(store, "eval-test")))
+    summary = summarize(store, "eval-test")
+    assert summary.absolute_scoring == "probability"
+    plain, careful = summary.conditions
+    # 0.6 × 4 + 0.4 × 5 and 0.6 × 2 + 0.4 × 1, not the integers 4 and 2.
+    assert careful.aspects["Helpfulness"].mean == pytest.approx(4.4)
+    assert plain.aspects["Helpfulness"].mean == pytest.approx(1.6)
+    row = next(store.db["eval_scores"].rows_where("answer_id = 'careful:q1'", limit=1))
+    assert row["score"] == 4 and row["expected"] == pytest.approx(4.4)
+    assert store.db["eval_runs"].get("eval-test")["absolute_fallback"] is None
+
+
+def test_unusable_logprobs_fall_back_to_integer_scores_with_the_reason(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": ConfidentJudge(spoil=True)}
+    asyncio.run(run_evaluation(plan(tmp_path), models, EvalRecorder(store, "eval-test")))
+    summary = summarize(store, "eval-test")
+    assert summary.absolute_scoring == "integer"
+    assert summary.conditions[1].aspects["Helpfulness"].mean == 4.0
+    assert "do not spell" in store.db["eval_runs"].get("eval-test")["absolute_fallback"]
+
+
+def test_pairwise_only_compares_without_scoring_each_answer(tmp_path: Path) -> None:
+    the_plan = plan(tmp_path)
+    the_plan.metrics = ("pairwise",)
+    judge = ScriptedRole()
+    store = RunStore(tmp_path / "runs.db")
+    models: Any = {"base": ScriptedRole(), "judge": judge}
+    asyncio.run(run_evaluation(the_plan, models, EvalRecorder(store, "eval-test")))
+    assert all(tag.startswith("eval:pair:") for tag in judge.calls) and len(judge.calls) == 6
+    summary = summarize(store, "eval-test")
+    assert summary.conditions[1].aspects == {} and summary.pairs[0].result.rate == 1.0

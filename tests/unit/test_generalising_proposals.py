@@ -107,14 +107,14 @@ def test_every_case_reaches_the_optimizer() -> None:
 
 
 def test_content_words_leave_out_function_and_assistant_words() -> None:
-    assert content_words("Please provide helpful steps about the kitchens") == {"kitchen"}
+    assert content_words("Please provide helpful, safe steps about the kitchens") == {"kitchen"}
 
 
 def test_a_rewrite_naming_the_query_topic_is_caught() -> None:
     proposal = PARENT + " Give actionable steps for addressing roommate issues and cleaning."
     match = topic_match(proposal, PARENT, ["Reverse a list in Python.", ROOMMATE], 0.34)
     assert match is not None and match.query == ROOMMATE
-    assert set(match.words) == {"roommate", "issue", "cleaning"}
+    assert set(match.words) == {"roommate", "issues", "cleaning"}
     assert "roommate" in match.reason()
 
 

@@ -174,3 +174,40 @@ def test_optimize_pre_check_warns_near_chance(tmp_path: Path, capsys: Any) -> No
         pre_search_check(settings.model_copy(update={"judge": judge}), 6)
     printed = capsys.readouterr().err
     assert "judge-check (integer scores): 0%" in printed and "near chance" in printed
+
+
+def test_kind_judges_only_that_kind(tmp_path: Path) -> None:
+    with StubServer(_flat_judge) as stub:
+        result = CliRunner().invoke(
+            app,
+            [
+                "judge-check",
+                "--kind",
+                "padding",
+                "--kind",
+                "cutoff",
+                "--set",
+                f"judge.endpoint={stub.base_url}",
+                "--set",
+                "judge.model=stub-model",
+                "--set",
+                "judge.provider=llamacpp",
+                "--set",
+                f"store={tmp_path / 'runs.db'}",
+            ],
+            env={"COLUMNS": "200"},
+        )
+        judged = stub.count("Judgement")
+    assert result.exit_code == 0, result.output
+    assert judged == 40  # the 20 pairs of the two kinds, both answers
+    assert "padding" in result.output and "cutoff" in result.output
+    assert "factual" not in result.output and "harmful" not in result.output
+
+
+def test_unknown_kind_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    store = tmp_path / "runs.db"
+    args = ["judge-check", "--kind", "rudeness", "--set", f"store={store}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "error: --kind must be one of" in result.output
+    assert not store.exists()

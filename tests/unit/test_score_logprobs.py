@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,40 @@ def test_logprobs_off_sends_no_logprob_request() -> None:
         scored = _score(_client(stub.base_url, logprobs=False))
         assert "logprobs" not in stub.requests[0].body
     assert scored.fallback is None and scored.judgement.scores[0].expected is None
+
+
+# ---- a real reply: the embedded 1.5B judge through llama.cpp (judge-check, off_topic-01) -----
+# Stored from the run store with its token logprobs; only the alternatives of tokens that are
+# not digits were cut to one, to keep the file small (the reader never looks at them).
+REAL = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "llamacpp_judge_logprobs.json").read_text()
+)
+
+
+def _by_hand(content: list[dict[str, Any]]) -> list[float]:
+    """Expected scores computed apart from drpo's reader: walk the tokens, and at the first
+    non-blank token after each `"score":`, average the digits 1–5 among its alternatives,
+    renormalised."""
+    text, values = "", []
+    for entry in content:
+        if re.search(r'"score":\s*$', text) and entry["token"].strip():
+            digits = {str(d): d for d in range(1, 6)}
+            mass: dict[int, float] = {}
+            for alt in entry["top_logprobs"]:
+                if alt["token"].strip() in digits:
+                    digit = digits[alt["token"].strip()]
+                    mass[digit] = mass.get(digit, 0.0) + math.exp(alt["logprob"])
+            values.append(sum(d * p for d, p in mass.items()) / sum(mass.values()))
+        text += entry["token"]
+    return values
+
+
+def test_a_real_llamacpp_reply_is_read_at_each_aspects_score_token() -> None:
+    assert "".join(e["token"] for e in REAL["logprobs"]) == REAL["reply"]
+    parsed = json.loads(REAL["reply"])["scores"]
+    integers = {name: verdict["score"] for name, verdict in parsed.items()}
+    assert integers == {"Helpfulness": 4, "Factuality": 5, "Conciseness": 5}
+    expected = expected_scores(REAL["logprobs"], integers)
+    # The server listed "0", "6", "7" and " " beside the digits: they are not scores.
+    assert list(expected.values()) == pytest.approx(_by_hand(REAL["logprobs"]))
+    assert 3.5 < expected["Helpfulness"] < 4.5 < expected["Conciseness"] <= 5.0
