@@ -47,10 +47,48 @@ def default_threads() -> int:
 
     llama.cpp's threads wait for each other at every step, so one thread on a core another
     program holds stalls them all: on 2 cores shared with other work, 1 thread decoded 10× and
-    prefilled 2× faster than 2 (bench/server_options.py, README "Performance"). Cores already
-    busy are read from the 1-minute load average when the server starts.
+    prefilled 2× faster than 2 (bench/server_options.py, README "Performance").
     """
     return thread_choice()[0]
+
+
+# Long enough to see a program that keeps a core busy, short enough to add nothing noticeable
+# to a server start that takes seconds.
+_BUSY_SAMPLE_SECONDS = 0.5
+
+
+def busy_cores() -> tuple[float, str]:
+    """Cores other programs keep busy now, and how that was measured.
+
+    Read from the CPU time /proc/stat counts over half a second. The 1-minute load average is
+    only the fallback: it still counts a burst that has just ended, so right after
+    `scripts/install.sh` it said 1.1 on an idle 2-core machine, and llama.cpp ran on one
+    thread at half the speed (measured 23 vs 41 tok/s prefill).
+    """
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(_BUSY_SAMPLE_SECONDS)
+        after = _cpu_times()
+        if after is not None and after[0] > before[0]:
+            total, idle = after[0] - before[0], after[1] - before[1]
+            cores = os.cpu_count() or 1
+            return cores * (total - idle) / total, "busy now"
+    try:
+        return os.getloadavg()[0], "load average"
+    except OSError:  # no load average on this platform
+        return 0.0, "load unknown"
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(all jiffies, idle + iowait jiffies) of the machine, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    return sum(fields[:8]), fields[3] + fields[4]
 
 
 def thread_choice(setting: int | None = None) -> tuple[int, str]:
@@ -61,12 +99,10 @@ def thread_choice(setting: int | None = None) -> tuple[int, str]:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 2
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this platform
-        load = 0.0
-    threads = max(1, min(available - int(load), 8))
-    return threads, f"{available} cores, load average {load:.1f}: the cores no other program uses"
+    busy, measured = busy_cores()
+    # A core counts as taken once another program uses more than half of it.
+    threads = max(1, min(available - round(busy), 8))
+    return threads, f"{available} cores, {busy:.1f} {measured}: the cores no other program uses"
 
 
 class EmbeddedServer:

@@ -231,8 +231,37 @@ def test_the_embedded_server_leaves_busy_cores_to_their_programs(
     from drpo.backends import embedded
 
     monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(embedded, "_cpu_times", lambda: None)  # no /proc/stat: load average
     monkeypatch.setattr(embedded.os, "getloadavg", lambda: (load, load, load))
     assert embedded.default_threads() == threads
+
+
+@pytest.mark.parametrize(("busy_share", "threads"), [(0.0, 2), (0.1, 2), (0.5, 1), (1.0, 1)])
+def test_busy_cores_are_measured_now_not_from_a_lagging_load_average(
+    monkeypatch: pytest.MonkeyPatch, busy_share: float, threads: int
+) -> None:
+    """Right after an install the load average still says 1.1; the CPU counters say idle."""
+    from drpo.backends import embedded
+
+    samples = iter([(1000, 500), (1200, 500 + round(200 * (1 - busy_share)))])
+    monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(embedded, "_BUSY_SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(embedded, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(embedded.os, "getloadavg", lambda: (1.1, 1.1, 1.1))
+    chosen, why = embedded.thread_choice()
+    assert chosen == threads
+    assert "busy now" in why
+
+
+def test_cpu_counters_are_read_from_proc_stat() -> None:
+    from drpo.backends import embedded
+
+    times = embedded._cpu_times()
+    if not Path("/proc/stat").exists():
+        assert times is None
+    else:
+        assert times is not None and times[0] >= times[1] > 0
 
 
 def test_status_lines_stop_at_a_review_question_and_resume_with_the_decision(
