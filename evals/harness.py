@@ -388,6 +388,21 @@ async def _judge_all(
     await _bounded(limiter, jobs, progress, "judging")
 
 
+async def _pair_verdict(
+    judge: RoleClient, query: Query, text_first: str | None, text_second: str | None, tag: str
+) -> tuple[str | None, float | None, str, str | None]:
+    """(verdict, probability the first is preferred, rationale, error) for one shown order."""
+    if text_first is None or text_second is None:
+        return None, None, "", "an answer is missing"
+    system, user = PAIRWISE_JUDGE.render(
+        query=fence(query.query), answer_a=fence(text_first), answer_b=fence(text_second)
+    )
+    scored, error = await _ask_pair_judge(judge, system, user, tag=tag)
+    if scored is None:
+        return None, None, "", error
+    return scored.value.verdict, first_preferred(scored), scored.value.rationale, error
+
+
 async def _compare_all(
     plan: EvalPlan,
     models: RoleModels,
@@ -406,24 +421,9 @@ async def _compare_all(
         async def run() -> None:
             text_first = answers.get(answer_id(first, query.id))
             text_second = answers.get(answer_id(second, query.id))
-            verdict: str | None = None
-            first_probability: float | None = None
-            rationale = ""
-            error: str | None = None
-            if text_first is None or text_second is None:
-                error = "an answer is missing"
-            else:
-                system, user = PAIRWISE_JUDGE.render(
-                    query=fence(query.query),
-                    answer_a=fence(text_first),
-                    answer_b=fence(text_second),
-                )
-                scored, error = await _ask_pair_judge(
-                    judge, system, user, tag=f"eval:pair:{x}:{y}:{order}:{query.id}"
-                )
-                if scored is not None:
-                    verdict, rationale = scored.value.verdict, scored.value.rationale
-                    first_probability = first_preferred(scored)
+            verdict, first_probability, rationale, error = await _pair_verdict(
+                judge, query, text_first, text_second, f"eval:pair:{x}:{y}:{order}:{query.id}"
+            )
             winner = {"A": first, "B": second, "tie": "tie"}.get(verdict or "")
             recorder.pair(
                 {
