@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -21,13 +22,14 @@ from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
-from drpo.graph.api import load_run_data
+from drpo.graph.api import load_run_data, stored_rubric
 from drpo.nodes.estimate import Estimate, estimate_run
-from drpo.nodes.eta import RunClock, minutes
+from drpo.nodes.eta import Eta, RunClock, minutes
 from drpo.state.events import (
     CallFinished,
     CallStarted,
     LevelDone,
+    ProposalRejected,
     ReviewNeeded,
     RunEvent,
     RunFinished,
@@ -57,6 +59,51 @@ def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default
         choices = SMALLER_BASE if preset == "quick" else f"--preset quick, or {SMALLER_BASE}"
         line += f"\n  that is over {SLOW_RUN_MINUTES} min; faster choices: {choices}"
     return line
+
+
+def eta_text(eta: Eta) -> str:
+    """`ETA about 18 min (14–22 min, as proposals are accepted or rejected)`, and when a call
+    runs past its predicted time, how long it has run."""
+    text = f"ETA {minutes(eta.seconds)}"
+    if eta.low is not None and eta.high is not None and minutes(eta.low) != minutes(eta.high):
+        low, high = minutes(eta.low).removeprefix("about "), minutes(eta.high)
+        text += f" ({low} to {high.removeprefix('about ')}, as proposals are kept or rejected)"
+    if eta.overdue_call is not None:
+        text += f"; a call has run {eta.overdue_call:.0f} s, longer than expected"
+    return text
+
+
+def stored_call(row: dict[str, Any]) -> CallFinished:
+    """A stored `llm_calls` row as the event it was reported as."""
+    return CallFinished(
+        role=row["role"],
+        model=row["model"],
+        endpoint=row["endpoint"],
+        outcome=row["outcome"],
+        prompt_tokens=row["prompt_tokens"] or 0,
+        completion_tokens=row["completion_tokens"] or 0,
+        cached_tokens=row["cached_tokens"] or 0,
+        seconds=row["latency"] or 0.0,
+        stage=row["stage"] or "",
+        level=row["level"],
+    )
+
+
+def resumed_search(
+    clock: RunClock, candidates: list[dict[str, Any]], calls: list[dict[str, Any]]
+) -> None:
+    """Give a resumed run's clock what its events told before: stage A's end (its search
+    answered a query), the rejected proposals, and each level already scored."""
+    if any(c["stage"] == "search" and c["role"] != "selector" for c in calls):
+        clock.stage_a_finished()
+    scored: dict[int, int] = {}
+    for row in candidates:
+        if row["rejected"]:
+            clock.proposal_rejected(row["level"], row["parent_id"] or "")
+        elif row["level_reward"] is not None:
+            scored[row["level"]] = scored.get(row["level"], 0) + 1
+    for level, children in scored.items():
+        clock.level_finished(level, children)
 
 
 class ProgressPrinter:
@@ -101,20 +148,26 @@ class ProgressPrinter:
             try:
                 row = store.run(run_id)
                 rows = store.calls(run_id) if row is not None else []
+                candidates = list(
+                    store.db.query(
+                        "select level, parent_id, rejected, level_reward from candidates "
+                        "where run_id = ?",
+                        [run_id],
+                    )
+                )
             finally:
                 store.close()
             if row is None:
                 raise StoreError(f"no run {run_id!r}")
             settings = settings_from_stored(json.loads(row["settings"]))
-            estimate = estimate_run(settings, load_run_data(settings))
+            estimate = estimate_run(settings, load_run_data(settings), stored_rubric(row))
         except (StoreError, ConfigError, DataFileError, ValueError, OSError):
             printer = cls(store_path)
         else:
             printer = cls(store_path, estimate=estimate, preset=settings.preset)
-            for call in rows:
-                if call["outcome"] in ("ok", "cache_hit") and printer.clock is not None:
-                    role = call["role"]
-                    printer.clock.done[role] = printer.clock.done.get(role, 0) + 1
+            assert printer.clock is not None
+            printer.clock.resumed_from([stored_call(call) for call in rows])
+            resumed_search(printer.clock, candidates, rows)
         printer.run_id = run_id
         return printer
 
@@ -213,12 +266,17 @@ class ProgressPrinter:
                 self._say(time_forecast(self.clock.estimate, speed, self.preset))
         elif isinstance(event, CallStarted):
             if self.clock is not None:
-                self.clock.call_started(time.monotonic())
+                self.clock.call_started(time.monotonic(), event.role)
         elif isinstance(event, CallFinished):
             self._on_call(event)
+        elif isinstance(event, ProposalRejected):
+            if self.clock is not None:
+                self.clock.proposal_rejected(event.level, event.parent_id)
         elif isinstance(event, StepFinished):
             self._on_node(event.node)
         elif isinstance(event, LevelDone):
+            if self.clock is not None:
+                self.clock.level_finished(event.level, event.children)
             beam = ", ".join(f"{e.candidate_id} {e.value:.2f}" for e in event.beam)
             unscored = f" ({event.unscored} unscored)" if event.unscored else ""
             self._say(
@@ -236,6 +294,8 @@ class ProgressPrinter:
             self.clock.call_finished(call, time.monotonic())
 
     def _on_node(self, node: str) -> None:
+        if node == "collect_examples" and self.clock is not None:
+            self.clock.stage_a_finished()
         # A phase can take minutes on a local model, so its start is announced, not only its end.
         if node == "prepare":
             self._say("data loaded and indexed; the search begins")
@@ -255,15 +315,16 @@ class ProgressPrinter:
         """The remaining time as text, or empty before the clock can tell."""
         if self.clock is None:
             return ""
-        remaining = self.clock.remaining(time.monotonic())
-        return "ETA: no time estimate yet" if remaining is None else f"ETA {minutes(remaining)}"
+        eta = self.clock.eta(time.monotonic())
+        return "ETA: no time estimate yet" if eta is None else eta_text(eta)
 
     def status(self) -> str:
         """`12/53 calls · 9,830 tokens · 4 min 10 s elapsed · ETA about 21 min`."""
         elapsed = int(time.monotonic() - self.started)
         expected = f"/{self.clock.calls_expected}" if self.clock is not None else ""
+        done = self.clock.calls_done if self.clock is not None else self.calls
         parts = [
-            f"{self.calls}{expected} calls",
+            f"{done}{expected} calls",
             f"{self.tokens:,} tokens",
             f"{elapsed // 60} min {elapsed % 60:02d} s elapsed",
         ]
@@ -275,10 +336,11 @@ class ProgressPrinter:
         if self._bar is None or self._task is None:
             return
         total = self.clock.calls_expected if self.clock is not None else None
-        status = f"{self.calls}{f'/{total}' if total else ''} calls · {self.tokens:,} tokens"
+        done = self.clock.calls_done if self.clock is not None else self.calls
+        status = f"{done}{f'/{total}' if total else ''} calls · {self.tokens:,} tokens"
         if eta := self.eta():
             status += f" · {eta}"
-        self._bar.update(self._task, completed=self.calls, total=total, status=status)
+        self._bar.update(self._task, completed=done, total=total, status=status)
 
     def cost(self, level: int | None = None) -> str:
         """The run's cost so far, preceded by the level's own when `level` is given."""

@@ -84,6 +84,25 @@ class _Usage:
     completion: int = 0
 
 
+# The share of the optimizer's proposals the proposal rules reject, before the run has shown its
+# own: counted in the two stored runs on the embedded 1.5B (default preset). Run
+# 20261202-042303-d0f372 had 0 of 6 rejected, run 20261202-065146-172879 2 of 4; pooled 2 of
+# 10. The range the ETA shows runs from every proposal accepted to the higher of the two.
+PRIOR_REJECTED_SHARE = 0.2
+HIGH_REJECTED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Eta:
+    """The remaining time: a point figure, the range it lies in while the rejections are
+    unknown, and the longest a call in flight has run beyond what the rates predicted."""
+
+    seconds: float
+    low: float | None = None
+    high: float | None = None
+    overdue_call: float | None = None  # how long that call has run, when one has
+
+
 class RunClock:
     """Counts a run's calls against its estimate and predicts when it ends."""
 
@@ -96,9 +115,16 @@ class RunClock:
         self.latency = 0.0
         self.first_call: float | None = None
         # The time integral of the number of calls in flight, kept when starts are reported.
-        self.in_flight = 0
+        self.in_flight: list[tuple[float, str]] = []  # (sent at, role) of each request
         self.busy = 0.0
         self.busy_since: float | None = None
+        # What the run turned out to do, which the estimate's maximum could not know.
+        self.examples_done: dict[str, float] = {}
+        self.stage_a_calls: dict[str, float] | None = None
+        self.children: dict[int, int] = {}
+        self.rejected: dict[int, dict[str, int]] = {}
+        # Calls a resumed run answers again from the reply cache, already counted as done.
+        self.replays: dict[str, int] = {}
 
     @staticmethod
     def before_start(estimate: Estimate, speed: ServerSpeed) -> float:
@@ -116,17 +142,19 @@ class RunClock:
 
     @property
     def calls_expected(self) -> int:
-        """The estimate's call count, or the calls done once the run has made more."""
-        return max(self.estimate.calls, self.calls_done)
+        """The calls the run is expected to make, or the calls done once it has made more."""
+        return max(round(sum(self.planned(self.rejected_share()).values())), self.calls_done)
 
     def measured(self, speed: ServerSpeed) -> None:
         """Take the start probe's speed (the figure before any call, and the fit's fallback)."""
         self.speed = speed
 
-    def call_started(self, now: float) -> None:
+    # ---- facts ------------------------------------------------------------------------------
+
+    def call_started(self, now: float, role: str = "") -> None:
         """Count a request sent to a server (one per attempt), for the concurrency."""
         self._advance(now)
-        self.in_flight += 1
+        self.in_flight.append((now, role))
         if self.first_call is None:
             self.first_call = now
 
@@ -134,15 +162,24 @@ class RunClock:
         """Count a finished call and learn the server's speed from it."""
         if call.outcome in ("ok", "error") and self.busy_since is not None:
             self._advance(now)
-            self.in_flight = max(0, self.in_flight - 1)
+            self._land(call.role, now - call.seconds)
         if call.outcome not in ("ok", "cache_hit"):
             return  # re-asked or failed: the estimate does not count it, the retry is counted
-        self.done[call.role] = self.done.get(call.role, 0) + 1
-        if call.outcome == "cache_hit":
+        if call.outcome == "cache_hit" and self.replays.get(call.role, 0) > 0:
+            self.replays[call.role] -= 1  # a resumed run re-reading a call already counted
             return
+        self.done[call.role] = self.done.get(call.role, 0) + 1
+        if call.stage == "examples":
+            self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+        if call.outcome == "cache_hit":
+            return  # answered in no time: not a measure of the server
         if self.first_call is None:
             self.first_call = now - call.seconds
         self.latency += call.seconds
+        self.learn(call)
+
+    def learn(self, call: CallFinished) -> None:
+        """Take a paid call's tokens and latency into the role's rates and reply fill."""
         processed = call.prompt_tokens - call.cached_tokens
         usage = self.usage.setdefault(call.role, _Usage())
         usage.calls += 1
@@ -152,14 +189,86 @@ class RunClock:
         fit = self.fits.setdefault((call.role, call.endpoint), _Fit())
         fit.add(processed, call.completion_tokens, call.seconds)
 
-    def remaining(self, now: float) -> float | None:
-        """Seconds until the run ends, or None when nothing measured this machine's speed yet."""
-        work = 0.0
-        for role, planned in self.estimate.roles.items():
-            left = max(0, planned.calls - self.done.get(role, 0))
-            if not left:
+    def resumed_from(self, calls: list[CallFinished]) -> None:
+        """Take a stored run's calls: done, and their rates learnt, but not their wall time.
+
+        The interrupted tasks ask their finished calls again and get them from the reply cache;
+        those hits are not counted twice.
+        """
+        for call in calls:
+            if call.outcome not in ("ok", "cache_hit"):
                 continue
-            seconds = self._seconds_per_call(role)
+            self.done[call.role] = self.done.get(call.role, 0) + 1
+            self.replays[call.role] = self.replays.get(call.role, 0) + 1
+            if call.stage == "examples":
+                self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+            if call.outcome == "ok":
+                self.learn(call)
+
+    def stage_a_finished(self) -> None:
+        """Stage A ended: its calls are those made, however many more its maximum allowed."""
+        self.stage_a_calls = dict(self.examples_done)
+
+    def proposal_rejected(self, level: int, parent_id: str) -> None:
+        """A proposal of `parent_id`'s rewrite at `level` was rejected and will not be scored."""
+        per_parent = self.rejected.setdefault(level, {})
+        per_parent[parent_id] = per_parent.get(parent_id, 0) + 1
+
+    def level_finished(self, level: int, children: int) -> None:
+        """A search level was scored with this many children."""
+        self.children[level] = children
+
+    # ---- the forecast -----------------------------------------------------------------------
+
+    def rejected_share(self) -> float | None:
+        """The share of proposals rejected at the levels finished so far; None before any."""
+        levels = [level for level in self.children if level > 0]
+        if not levels:
+            return None
+        rejected = sum(sum(self.rejected.get(level, {}).values()) for level in levels)
+        return rejected / (rejected + sum(self.children[level] for level in levels))
+
+    def planned(self, share: float | None) -> dict[str, float]:
+        """Calls per role the run makes in all, from what it did so far and `share` after."""
+        shape = self.estimate.shape
+        if shape is None:
+            return {role: float(e.calls) for role, e in self.estimate.roles.items()}
+        return shape.calls(
+            self.stage_a_calls,
+            self.children,
+            self.rejected,
+            PRIOR_REJECTED_SHARE if share is None else share,
+        )
+
+    def eta(self, now: float) -> Eta | None:
+        """The remaining time, or None when nothing measured this machine's speed yet."""
+        share = self.rejected_share()
+        point = self.remaining(now)
+        if point is None:
+            return None
+        overdue = self._overdue(now)
+        delay = overdue[0] if overdue else 0.0
+        low = high = None
+        if share is None and self.estimate.shape is not None:
+            low = self.remaining(now, HIGH_REJECTED_SHARE)
+            high = self.remaining(now, 0.0)
+        return Eta(
+            seconds=point + delay,
+            low=None if low is None else low + delay,
+            high=None if high is None else high + delay,
+            overdue_call=overdue[1] if overdue else None,
+        )
+
+    def remaining(self, now: float, share: float | None = None) -> float | None:
+        """Seconds until the run ends (calls in flight taken as on time), or None when nothing
+        measured this machine's speed yet; `share`: the rejected share assumed from now on."""
+        planned = self.planned(self.rejected_share() if share is None else share)
+        work = 0.0
+        for role, calls in planned.items():
+            left = max(0.0, calls - self.done.get(role, 0))
+            if left <= 0:
+                continue
+            seconds = self._seconds_per_call(role)  # type: ignore[arg-type]
             if seconds is None:
                 return None
             work += left * seconds
@@ -167,18 +276,48 @@ class RunClock:
             return work  # the probe's single stream: no concurrency measured yet
         return work / self._concurrency(now)
 
+    def _overdue(self, now: float) -> tuple[float, float] | None:
+        """(seconds beyond its predicted latency, seconds run) of the most overdue call."""
+        worst: tuple[float, float] | None = None
+        # Before any call finished the prediction is the probe's one stream, shared in flight.
+        sharing = len(self.in_flight) if self.latency <= 0 else 1
+        for sent, role in self.in_flight:
+            if role not in self.estimate.roles:
+                continue
+            predicted = self._seconds_per_call(role)
+            ran = now - sent
+            if predicted is not None and ran > predicted * sharing:
+                beyond = ran - predicted * sharing
+                if worst is None or beyond > worst[0]:
+                    worst = (beyond, ran)
+        return worst
+
+    def _land(self, role: str, sent: float) -> None:
+        """Drop the request in flight that this finished call was: its role's, sent nearest."""
+        mine = [i for i, (_, r) in enumerate(self.in_flight) if r == role]
+        candidates = mine or list(range(len(self.in_flight)))
+        if candidates:
+            nearest = min(candidates, key=lambda i: abs(self.in_flight[i][0] - sent))
+            del self.in_flight[nearest]
+
     def _advance(self, now: float) -> None:
         if self.busy_since is not None:
-            self.busy += self.in_flight * max(0.0, now - self.busy_since)
+            self.busy += len(self.in_flight) * max(0.0, now - self.busy_since)
         self.busy_since = now
 
     def _concurrency(self, now: float) -> float:
+        """Calls in flight on average since the first began: the wall time a call's work takes.
+
+        With starts reported it counts the gaps when none is in flight (the graph's own work
+        between calls), which can make it below 1; from finished calls alone it cannot tell a
+        gap from a call still running, so it is at least 1.
+        """
         assert self.first_call is not None
         elapsed = max(now - self.first_call, 1e-9)
         if self.busy_since is None:  # no starts reported: finished calls only
             return max(1.0, self.latency / elapsed)
-        busy = self.busy + self.in_flight * max(0.0, now - self.busy_since)
-        return max(1.0, busy / elapsed)
+        busy = self.busy + len(self.in_flight) * max(0.0, now - self.busy_since)
+        return max(busy / elapsed, 1e-3)
 
     def _decode_cost(self) -> float:
         if self.speed is None:
