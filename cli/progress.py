@@ -62,14 +62,18 @@ def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default
 
 
 def eta_text(eta: Eta) -> str:
-    """`ETA about 18 min (14–22 min, as proposals are accepted or rejected)`, and when a call
-    runs past its predicted time, how long it has run."""
+    """`ETA about 18 min (14 min to 22 min, as proposals are kept or rejected)`; while a call
+    runs past its predicted time, `ETA over about 3 min; a call has run 95 s, longer than
+    expected` (the figure takes it as ending now, so it is a lower bound)."""
+    if eta.overdue_call is not None:
+        return (
+            f"ETA over {minutes(eta.seconds)}; a call has run {eta.overdue_call:.0f} s, "
+            "longer than expected"
+        )
     text = f"ETA {minutes(eta.seconds)}"
     if eta.low is not None and eta.high is not None and minutes(eta.low) != minutes(eta.high):
-        low, high = minutes(eta.low).removeprefix("about "), minutes(eta.high)
-        text += f" ({low} to {high.removeprefix('about ')}, as proposals are kept or rejected)"
-    if eta.overdue_call is not None:
-        text += f"; a call has run {eta.overdue_call:.0f} s, longer than expected"
+        low, high = (minutes(end).removeprefix("about ") for end in (eta.low, eta.high))
+        text += f" ({low} to {high}, as proposals are kept or rejected)"
     return text
 
 
@@ -87,6 +91,15 @@ def stored_call(row: dict[str, Any]) -> CallFinished:
         stage=row["stage"] or "",
         level=row["level"],
     )
+
+
+def stored_span(rows: list[dict[str, Any]]) -> float:
+    """Seconds from the first stored request's start to the last one's end (0 without any)."""
+    paid = [r for r in rows if r["outcome"] == "ok" and r["started_at"] is not None]
+    if not paid:
+        return 0.0
+    end = max(r["started_at"] + (r["latency"] or 0.0) for r in paid)
+    return float(end - min(r["started_at"] for r in paid))
 
 
 def resumed_search(
@@ -166,7 +179,7 @@ class ProgressPrinter:
         else:
             printer = cls(store_path, estimate=estimate, preset=settings.preset)
             assert printer.clock is not None
-            printer.clock.resumed_from([stored_call(call) for call in rows])
+            printer.clock.resumed_from([stored_call(call) for call in rows], stored_span(rows))
             resumed_search(printer.clock, candidates, rows)
         printer.run_id = run_id
         return printer

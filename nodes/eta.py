@@ -125,6 +125,7 @@ class RunClock:
         self.rejected: dict[int, dict[str, int]] = {}
         # Calls a resumed run answers again from the reply cache, already counted as done.
         self.replays: dict[str, int] = {}
+        self.stored_concurrency = 1.0
 
     @staticmethod
     def before_start(estimate: Estimate, speed: ServerSpeed) -> float:
@@ -189,12 +190,16 @@ class RunClock:
         fit = self.fits.setdefault((call.role, call.endpoint), _Fit())
         fit.add(processed, call.completion_tokens, call.seconds)
 
-    def resumed_from(self, calls: list[CallFinished]) -> None:
-        """Take a stored run's calls: done, and their rates learnt, but not their wall time.
+    def resumed_from(self, calls: list[CallFinished], span: float = 0.0) -> None:
+        """Take a stored run's calls: done, and their rates learnt; `span` (first start to last
+        end) gives their concurrency until this session's own calls measure it.
 
         The interrupted tasks ask their finished calls again and get them from the reply cache;
         those hits are not counted twice.
         """
+        latency = sum(call.seconds for call in calls if call.outcome == "ok")
+        if span > 0 and latency > 0:
+            self.stored_concurrency = latency / span
         for call in calls:
             if call.outcome not in ("ok", "cache_hit"):
                 continue
@@ -242,26 +247,22 @@ class RunClock:
 
     def eta(self, now: float) -> Eta | None:
         """The remaining time, or None when nothing measured this machine's speed yet."""
-        share = self.rejected_share()
         point = self.remaining(now)
         if point is None:
             return None
-        overdue = self._overdue(now)
-        delay = overdue[0] if overdue else 0.0
         low = high = None
-        if share is None and self.estimate.shape is not None:
+        if self.rejected_share() is None and self.estimate.shape is not None:
             low = self.remaining(now, HIGH_REJECTED_SHARE)
             high = self.remaining(now, 0.0)
-        return Eta(
-            seconds=point + delay,
-            low=None if low is None else low + delay,
-            high=None if high is None else high + delay,
-            overdue_call=overdue[1] if overdue else None,
-        )
+        return Eta(seconds=point, low=low, high=high, overdue_call=self._overdue(now))
 
     def remaining(self, now: float, share: float | None = None) -> float | None:
-        """Seconds until the run ends (calls in flight taken as on time), or None when nothing
-        measured this machine's speed yet; `share`: the rejected share assumed from now on."""
+        """Seconds until the run ends, or None when nothing measured this machine's speed yet;
+        `share`: the rejected share assumed from now on.
+
+        A call in flight counts with what is left of its predicted time; one past it as ending
+        now, so the figure is then a lower bound (`Eta.overdue_call` says so).
+        """
         planned = self.planned(self.rejected_share() if share is None else share)
         work = 0.0
         for role, calls in planned.items():
@@ -272,25 +273,31 @@ class RunClock:
             if seconds is None:
                 return None
             work += left * seconds
+        work = max(0.0, work - sum(done for _, done, _ in self._in_flight(now)))
         if self.first_call is None or self.latency <= 0:
-            return work  # the probe's single stream: no concurrency measured yet
+            # The probe's single stream, or a resumed run's stored calls, until calls finish.
+            return work / self.stored_concurrency
         return work / self._concurrency(now)
 
-    def _overdue(self, now: float) -> tuple[float, float] | None:
-        """(seconds beyond its predicted latency, seconds run) of the most overdue call."""
-        worst: tuple[float, float] | None = None
+    def _in_flight(self, now: float) -> list[tuple[float, float, float]]:
+        """Per call in flight: (seconds it has run, the predicted work of it already done,
+        its predicted latency)."""
+        calls = []
         # Before any call finished the prediction is the probe's one stream, shared in flight.
         sharing = len(self.in_flight) if self.latency <= 0 else 1
         for sent, role in self.in_flight:
-            if role not in self.estimate.roles:
+            predicted = self._seconds_per_call(role) if role in self.estimate.roles else None
+            if predicted is None or predicted <= 0:
                 continue
-            predicted = self._seconds_per_call(role)
+            expected = predicted * sharing
             ran = now - sent
-            if predicted is not None and ran > predicted * sharing:
-                beyond = ran - predicted * sharing
-                if worst is None or beyond > worst[0]:
-                    worst = (beyond, ran)
-        return worst
+            calls.append((ran, predicted * min(1.0, ran / expected), expected))
+        return calls
+
+    def _overdue(self, now: float) -> float | None:
+        """How long the longest-running call past its predicted latency has run, if one has."""
+        late = [ran for ran, _, expected in self._in_flight(now) if ran > expected]
+        return max(late) if late else None
 
     def _land(self, role: str, sent: float) -> None:
         """Drop the request in flight that this finished call was: its role's, sent nearest."""
