@@ -7,10 +7,11 @@ For issue #16's check ("after the first 5 calls, the ETA lies within ±30 % of t
 run's own `llm_calls` rows are fed to `RunClock` as the progress display feeds it, each request's
 start (`CallStarted`) at its `started_at` and its end (`CallFinished`) at `started_at + latency`,
 and the predicted end (finish time + remaining) is printed against the real one, after 5, 10 and
-20 calls (`--every`: after each), with the range while the rejections are unknown. The run's other
-facts come from its `candidates` rows: each rejected proposal (`ProposalRejected`) at the time it
-was recorded, each level's end (`LevelDone`) when its scored children were recorded, and stage A's
-end (`collect_examples`) at the end of its last call. `--calls-only` leaves those facts out (the
+20 calls (`--every`: after each), with the range while the rejections are unknown. The run's
+other facts come from its rows too: each rejected proposal (`ProposalRejected`) when its
+`candidates` row was written, each level's end (`LevelDone`) when its scored children's were,
+each stage A example's end (`optimize_example`, its calls are tagged with its id) and stage A's
+(`collect_examples`) at the end of their last calls. `--calls-only` leaves those facts out (the
 clock then counts the estimate's maximum); `--finished-only` also feeds no starts, as a caller
 that does not report them would, so the concurrency comes from finished calls alone.
 """
@@ -48,6 +49,13 @@ def _facts(rows: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> Time
     """Stage A's end, each rejection and each level's end, when the run learnt them."""
     examples = [r["started_at"] + (r["latency"] or 0.0) for r in rows if r["stage"] == "examples"]
     facts: Timeline = [(max(examples), 2, {"fact": "stage_a"})] if examples else []
+    # An example ends with its last call (tagged `select:ID` or `example:ID:…`).
+    ends: dict[str, float] = {}
+    for r in rows:
+        if r["stage"] == "examples" and r["tag"]:
+            example = r["tag"].split(":")[1]
+            ends[example] = max(ends.get(example, 0.0), r["started_at"] + (r["latency"] or 0.0))
+    facts += [(end, 2, {"fact": "example"}) for end in ends.values()]
     scored: dict[int, list[float]] = {}
     for row in candidates:
         if row["rejected"]:
@@ -62,6 +70,8 @@ def _facts(rows: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> Time
 def _apply(clock: RunClock, fact: dict[str, Any]) -> None:
     if fact["fact"] == "stage_a":
         clock.stage_a_finished()
+    elif fact["fact"] == "example":
+        clock.example_finished()
     elif fact["fact"] == "rejected":
         clock.proposal_rejected(fact["level"], fact["parent_id"] or "")
     else:

@@ -307,7 +307,9 @@ class ProgressPrinter:
             self.clock.call_finished(call, time.monotonic())
 
     def _on_node(self, node: str) -> None:
-        if node == "collect_examples" and self.clock is not None:
+        if self.clock is not None and node == "optimize_example":
+            self.clock.example_finished()
+        elif self.clock is not None and node == "collect_examples":
             self.clock.stage_a_finished()
         # A phase can take minutes on a local model, so its start is announced, not only its end.
         if node == "prepare":

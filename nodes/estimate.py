@@ -84,6 +84,9 @@ class SearchShape:
     # Per level: (calls of rewriting one beam prompt, calls of scoring one child).
     levels: list[tuple[Calls, Calls]] = field(default_factory=list)
     per_finalist: Calls = field(default_factory=dict)
+    # One stage A example's round: its optimizer requests and their judgements.
+    example_round: Calls = field(default_factory=dict)
+    rounds: int = 0
     width: int = 1
     actions: int = 1
     finalists: int = 1
@@ -94,13 +97,19 @@ class SearchShape:
         children: Mapping[int, int] | None = None,
         rejected: Mapping[int, Mapping[str, int]] | None = None,
         share: float = 0.0,
+        rounds_skipped: float = 0.0,
     ) -> Calls:
-        """Calls per role given what is known: stage A's actual calls once it ended, each
-        finished level's children, each level's rejections per beam prompt (parent id), and for
-        the rewrites not yet seen the expected `share` of proposals rejected."""
+        """Calls per role given what is known: stage A's actual calls once it ended (before, the
+        example rounds its early stops skipped), each finished level's children, each level's
+        rejections per beam prompt (parent id), and for the rewrites not yet seen the expected
+        `share` of proposals rejected."""
         total: Calls = {}
         _plus(total, self.fixed)
-        _plus(total, self.stage_a if stage_a is None else stage_a)
+        if stage_a is None:
+            _plus(total, self.stage_a)
+            _plus(total, self.example_round, -rounds_skipped)
+        else:
+            _plus(total, stage_a)
         beam, seen = 1.0, 0.0
         for level, (per_parent, per_child) in enumerate(self.levels):
             kids = self._children(
@@ -205,6 +214,8 @@ def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUB
     )
     walk.stage_a()
     shape.stage_a = walk.since({role: 0.0 for role in ROLES})
+    shape.example_round = walk.example_round
+    shape.rounds = settings.examples.rounds
     seen = walk.search_levels(shape)
     walk.validation_selections()
     before = walk.snapshot()
@@ -240,6 +251,7 @@ class _RunWalk:
         self.examples = _longest(data.examples, settings.data.top_k)
         self.prompt_len = min(self.answer_chars("optimizer"), PROMPT_MAX_CHARS)
         self.base_answer_len = self.answer_chars("base")
+        self.example_round: Calls = {}
 
     def snapshot(self) -> Calls:
         """The calls per role counted so far."""
@@ -289,6 +301,7 @@ class _RunWalk:
         for example in self.data.examples[: self.plan.stage_a_size]:
             self.select(example.query)
             self.judge(example.query, len(example.answer))
+            before = self.snapshot()
             system, user = REWRITE_ANSWER.render(
                 max_words=str(ANSWER_WORDS),
                 query=example.query,
@@ -298,6 +311,7 @@ class _RunWalk:
             text = self.counter.structured_text("optimizer", system, user, {})
             self.counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
             self.judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
+            self.example_round = self.since(before, per=stage.rounds)
 
     def search_levels(self, shape: SearchShape) -> int:
         """Stage B's levels: rewrites of the beam, then each child answered and judged.

@@ -121,6 +121,7 @@ class RunClock:
         # What the run turned out to do, which the estimate's maximum could not know.
         self.examples_done: dict[str, float] = {}
         self.stage_a_calls: dict[str, float] | None = None
+        self.examples_finished = 0
         self.children: dict[int, int] = {}
         self.rejected: dict[int, dict[str, int]] = {}
         # Calls a resumed run answers again from the reply cache, already counted as done.
@@ -210,6 +211,20 @@ class RunClock:
             if call.outcome == "ok":
                 self.learn(call)
 
+    def example_finished(self) -> None:
+        """A stage A example is done (it stops early once an answer scores 5 everywhere)."""
+        self.examples_finished += 1
+
+    def rounds_skipped(self) -> float:
+        """Stage A rounds the finished examples left out, at least: their planned rounds less
+        every round whose optimizer calls are done (some may be unfinished examples')."""
+        shape = self.estimate.shape
+        per_round = shape.example_round.get("optimizer", 0.0) if shape is not None else 0.0
+        if shape is None or not per_round:
+            return 0.0
+        rounds_done = self.examples_done.get("optimizer", 0) / per_round
+        return max(0.0, self.examples_finished * shape.rounds - rounds_done)
+
     def stage_a_finished(self) -> None:
         """Stage A ended: its calls are those made, however many more its maximum allowed."""
         self.stage_a_calls = dict(self.examples_done)
@@ -243,6 +258,7 @@ class RunClock:
             self.children,
             self.rejected,
             PRIOR_REJECTED_SHARE if share is None else share,
+            self.rounds_skipped(),
         )
 
     def eta(self, now: float) -> Eta | None:

@@ -13,7 +13,7 @@ from scripted_llm import ScriptedLLM
 from stub_server import StubServer
 
 from drpo.checkpoints.store import RunStore
-from drpo.cli.progress import ProgressPrinter
+from drpo.cli.progress import ProgressPrinter, stored_call
 from drpo.graph.api import RunPaused, astream_optimize, load_run_data, optimize
 from drpo.nodes.estimate import estimate_run
 from drpo.state.events import (
@@ -36,6 +36,14 @@ SCHEDULE: dict[str, Any] = {
     "examples": {"rounds": 1, "limit": 1},
     "max_concurrency": 4,
 }
+
+
+def stored_calls(settings: Settings, run_id: str) -> list[CallFinished]:
+    store = RunStore(settings.store)
+    try:
+        return [stored_call(row) for row in store.calls(run_id)]
+    finally:
+        store.close()
 
 
 async def collect(settings: Settings) -> list[RunEvent]:
@@ -112,6 +120,13 @@ def test_a_resumed_runs_progress_counts_the_calls_already_done_against_its_estim
     printer = ProgressPrinter.for_stored_run(settings.store, paused.value.run_id)
     assert printer.clock is not None
     assert printer.clock.calls_done >= 6  # the budget is checked per step, so it can go over
+    # The stored calls' rates give an ETA before the resumed run's first call finishes, and
+    # the calls its interrupted tasks re-read from the reply cache are not counted again.
+    assert printer.clock.remaining(0.0) is not None
+    done = printer.clock.calls_done
+    hit = next(c for c in stored_calls(settings, paused.value.run_id) if c.outcome == "ok")
+    printer.clock.call_finished(hit.model_copy(update={"outcome": "cache_hit"}), now=1.0)
+    assert printer.clock.calls_done == done
     assert printer.clock.estimate.calls == estimate_run(settings, load_run_data(settings)).calls
     missing = ProgressPrinter.for_stored_run(tmp_path / "nowhere.db", "r1")
     assert missing.clock is None and not (tmp_path / "nowhere.db").exists()

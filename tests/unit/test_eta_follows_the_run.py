@@ -236,10 +236,30 @@ def test_the_progress_display_passes_the_runs_facts_to_the_clock(tmp_path: Path)
         assert printer.clock is not None
         printer(RunStarted(run_id="r1", store="s"))
         printer(_call("judge", stage="examples"))
+        printer(StepFinished(node="optimize_example"))
         printer(StepFinished(node="collect_examples"))
         printer(ProposalRejected(candidate_id="L1-a", parent_id="L0-root", level=1, reason="topic"))
         printer(LevelDone(level=1, depth_limit=2, children=1, unscored=0, beam=()))
+        assert printer.clock.examples_finished == 1
         assert printer.clock.stage_a_calls == {"judge": 1}
         assert printer.clock.rejected == {1: {"L0-root": 1}}
         assert printer.clock.children == {1: 1}
         assert printer.status().startswith("1/")
+
+
+def test_finished_examples_without_their_rounds_take_those_rounds_off_stage_a() -> None:
+    clock = RunClock(_estimate())
+    shape = clock.estimate.shape
+    assert shape is not None and shape.rounds >= 1 and shape.example_round["optimizer"] > 0
+    planned = clock.planned(0.0)
+    # The first example's answer scored 5 on every aspect: done after its first judgement.
+    clock.call_finished(_call("judge", stage="examples"), now=10.0)
+    clock.example_finished()
+    skipped = clock.planned(0.0)
+    for role, calls in shape.example_round.items():
+        assert planned[role] - skipped[role] == pytest.approx(shape.rounds * calls)
+    # The second made all its rounds: their optimizer calls show it, nothing more is skipped.
+    for _ in range(round(shape.rounds * shape.example_round["optimizer"])):
+        clock.call_finished(_call("optimizer", stage="examples"), now=20.0)
+    clock.example_finished()
+    assert clock.planned(0.0) == pytest.approx(skipped)
