@@ -5,19 +5,31 @@ For each role and endpoint the finished calls give seconds per prompt token the 
 or, while the calls are too alike to separate the two, their total split in the ratio the start
 probe measured. A role with no finished call yet is timed at the rates of all calls so far.
 
-The calls left per role are the estimate's count minus those done. Their tokens are the
-estimate's, with the model-written parts (replies, and the replies quoted in later prompts)
-scaled from their upper bounds to the fill the run's replies have shown: completion tokens over
-`max_tokens`, the role's own once it has a call, all roles' before (the same model writes them
-all, under the same kind of length limit). Their prompt tokens are then reduced by the share the
-role's calls so far took from the prefix cache; a role with no call yet gets none, since its
-prefix is only cached once one of its calls has run.
+The calls left per role are the calls the run is now expected to make, less those done. The
+estimate counts the most a run can make; the clock re-counts them from what the run did
+(`SearchShape.calls`): a rejected proposal (`ProposalRejected`) takes its answers and judgements
+off at once, and with them the rewrites and children of the beam it no longer fills; a finished
+level gives its children, a finished stage A example that made none of its rounds takes them off,
+and stage A's end its actual calls. Until a search level has shown the run's own share of
+rejected proposals, the rewrites to come are counted at a prior share measured on the stored runs
+(`PRIOR_REJECTED_SHARE`), and `eta` gives the range from every proposal kept to the higher share
+seen (`HIGH_REJECTED_SHARE`).
+
+The tokens of the calls left are the estimate's, with the model-written parts (replies, and the
+replies quoted in later prompts) scaled from their upper bounds to the fill the run's replies have
+shown: completion tokens over `max_tokens`, the role's own once it has a call, all roles' before
+(the same model writes them all, under the same kind of length limit). Their prompt tokens are
+then reduced by the share the role's calls so far took from the prefix cache; a role with no call
+yet gets none, since its prefix is only cached once one of its calls has run.
 
 Calls run side by side, so the summed seconds become wall time through the run's concurrency: the
 mean number of calls in flight since the first one started, counting calls still running (from
-`CallStarted` events), not only finished ones, which early on would see too few. Before any call
+`CallStarted` events) and the gaps when none runs (the graph's own work between calls). A call in
+flight counts with what is left of its predicted latency; one running past it is taken as ending
+now, and `Eta.overdue_call` says how long it has run, so the display says "over". Before any call
 finishes, the probe's single-stream speed alone gives a first figure, at the token upper bounds;
-without a probe there is none.
+without a probe there is none. A resumed run learns its rates from its stored calls (not their
+wall time), and the calls its interrupted tasks re-read from the reply cache are not counted again.
 """
 
 from __future__ import annotations
