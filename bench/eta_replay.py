@@ -56,14 +56,18 @@ def _facts(rows: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> Time
             example = r["tag"].split(":")[1]
             ends[example] = max(ends.get(example, 0.0), r["started_at"] + (r["latency"] or 0.0))
     facts += [(end, 2, {"fact": "example"}) for end in ends.values()]
-    scored: dict[int, list[float]] = {}
+    scored: dict[int, list[dict[str, Any]]] = {}
     for row in candidates:
         if row["rejected"]:
             facts.append((row["created_at"], 2, {"fact": "rejected", **row}))
-        elif row["level"] > 0:  # the root is recorded before its level is scored
-            scored.setdefault(row["level"], []).append(row["created_at"])
-    for level, times in scored.items():
-        facts.append((max(times), 2, {"fact": "level", "level": level, "children": len(times)}))
+        elif row["level_reward"] is not None:
+            scored.setdefault(row["level"], []).append(row)
+    # The root is recorded before its level is scored: that level ends as level 1's rewrites begin.
+    rewrites = [r["started_at"] for r in rows if r["role"] == "optimizer" and r["level"] == 1]
+    for level, children in scored.items():
+        at = min(rewrites, default=0.0) if level == 0 else max(c["created_at"] for c in children)
+        beam = {c["id"]: c["level_reward"] for c in children if c["survived"]}
+        facts.append((at, 2, {"fact": "level", "level": level, "children": children, "beam": beam}))
     return facts
 
 
@@ -75,7 +79,7 @@ def _apply(clock: RunClock, fact: dict[str, Any]) -> None:
     elif fact["fact"] == "rejected":
         clock.proposal_rejected(fact["level"], fact["parent_id"] or "")
     else:
-        clock.level_finished(fact["level"], fact["children"])
+        clock.level_finished(fact["level"], len(fact["children"]), fact["beam"])
 
 
 def _percent(predicted: float, actual: float) -> str:

@@ -102,21 +102,29 @@ def stored_span(rows: list[dict[str, Any]]) -> float:
     return float(end - min(r["started_at"] for r in paid))
 
 
-def resumed_search(
-    clock: RunClock, candidates: list[dict[str, Any]], calls: list[dict[str, Any]]
-) -> None:
-    """Give a resumed run's clock what its events told before: stage A's end (its search
-    answered a query), the rejected proposals, and each level already scored."""
-    if any(c["stage"] == "search" and c["role"] != "selector" for c in calls):
+def resumed_search(clock: RunClock, store: RunStore, run_id: str) -> None:
+    """Give a resumed run's clock what its events told before: the stage A examples done and
+    stage A's end (its search answered a query), the rejected proposals, and each level scored
+    with its beam's rewards."""
+    for _ in store.db.query("select 1 from examples where run_id = ?", [run_id]):
+        clock.example_finished()
+    if any(c["stage"] == "search" and c["role"] != "selector" for c in store.calls(run_id)):
         clock.stage_a_finished()
     scored: dict[int, int] = {}
-    for row in candidates:
+    beams: dict[int, dict[str, float | None]] = {}
+    for row in store.db.query(
+        "select id, level, parent_id, rejected, level_reward, survived from candidates "
+        "where run_id = ?",
+        [run_id],
+    ):
         if row["rejected"]:
             clock.proposal_rejected(row["level"], row["parent_id"] or "")
         elif row["level_reward"] is not None:
             scored[row["level"]] = scored.get(row["level"], 0) + 1
+            if row["survived"]:
+                beams.setdefault(row["level"], {})[row["id"]] = row["level_reward"]
     for level, children in scored.items():
-        clock.level_finished(level, children)
+        clock.level_finished(level, children, beams.get(level))
 
 
 class ProgressPrinter:
@@ -160,27 +168,21 @@ class ProgressPrinter:
             store = RunStore(store_path)
             try:
                 row = store.run(run_id)
-                rows = store.calls(run_id) if row is not None else []
-                candidates = list(
-                    store.db.query(
-                        "select level, parent_id, rejected, level_reward from candidates "
-                        "where run_id = ?",
-                        [run_id],
-                    )
-                )
+                if row is None:
+                    raise StoreError(f"no run {run_id!r}")
+                settings = settings_from_stored(json.loads(row["settings"]))
+                estimate = estimate_run(settings, load_run_data(settings), stored_rubric(row))
+                clock = RunClock(estimate)
+                rows = store.calls(run_id)
+                clock.resumed_from([stored_call(call) for call in rows], stored_span(rows))
+                resumed_search(clock, store, run_id)
             finally:
                 store.close()
-            if row is None:
-                raise StoreError(f"no run {run_id!r}")
-            settings = settings_from_stored(json.loads(row["settings"]))
-            estimate = estimate_run(settings, load_run_data(settings), stored_rubric(row))
         except (StoreError, ConfigError, DataFileError, ValueError, OSError):
             printer = cls(store_path)
         else:
             printer = cls(store_path, estimate=estimate, preset=settings.preset)
-            assert printer.clock is not None
-            printer.clock.resumed_from([stored_call(call) for call in rows], stored_span(rows))
-            resumed_search(printer.clock, candidates, rows)
+            printer.clock = clock
         printer.run_id = run_id
         return printer
 
@@ -289,7 +291,8 @@ class ProgressPrinter:
             self._on_node(event.node)
         elif isinstance(event, LevelDone):
             if self.clock is not None:
-                self.clock.level_finished(event.level, event.children)
+                rewards = {entry.candidate_id: entry.reward for entry in event.beam}
+                self.clock.level_finished(event.level, event.children, rewards)
             beam = ", ".join(f"{e.candidate_id} {e.value:.2f}" for e in event.beam)
             unscored = f" ({event.unscored} unscored)" if event.unscored else ""
             self._say(

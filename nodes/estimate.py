@@ -98,11 +98,13 @@ class SearchShape:
         rejected: Mapping[int, Mapping[str, int]] | None = None,
         share: float = 0.0,
         rounds_skipped: float = 0.0,
+        baseline_kept: bool = False,
     ) -> Calls:
         """Calls per role given what is known: stage A's actual calls once it ended (before, the
         example rounds its early stops skipped), each finished level's children, each level's
         rejections per beam prompt (parent id), and for the rewrites not yet seen the expected
-        `share` of proposals rejected."""
+        `share` of proposals rejected; `baseline_kept`: the starting prompt is among the best
+        `finalists` (then it is not re-scored as an extra one)."""
         total: Calls = {}
         _plus(total, self.fixed)
         if stage_a is None:
@@ -120,7 +122,7 @@ class SearchShape:
             _plus(total, per_child, kids)
             seen += kids
             beam = min(float(self.width), kids)
-        finalists = seen if seen <= self.finalists else self.finalists + 1
+        finalists = seen if seen <= self.finalists else self.finalists + (not baseline_kept)
         _plus(total, self.per_finalist, finalists)
         return total
 

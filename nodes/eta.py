@@ -34,6 +34,7 @@ wall time), and the calls its interrupted tasks re-read from the reply cache are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drpo.backends.speed_probe import ServerSpeed
@@ -135,6 +136,7 @@ class RunClock:
         self.stage_a_calls: dict[str, float] | None = None
         self.examples_finished = 0
         self.children: dict[int, int] = {}
+        self.rewards: dict[str, float] = {}  # each beam prompt's own reward, by candidate id
         self.rejected: dict[int, dict[str, int]] = {}
         # Calls a resumed run answers again from the reply cache, already counted as done.
         self.replays: dict[str, int] = {}
@@ -246,9 +248,22 @@ class RunClock:
         per_parent = self.rejected.setdefault(level, {})
         per_parent[parent_id] = per_parent.get(parent_id, 0) + 1
 
-    def level_finished(self, level: int, children: int) -> None:
-        """A search level was scored with this many children."""
+    def level_finished(
+        self, level: int, children: int, rewards: Mapping[str, float | None] | None = None
+    ) -> None:
+        """A search level was scored with this many children; `rewards`: its beam's own."""
         self.children[level] = children
+        for candidate_id, reward in (rewards or {}).items():
+            if reward is not None:
+                self.rewards[candidate_id] = reward
+
+    def baseline_kept(self) -> bool:
+        """Whether the starting prompt is among the best finalists by the beams' rewards so far:
+        then the validation round does not add it as one more."""
+        shape = self.estimate.shape
+        count = shape.finalists if shape is not None else 1
+        best = sorted(self.rewards, key=lambda c: -self.rewards[c])[:count]
+        return any(candidate.startswith("L0-") for candidate in best)
 
     # ---- the forecast -----------------------------------------------------------------------
 
@@ -271,6 +286,7 @@ class RunClock:
             self.rejected,
             PRIOR_REJECTED_SHARE if share is None else share,
             self.rounds_skipped(),
+            self.baseline_kept(),
         )
 
     def eta(self, now: float) -> Eta | None:

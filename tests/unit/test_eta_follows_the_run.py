@@ -263,3 +263,17 @@ def test_finished_examples_without_their_rounds_take_those_rounds_off_stage_a() 
         clock.call_finished(_call("optimizer", stage="examples"), now=20.0)
     clock.example_finished()
     assert clock.planned(0.0) == pytest.approx(skipped)
+
+
+def test_the_starting_prompt_among_the_best_is_not_counted_as_one_more_finalist() -> None:
+    clock = RunClock(_estimate())
+    shape = clock.estimate.shape
+    assert shape is not None
+    planned = clock.planned(0.0)
+    # The root is the only prompt ranked so far: it is among the best 2, so 2 finalists, not 3.
+    clock.level_finished(0, 1, {"L0-root": 4.8})
+    kept = clock.planned(0.0)
+    assert planned["base"] - kept["base"] == pytest.approx(shape.per_finalist["base"])
+    # Two level-1 prompts beat it: it is re-scored as a third finalist again.
+    clock.level_finished(1, 2, {"L1-a": 4.9, "L1-b": 4.95})
+    assert clock.planned(0.0) == pytest.approx(planned)
