@@ -259,9 +259,12 @@ class RunClock:
 
     def baseline_kept(self) -> bool:
         """Whether the starting prompt is among the best finalists by the beams' rewards so far:
-        then the validation round does not add it as one more."""
+        then the validation round does not add it as one more. Only once more prompts than
+        that were ranked: until then it is among them for want of rivals, which says nothing."""
         shape = self.estimate.shape
         count = shape.finalists if shape is not None else 1
+        if len(self.rewards) <= count:
+            return False
         best = sorted(self.rewards, key=lambda c: -self.rewards[c])[:count]
         return any(candidate.startswith("L0-") for candidate in best)
 

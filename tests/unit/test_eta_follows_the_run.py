@@ -270,10 +270,13 @@ def test_the_starting_prompt_among_the_best_is_not_counted_as_one_more_finalist(
     shape = clock.estimate.shape
     assert shape is not None
     planned = clock.planned(0.0)
-    # The root is the only prompt ranked so far: it is among the best 2, so 2 finalists, not 3.
+    # Ranked alone, the root is among the best 2 for want of rivals: that says nothing.
     clock.level_finished(0, 1, {"L0-root": 4.8})
+    assert clock.planned(0.0) == pytest.approx(planned)
+    # Ranked above one of two level-1 prompts, it is among the best 2: 2 finalists, not 3.
+    clock.level_finished(1, 2, {"L1-a": 4.9, "L1-b": 4.5})
     kept = clock.planned(0.0)
     assert planned["base"] - kept["base"] == pytest.approx(shape.per_finalist["base"])
-    # Two level-1 prompts beat it: it is re-scored as a third finalist again.
-    clock.level_finished(1, 2, {"L1-a": 4.9, "L1-b": 4.95})
+    # Two level-2 prompts beat it: it is re-scored as a third finalist again.
+    clock.level_finished(2, 4, {"L2-a": 4.95, "L2-b": 4.97})
     assert clock.planned(0.0) == pytest.approx(planned)
