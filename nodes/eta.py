@@ -144,10 +144,11 @@ class RunClock:
 
     @staticmethod
     def before_start(estimate: Estimate, speed: ServerSpeed) -> float:
-        """The whole run's seconds at the probe's single-stream speed (token upper bounds)."""
+        """The whole run's seconds at the probe's single-stream speed (token upper bounds,
+        every proposal kept: an upper bound, as the forecast says)."""
         clock = RunClock(estimate)
         clock.measured(speed)
-        seconds = clock.remaining(0.0)
+        seconds = clock.remaining(0.0, share=0.0)
         assert seconds is not None  # a probe speed always gives a figure
         return seconds
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore
 from drpo.cli import progress as cli_progress
 from drpo.cli.progress import ProgressPrinter, eta_text
@@ -280,3 +281,13 @@ def test_the_starting_prompt_among_the_best_is_not_counted_as_one_more_finalist(
     # Two level-2 prompts beat it: it is re-scored as a third finalist again.
     clock.level_finished(2, 4, {"L2-a": 4.95, "L2-b": 4.97})
     assert clock.planned(0.0) == pytest.approx(planned)
+
+
+def test_the_forecast_before_the_run_stays_an_upper_bound_with_every_proposal_kept() -> None:
+    estimate = _estimate()
+    speed = ServerSpeed(20.0, 8.0)
+    clock = RunClock(estimate)
+    clock.measured(speed)
+    kept = clock.remaining(0.0, share=0.0)
+    assert kept is not None and kept > clock.remaining(0.0)  # type: ignore[operator]
+    assert RunClock.before_start(estimate, speed) == pytest.approx(kept)
