@@ -124,13 +124,16 @@ def run_check(
 
 
 def accuracy_cell(result: Accuracy) -> str:
-    """`83% [70%, 93%] (50/60)`: the rate, its interval and the counts (`+4 ties/2` when a tie
-    counts half)."""
+    """`83% [70%, 93%] (50/60)`: the rate, its interval and the counts (`(48 right, 4 tied, of
+    60)` when a tie counts half)."""
     if result.rate is None:
         return "n/a"
     ci = f" [{result.ci[0]:.0%}, {result.ci[1]:.0%}]" if result.ci else ""
-    ties = f"+{result.ties} ties/2" if result.tie_credit and result.ties else ""
-    return f"{result.rate:.0%}{ci} ({result.right}{ties}/{result.judged})"
+    if result.tie_credit:
+        return (
+            f"{result.rate:.0%}{ci} ({result.right} right, {result.ties} tied, of {result.judged})"
+        )
+    return f"{result.rate:.0%}{ci} ({result.right}/{result.judged})"
 
 
 def accuracy_table(

@@ -170,7 +170,7 @@ def test_cli_both_methods_print_both_sections_and_the_position_bias(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert calls == (12, 12)
     assert "judge-check, absolute" in result.output and "judge-check, pairwise" in result.output
-    assert "50% [50%, 50%] (0+6 ties/2/6)" in result.output
+    assert "50% [50%, 50%] (0 right, 6 tied, of 6)" in result.output
     assert "Position consistency 0% (0/6 pairs" in result.output
     assert "first-shown answer picked in 100% of 12 decisive verdicts" in result.output
     assert result.output.count("have no probability") == 1
