@@ -70,13 +70,11 @@ def judge_check_command(
         for assignment in set_values or []:
             overrides = deep_merge(overrides, parse_assignment(assignment))
         settings = load_settings(config, preset, overrides)
-        started = time.monotonic()
         results = run_check(settings, size, seed, tuple(kinds or ()), checked_method(method))
-        seconds = time.monotonic() - started
         if results.absolute is not None:
-            print_report(results.absolute, seconds)
+            print_report(results.absolute, results.seconds["absolute"])
         if results.pairwise is not None:
-            print_pairwise(results.pairwise)
+            print_pairwise(results.pairwise, results.seconds["pairwise"])
 
 
 def checked_method(value: str) -> Method:
@@ -168,8 +166,9 @@ def print_report(report: JudgeCheckReport, seconds: float) -> None:
     unjudged = sum(1 for o in report.outcomes if o.verdict("integer") is None)
     out.print(
         f"{len(report.outcomes)} pairs in {seconds:.0f} s; {unjudged} without a usable judge "
-        "reply. Position consistency: n/a, each answer is scored alone (the search's reward), "
-        "so answer order cannot sway it. The set was written by the drpo project.",
+        "reply. Each answer is scored alone (the search's reward), so answer order cannot sway "
+        "it; the pairwise section measures position bias. The set was written by the drpo "
+        "project.",
         highlight=False,
     )
     if report.fallbacks:
@@ -182,7 +181,7 @@ def print_report(report: JudgeCheckReport, seconds: float) -> None:
         out.print(f"[yellow]warning:[/] {near_chance_line(report)}", highlight=False)
 
 
-def print_pairwise(report: PairwiseReport) -> None:
+def print_pairwise(report: PairwiseReport, seconds: float) -> None:
     """The pairwise section: both modes overall and per kind, then the position figures."""
     out.print(
         accuracy_table(
@@ -204,7 +203,7 @@ def print_pairwise(report: PairwiseReport) -> None:
         + f" of {position.decisive} decisive verdicts (50% = no position bias); mean "
         "P(first-shown preferred) "
         + ("n/a" if mean_first is None else f"{mean_first:.2f}")
-        + f". {len(report.outcomes)} pairs, "
+        + f". {len(report.outcomes)} pairs in {seconds:.0f} s, "
         f"{sum(1 for o in report.outcomes if o.verdict('integer') is None)} without a usable "
         "verdict in both orders.",
         highlight=False,

@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal, Protocol
 
@@ -399,6 +400,7 @@ class CheckResults:
 
     absolute: JudgeCheckReport | None = None
     pairwise: PairwiseReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per method run
 
 
 def judge_role_only(settings: Settings) -> Settings:
@@ -429,14 +431,19 @@ async def check_judge(
             models = await open_role_models(stack, settings, store, check_id, ("judge",))
             judge = models["judge"]
             absolute = pairwise = None
+            seconds: dict[str, float] = {}
             if method in ("absolute", "both"):
+                started = time.monotonic()
                 absolute = await run_judge_check(
                     judge, pairs, concurrency=concurrency, on_answer=on_answer
                 )
+                seconds["absolute"] = time.monotonic() - started
             if method in ("pairwise", "both"):
+                started = time.monotonic()
                 pairwise = await run_pairwise_check(
                     judge, pairs, concurrency=concurrency, on_answer=on_answer
                 )
-            return CheckResults(absolute, pairwise)
+                seconds["pairwise"] = time.monotonic() - started
+            return CheckResults(absolute, pairwise, seconds)
     finally:
         store.close()
