@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -21,13 +22,14 @@ from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
-from drpo.graph.api import load_run_data
+from drpo.graph.api import load_run_data, stored_rubric
 from drpo.nodes.estimate import Estimate, estimate_run
-from drpo.nodes.eta import RunClock, minutes
+from drpo.nodes.eta import Eta, RunClock, minutes
 from drpo.state.events import (
     CallFinished,
     CallStarted,
     LevelDone,
+    ProposalRejected,
     ReviewNeeded,
     RunEvent,
     RunFinished,
@@ -57,6 +59,72 @@ def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default
         choices = SMALLER_BASE if preset == "quick" else f"--preset quick, or {SMALLER_BASE}"
         line += f"\n  that is over {SLOW_RUN_MINUTES} min; faster choices: {choices}"
     return line
+
+
+def eta_text(eta: Eta) -> str:
+    """`ETA about 18 min (14 min to 22 min, as proposals are kept or rejected)`; while a call
+    runs past its predicted time, `ETA over about 3 min; a call has run 95 s, longer than
+    expected` (the figure takes it as ending now, so it is a lower bound)."""
+    if eta.overdue_call is not None:
+        return (
+            f"ETA over {minutes(eta.seconds)}; a call has run {eta.overdue_call:.0f} s, "
+            "longer than expected"
+        )
+    text = f"ETA {minutes(eta.seconds)}"
+    if eta.low is not None and eta.high is not None and minutes(eta.low) != minutes(eta.high):
+        low, high = (minutes(end).removeprefix("about ") for end in (eta.low, eta.high))
+        text += f" ({low} to {high}, as proposals are kept or rejected)"
+    return text
+
+
+def stored_call(row: dict[str, Any]) -> CallFinished:
+    """A stored `llm_calls` row as the event it was reported as."""
+    return CallFinished(
+        role=row["role"],
+        model=row["model"],
+        endpoint=row["endpoint"],
+        outcome=row["outcome"],
+        prompt_tokens=row["prompt_tokens"] or 0,
+        completion_tokens=row["completion_tokens"] or 0,
+        cached_tokens=row["cached_tokens"] or 0,
+        seconds=row["latency"] or 0.0,
+        stage=row["stage"] or "",
+        level=row["level"],
+    )
+
+
+def stored_span(rows: list[dict[str, Any]]) -> float:
+    """Seconds from the first stored request's start to the last one's end (0 without any)."""
+    paid = [r for r in rows if r["outcome"] == "ok" and r["started_at"] is not None]
+    if not paid:
+        return 0.0
+    end = max(r["started_at"] + (r["latency"] or 0.0) for r in paid)
+    return float(end - min(r["started_at"] for r in paid))
+
+
+def resumed_search(clock: RunClock, store: RunStore, run_id: str) -> None:
+    """Give a resumed run's clock what its events told before: the stage A examples done and
+    stage A's end (its search answered a query), the rejected proposals, and each level scored
+    with its beam's rewards."""
+    for _ in store.db.query("select 1 from examples where run_id = ?", [run_id]):
+        clock.example_finished()
+    if any(c["stage"] == "search" and c["role"] != "selector" for c in store.calls(run_id)):
+        clock.stage_a_finished()
+    scored: dict[int, int] = {}
+    beams: dict[int, dict[str, float | None]] = {}
+    for row in store.db.query(
+        "select id, level, parent_id, rejected, level_reward, survived from candidates "
+        "where run_id = ?",
+        [run_id],
+    ):
+        if row["rejected"]:
+            clock.proposal_rejected(row["level"], row["parent_id"] or "")
+        elif row["level_reward"] is not None:
+            scored[row["level"]] = scored.get(row["level"], 0) + 1
+            if row["survived"]:
+                beams.setdefault(row["level"], {})[row["id"]] = row["level_reward"]
+    for level, children in scored.items():
+        clock.level_finished(level, children, beams.get(level))
 
 
 class ProgressPrinter:
@@ -100,21 +168,21 @@ class ProgressPrinter:
             store = RunStore(store_path)
             try:
                 row = store.run(run_id)
-                rows = store.calls(run_id) if row is not None else []
+                if row is None:
+                    raise StoreError(f"no run {run_id!r}")
+                settings = settings_from_stored(json.loads(row["settings"]))
+                estimate = estimate_run(settings, load_run_data(settings), stored_rubric(row))
+                clock = RunClock(estimate)
+                rows = store.calls(run_id)
+                clock.resumed_from([stored_call(call) for call in rows], stored_span(rows))
+                resumed_search(clock, store, run_id)
             finally:
                 store.close()
-            if row is None:
-                raise StoreError(f"no run {run_id!r}")
-            settings = settings_from_stored(json.loads(row["settings"]))
-            estimate = estimate_run(settings, load_run_data(settings))
         except (StoreError, ConfigError, DataFileError, ValueError, OSError):
             printer = cls(store_path)
         else:
             printer = cls(store_path, estimate=estimate, preset=settings.preset)
-            for call in rows:
-                if call["outcome"] in ("ok", "cache_hit") and printer.clock is not None:
-                    role = call["role"]
-                    printer.clock.done[role] = printer.clock.done.get(role, 0) + 1
+            printer.clock = clock
         printer.run_id = run_id
         return printer
 
@@ -213,12 +281,18 @@ class ProgressPrinter:
                 self._say(time_forecast(self.clock.estimate, speed, self.preset))
         elif isinstance(event, CallStarted):
             if self.clock is not None:
-                self.clock.call_started(time.monotonic())
+                self.clock.call_started(time.monotonic(), event.role)
         elif isinstance(event, CallFinished):
             self._on_call(event)
+        elif isinstance(event, ProposalRejected):
+            if self.clock is not None:
+                self.clock.proposal_rejected(event.level, event.parent_id)
         elif isinstance(event, StepFinished):
             self._on_node(event.node)
         elif isinstance(event, LevelDone):
+            if self.clock is not None:
+                rewards = {entry.candidate_id: entry.reward for entry in event.beam}
+                self.clock.level_finished(event.level, event.children, rewards)
             beam = ", ".join(f"{e.candidate_id} {e.value:.2f}" for e in event.beam)
             unscored = f" ({event.unscored} unscored)" if event.unscored else ""
             self._say(
@@ -236,6 +310,10 @@ class ProgressPrinter:
             self.clock.call_finished(call, time.monotonic())
 
     def _on_node(self, node: str) -> None:
+        if self.clock is not None and node == "optimize_example":
+            self.clock.example_finished()
+        elif self.clock is not None and node == "collect_examples":
+            self.clock.stage_a_finished()
         # A phase can take minutes on a local model, so its start is announced, not only its end.
         if node == "prepare":
             self._say("data loaded and indexed; the search begins")
@@ -255,15 +333,16 @@ class ProgressPrinter:
         """The remaining time as text, or empty before the clock can tell."""
         if self.clock is None:
             return ""
-        remaining = self.clock.remaining(time.monotonic())
-        return "ETA: no time estimate yet" if remaining is None else f"ETA {minutes(remaining)}"
+        eta = self.clock.eta(time.monotonic())
+        return "ETA: no time estimate yet" if eta is None else eta_text(eta)
 
     def status(self) -> str:
         """`12/53 calls · 9,830 tokens · 4 min 10 s elapsed · ETA about 21 min`."""
         elapsed = int(time.monotonic() - self.started)
         expected = f"/{self.clock.calls_expected}" if self.clock is not None else ""
+        done = self.clock.calls_done if self.clock is not None else self.calls
         parts = [
-            f"{self.calls}{expected} calls",
+            f"{done}{expected} calls",
             f"{self.tokens:,} tokens",
             f"{elapsed // 60} min {elapsed % 60:02d} s elapsed",
         ]
@@ -275,10 +354,11 @@ class ProgressPrinter:
         if self._bar is None or self._task is None:
             return
         total = self.clock.calls_expected if self.clock is not None else None
-        status = f"{self.calls}{f'/{total}' if total else ''} calls · {self.tokens:,} tokens"
+        done = self.clock.calls_done if self.clock is not None else self.calls
+        status = f"{done}{f'/{total}' if total else ''} calls · {self.tokens:,} tokens"
         if eta := self.eta():
             status += f" · {eta}"
-        self._bar.update(self._task, completed=self.calls, total=total, status=status)
+        self._bar.update(self._task, completed=done, total=total, status=status)
 
     def cost(self, level: int | None = None) -> str:
         """The run's cost so far, preceded by the level's own when `level` is given."""

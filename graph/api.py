@@ -52,6 +52,7 @@ from drpo.state.events import (
     CallFinished,
     CallStarted,
     LevelDone,
+    ProposalRejected,
     ReviewNeeded,
     RunEvent,
     RunFinished,
@@ -71,7 +72,7 @@ from drpo.state.settings import (
     format_validation_error,
     settings_from_stored,
 )
-from drpo.state.types import Example, ReviewRequest, RunResult
+from drpo.state.types import Candidate, Example, ReviewRequest, RunResult
 
 if TYPE_CHECKING:
     from drpo.backends.embedded import EmbeddedServerPool
@@ -252,6 +253,17 @@ class _ObservedLedger(RunLedger):
         super().put(key, reply, record)
         if record is not None:
             self.on_event(call_event(record))
+
+    def record_rejected(self, candidate: Candidate, level: int, reason: str) -> None:
+        super().record_rejected(candidate, level, reason)
+        self.on_event(
+            ProposalRejected(
+                candidate_id=candidate.id,
+                parent_id=candidate.parent_id or "",
+                level=level,
+                reason=reason,
+            )
+        )
 
 
 @asynccontextmanager

@@ -17,6 +17,7 @@ ETA can scale it, like the completion tokens, to how full the run's replies turn
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from drpo.backends.providers import effective_profile, static_kind
@@ -61,6 +62,88 @@ class RoleEstimate:
     written_prompt_tokens: int = 0
 
 
+Calls = dict[str, float]
+
+
+def _plus(total: Calls, part: Calls, times: float = 1.0) -> None:
+    for role, calls in part.items():
+        total[role] = total.get(role, 0.0) + calls * times
+
+
+@dataclass
+class SearchShape:
+    """The estimate's calls split by what decides them, so they can follow what the run does.
+
+    Stage A's calls end early when an answer scores 5 on every aspect; a level's calls scale
+    with its children (a rejected proposal is never answered or judged), the next level's
+    rewrites with the beam those children leave, and the validation round with the prompts seen.
+    """
+
+    fixed: Calls = field(default_factory=dict)  # the search's and validation's aspect choices
+    stage_a: Calls = field(default_factory=dict)
+    # Per level: (calls of rewriting one beam prompt, calls of scoring one child).
+    levels: list[tuple[Calls, Calls]] = field(default_factory=list)
+    per_finalist: Calls = field(default_factory=dict)
+    # One stage A example's round: its optimizer requests and their judgements.
+    example_round: Calls = field(default_factory=dict)
+    rounds: int = 0
+    width: int = 1
+    actions: int = 1
+    finalists: int = 1
+
+    def calls(
+        self,
+        stage_a: Calls | None = None,
+        children: Mapping[int, int] | None = None,
+        rejected: Mapping[int, Mapping[str, int]] | None = None,
+        share: float = 0.0,
+        rounds_skipped: float = 0.0,
+        baseline_kept: bool = False,
+    ) -> Calls:
+        """Calls per role given what is known: stage A's actual calls once it ended (before, the
+        example rounds its early stops skipped), each finished level's children, each level's
+        rejections per beam prompt (parent id), and for the rewrites not yet seen the expected
+        `share` of proposals rejected; `baseline_kept`: the starting prompt is among the best
+        `finalists` (then it is not re-scored as an extra one)."""
+        total: Calls = {}
+        _plus(total, self.fixed)
+        if stage_a is None:
+            _plus(total, self.stage_a)
+            _plus(total, self.example_round, -rounds_skipped)
+        else:
+            _plus(total, stage_a)
+        beam, seen = 1.0, 0.0
+        for level, (per_parent, per_child) in enumerate(self.levels):
+            kids = self._children(
+                level, beam, children or {}, (rejected or {}).get(level, {}), share
+            )
+            if level:
+                _plus(total, per_parent, beam)
+            _plus(total, per_child, kids)
+            seen += kids
+            beam = min(float(self.width), kids)
+        finalists = seen if seen <= self.finalists else self.finalists + (not baseline_kept)
+        _plus(total, self.per_finalist, finalists)
+        return total
+
+    def _children(
+        self,
+        level: int,
+        beam: float,
+        children: Mapping[int, int],
+        rejected: Mapping[str, int],
+        share: float,
+    ) -> float:
+        if level in children:
+            return float(children[level])
+        if level == 0:
+            return 1.0
+        # A beam prompt whose proposals are all rejected is carried on as its one child.
+        seen = sum(max(1, self.actions - count) for count in rejected.values())
+        unseen = max(0.0, beam - len(rejected))
+        return seen + unseen * max(1.0, self.actions * (1 - share))
+
+
 @dataclass
 class Estimate:
     """Calls and tokens per role for a run with these settings, before it starts."""
@@ -68,6 +151,7 @@ class Estimate:
     roles: dict[RoleName, RoleEstimate] = field(
         default_factory=lambda: {role: RoleEstimate() for role in ROLES}
     )
+    shape: SearchShape | None = None
     levels: int = 0
     max_levels: int = 0
     examples: int = 0
@@ -125,9 +209,25 @@ def _bounded(chars: int) -> str:
 def estimate_run(settings: Settings, data: RunData, rubric: Rubric = BUILTIN_RUBRIC) -> Estimate:
     """Count the calls per role the run will make at most, with token upper bounds."""
     walk = _RunWalk(settings, data, rubric)
+    shape = SearchShape(
+        width=settings.search.width,
+        actions=settings.search.actions,
+        finalists=walk.plan.finalists,
+    )
     walk.stage_a()
-    seen = walk.search_levels()
+    shape.stage_a = walk.since({role: 0.0 for role in ROLES})
+    shape.example_round = walk.example_round
+    shape.rounds = settings.examples.rounds
+    seen = walk.search_levels(shape)
+    walk.validation_selections()
+    before = walk.snapshot()
     walk.validation(seen)
+    shape.per_finalist = walk.since(before, per=walk.finalists(seen))
+    planned = shape.calls()
+    shape.fixed = {
+        role: entry.calls - planned.get(role, 0.0) for role, entry in walk.estimate.roles.items()
+    }
+    walk.estimate.shape = shape
     return walk.estimate
 
 
@@ -153,6 +253,16 @@ class _RunWalk:
         self.examples = _longest(data.examples, settings.data.top_k)
         self.prompt_len = min(self.answer_chars("optimizer"), PROMPT_MAX_CHARS)
         self.base_answer_len = self.answer_chars("base")
+        self.example_round: Calls = {}
+
+    def snapshot(self) -> Calls:
+        """The calls per role counted so far."""
+        return {role: float(entry.calls) for role, entry in self.estimate.roles.items()}
+
+    def since(self, before: Calls, per: float = 1.0) -> Calls:
+        """The calls per role counted since `before`, divided by `per`."""
+        now = self.snapshot()
+        return {role: (now[role] - before[role]) / per for role in now if now[role] != before[role]}
 
     def answer_chars(self, role: RoleName) -> int:
         return self.settings.role(role).max_tokens * CHARS_PER_TOKEN
@@ -193,6 +303,7 @@ class _RunWalk:
         for example in self.data.examples[: self.plan.stage_a_size]:
             self.select(example.query)
             self.judge(example.query, len(example.answer))
+            before = self.snapshot()
             system, user = REWRITE_ANSWER.render(
                 max_words=str(ANSWER_WORDS),
                 query=example.query,
@@ -202,11 +313,13 @@ class _RunWalk:
             text = self.counter.structured_text("optimizer", system, user, {})
             self.counter.add("optimizer", text, replies=stage.beam_width, times=stage.rounds)
             self.judge(example.query, rewrite_len, times=stage.rounds * stage.beam_width)
+            self.example_round = self.since(before, per=stage.rounds)
 
-    def search_levels(self) -> int:
+    def search_levels(self, shape: SearchShape) -> int:
         """Stage B's levels: rewrites of the beam, then each child answered and judged.
 
-        Returns how many prompts the search saw (the finalists are drawn from them).
+        Returns how many prompts the search saw (the finalists are drawn from them); each
+        level's calls per beam prompt and per child go to `shape`.
         """
         settings, search = self.settings, self.settings.search
         order = seeded_order([q.id for q in self.data.train], settings.seed)
@@ -219,16 +332,27 @@ class _RunWalk:
             for query in queries:
                 self.select(query.query)
             prompt = search.initial_prompt if level == 0 else _bounded(self.prompt_len)
-            children = 1 if level == 0 else self.rewrite(level, prompt, queries, beam)
-            for query in queries:
-                base = format_base_prompt(
-                    prompt, self.examples, query.query, mode=settings.base.mode
-                )
-                self.counter.add("base", base.rendered(), times=children)
-                self.judge(query.query, self.base_answer_len, times=children)
+            children = beam * search.actions if level else 1
+            before = self.snapshot()
+            if level:
+                self.rewrite(level, prompt, queries, beam)
+            per_parent = self.since(before, per=beam)
+            before = self.snapshot()
+            self.score(prompt, queries, children)
+            per_child = self.since(before, per=children)
+            shape.levels.append((per_parent, per_child))
             seen += children
             beam = min(search.width, children)
         return seen
+
+    def score(self, prompt: str, queries: list[Query], children: int) -> None:
+        """Each child answered and judged on each of the level's queries."""
+        for query in queries:
+            base = format_base_prompt(
+                prompt, self.examples, query.query, mode=self.settings.base.mode
+            )
+            self.counter.add("base", base.rendered(), times=children)
+            self.judge(query.query, self.base_answer_len, times=children)
 
     def rewrite(self, level: int, prompt: str, queries: list[Query], beam: int) -> int:
         """The optimizer's rewrites of each beam prompt at `level`; returns the children."""
@@ -257,17 +381,25 @@ class _RunWalk:
         self.counter.add("optimizer", text, replies=search.actions, times=beam)
         return beam * search.actions
 
+    def finalists(self, seen: int) -> int:
+        """The prompts the validation round re-scores, of the `seen` ones."""
+        # When every prompt seen is kept, the starting prompt is one of them already.
+        return seen if seen <= self.plan.finalists else self.plan.finalists + 1
+
+    def validation_selections(self) -> None:
+        """The aspect choices of the validation queries (once each, whatever the finalists)."""
+        for query in self.data.validation[: self.plan.validation_size]:
+            self.select(query.query)
+
     def validation(self, seen: int) -> None:
         """The best distinct prompts seen, plus the starting prompt unless among them."""
         validation = self.data.validation[: self.plan.validation_size]
         if not validation:
             return
         self.estimate.validation_queries = len(validation)
-        # When every prompt seen is kept, the starting prompt is one of them already.
-        finalists = seen if seen <= self.plan.finalists else self.plan.finalists + 1
+        finalists = self.finalists(seen)
         self.estimate.finalists = finalists
         for query in validation:
-            self.select(query.query)
             base = format_base_prompt(
                 _bounded(self.prompt_len), self.examples, query.query, mode=self.settings.base.mode
             )

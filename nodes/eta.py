@@ -5,23 +5,36 @@ For each role and endpoint the finished calls give seconds per prompt token the 
 or, while the calls are too alike to separate the two, their total split in the ratio the start
 probe measured. A role with no finished call yet is timed at the rates of all calls so far.
 
-The calls left per role are the estimate's count minus those done. Their tokens are the
-estimate's, with the model-written parts (replies, and the replies quoted in later prompts)
-scaled from their upper bounds to the fill the run's replies have shown: completion tokens over
-`max_tokens`, the role's own once it has a call, all roles' before (the same model writes them
-all, under the same kind of length limit). Their prompt tokens are then reduced by the share the
-role's calls so far took from the prefix cache; a role with no call yet gets none, since its
-prefix is only cached once one of its calls has run.
+The calls left per role are the calls the run is now expected to make, less those done. The
+estimate counts the most a run can make; the clock re-counts them from what the run did
+(`SearchShape.calls`): a rejected proposal (`ProposalRejected`) takes its answers and judgements
+off at once, and with them the rewrites and children of the beam it no longer fills; a finished
+level gives its children, a finished stage A example that made none of its rounds takes them off,
+and stage A's end its actual calls. Until a search level has shown the run's own share of
+rejected proposals, the rewrites to come are counted at a prior share measured on the stored runs
+(`PRIOR_REJECTED_SHARE`), and `eta` gives the range from every proposal kept to the higher share
+seen (`HIGH_REJECTED_SHARE`).
+
+The tokens of the calls left are the estimate's, with the model-written parts (replies, and the
+replies quoted in later prompts) scaled from their upper bounds to the fill the run's replies have
+shown: completion tokens over `max_tokens`, the role's own once it has a call, all roles' before
+(the same model writes them all, under the same kind of length limit). Their prompt tokens are
+then reduced by the share the role's calls so far took from the prefix cache; a role with no call
+yet gets none, since its prefix is only cached once one of its calls has run.
 
 Calls run side by side, so the summed seconds become wall time through the run's concurrency: the
 mean number of calls in flight since the first one started, counting calls still running (from
-`CallStarted` events), not only finished ones, which early on would see too few. Before any call
+`CallStarted` events) and the gaps when none runs (the graph's own work between calls). A call in
+flight counts with what is left of its predicted latency; one running past it is taken as ending
+now, and `Eta.overdue_call` says how long it has run, so the display says "over". Before any call
 finishes, the probe's single-stream speed alone gives a first figure, at the token upper bounds;
-without a probe there is none.
+without a probe there is none. A resumed run learns its rates from its stored calls (not their
+wall time), and the calls its interrupted tasks re-read from the reply cache are not counted again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drpo.backends.speed_probe import ServerSpeed
@@ -84,6 +97,25 @@ class _Usage:
     completion: int = 0
 
 
+# The share of the optimizer's proposals the proposal rules reject, before the run has shown its
+# own: counted in the two stored runs on the embedded 1.5B (default preset). Run
+# 20261202-042303-d0f372 had 0 of 6 rejected, run 20261202-065146-172879 2 of 4; pooled 2 of
+# 10. The range the ETA shows runs from every proposal accepted to the higher of the two.
+PRIOR_REJECTED_SHARE = 0.2
+HIGH_REJECTED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Eta:
+    """The remaining time: a point figure, the range it lies in while the rejections are
+    unknown, and the longest a call in flight has run beyond what the rates predicted."""
+
+    seconds: float
+    low: float | None = None
+    high: float | None = None
+    overdue_call: float | None = None  # how long that call has run, when one has
+
+
 class RunClock:
     """Counts a run's calls against its estimate and predicts when it ends."""
 
@@ -96,16 +128,27 @@ class RunClock:
         self.latency = 0.0
         self.first_call: float | None = None
         # The time integral of the number of calls in flight, kept when starts are reported.
-        self.in_flight = 0
+        self.in_flight: list[tuple[float, str]] = []  # (sent at, role) of each request
         self.busy = 0.0
         self.busy_since: float | None = None
+        # What the run turned out to do, which the estimate's maximum could not know.
+        self.examples_done: dict[str, float] = {}
+        self.stage_a_calls: dict[str, float] | None = None
+        self.examples_finished = 0
+        self.children: dict[int, int] = {}
+        self.rewards: dict[str, float] = {}  # each beam prompt's own reward, by candidate id
+        self.rejected: dict[int, dict[str, int]] = {}
+        # Calls a resumed run answers again from the reply cache, already counted as done.
+        self.replays: dict[str, int] = {}
+        self.stored_concurrency = 1.0
 
     @staticmethod
     def before_start(estimate: Estimate, speed: ServerSpeed) -> float:
-        """The whole run's seconds at the probe's single-stream speed (token upper bounds)."""
+        """The whole run's seconds at the probe's single-stream speed (token upper bounds,
+        every proposal kept: an upper bound, as the forecast says)."""
         clock = RunClock(estimate)
         clock.measured(speed)
-        seconds = clock.remaining(0.0)
+        seconds = clock.remaining(0.0, share=0.0)
         assert seconds is not None  # a probe speed always gives a figure
         return seconds
 
@@ -116,17 +159,19 @@ class RunClock:
 
     @property
     def calls_expected(self) -> int:
-        """The estimate's call count, or the calls done once the run has made more."""
-        return max(self.estimate.calls, self.calls_done)
+        """The calls the run is expected to make, or the calls done once it has made more."""
+        return max(round(sum(self.planned(self.rejected_share()).values())), self.calls_done)
 
     def measured(self, speed: ServerSpeed) -> None:
         """Take the start probe's speed (the figure before any call, and the fit's fallback)."""
         self.speed = speed
 
-    def call_started(self, now: float) -> None:
+    # ---- facts ------------------------------------------------------------------------------
+
+    def call_started(self, now: float, role: str = "") -> None:
         """Count a request sent to a server (one per attempt), for the concurrency."""
         self._advance(now)
-        self.in_flight += 1
+        self.in_flight.append((now, role))
         if self.first_call is None:
             self.first_call = now
 
@@ -134,15 +179,24 @@ class RunClock:
         """Count a finished call and learn the server's speed from it."""
         if call.outcome in ("ok", "error") and self.busy_since is not None:
             self._advance(now)
-            self.in_flight = max(0, self.in_flight - 1)
+            self._land(call.role, now - call.seconds)
         if call.outcome not in ("ok", "cache_hit"):
             return  # re-asked or failed: the estimate does not count it, the retry is counted
-        self.done[call.role] = self.done.get(call.role, 0) + 1
-        if call.outcome == "cache_hit":
+        if call.outcome == "cache_hit" and self.replays.get(call.role, 0) > 0:
+            self.replays[call.role] -= 1  # a resumed run re-reading a call already counted
             return
+        self.done[call.role] = self.done.get(call.role, 0) + 1
+        if call.stage == "examples":
+            self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+        if call.outcome == "cache_hit":
+            return  # answered in no time: not a measure of the server
         if self.first_call is None:
             self.first_call = now - call.seconds
         self.latency += call.seconds
+        self.learn(call)
+
+    def learn(self, call: CallFinished) -> None:
+        """Take a paid call's tokens and latency into the role's rates and reply fill."""
         processed = call.prompt_tokens - call.cached_tokens
         usage = self.usage.setdefault(call.role, _Usage())
         usage.calls += 1
@@ -152,33 +206,173 @@ class RunClock:
         fit = self.fits.setdefault((call.role, call.endpoint), _Fit())
         fit.add(processed, call.completion_tokens, call.seconds)
 
-    def remaining(self, now: float) -> float | None:
-        """Seconds until the run ends, or None when nothing measured this machine's speed yet."""
-        work = 0.0
-        for role, planned in self.estimate.roles.items():
-            left = max(0, planned.calls - self.done.get(role, 0))
-            if not left:
+    def resumed_from(self, calls: list[CallFinished], span: float = 0.0) -> None:
+        """Take a stored run's calls: done, and their rates learnt; `span` (first start to last
+        end) gives their concurrency until this session's own calls measure it.
+
+        The interrupted tasks ask their finished calls again and get them from the reply cache;
+        those hits are not counted twice.
+        """
+        latency = sum(call.seconds for call in calls if call.outcome == "ok")
+        if span > 0 and latency > 0:
+            self.stored_concurrency = latency / span
+        for call in calls:
+            if call.outcome not in ("ok", "cache_hit"):
                 continue
-            seconds = self._seconds_per_call(role)
+            self.done[call.role] = self.done.get(call.role, 0) + 1
+            self.replays[call.role] = self.replays.get(call.role, 0) + 1
+            if call.stage == "examples":
+                self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+            if call.outcome == "ok":
+                self.learn(call)
+
+    def example_finished(self) -> None:
+        """A stage A example is done (it stops early once an answer scores 5 everywhere)."""
+        self.examples_finished += 1
+
+    def rounds_skipped(self) -> float:
+        """Stage A rounds the finished examples left out, at least: their planned rounds less
+        every round whose optimizer calls are done (some may be unfinished examples')."""
+        shape = self.estimate.shape
+        per_round = shape.example_round.get("optimizer", 0.0) if shape is not None else 0.0
+        if shape is None or not per_round:
+            return 0.0
+        rounds_done = self.examples_done.get("optimizer", 0) / per_round
+        return max(0.0, self.examples_finished * shape.rounds - rounds_done)
+
+    def stage_a_finished(self) -> None:
+        """Stage A ended: its calls are those made, however many more its maximum allowed."""
+        self.stage_a_calls = dict(self.examples_done)
+
+    def proposal_rejected(self, level: int, parent_id: str) -> None:
+        """A proposal of `parent_id`'s rewrite at `level` was rejected and will not be scored."""
+        per_parent = self.rejected.setdefault(level, {})
+        per_parent[parent_id] = per_parent.get(parent_id, 0) + 1
+
+    def level_finished(
+        self, level: int, children: int, rewards: Mapping[str, float | None] | None = None
+    ) -> None:
+        """A search level was scored with this many children; `rewards`: its beam's own."""
+        self.children[level] = children
+        for candidate_id, reward in (rewards or {}).items():
+            if reward is not None:
+                self.rewards[candidate_id] = reward
+
+    def baseline_kept(self) -> bool:
+        """Whether the starting prompt is among the best finalists by the beams' rewards so far:
+        then the validation round does not add it as one more. Only once more prompts than
+        that were ranked: until then it is among them for want of rivals, which says nothing."""
+        shape = self.estimate.shape
+        count = shape.finalists if shape is not None else 1
+        if len(self.rewards) <= count:
+            return False
+        best = sorted(self.rewards, key=lambda c: -self.rewards[c])[:count]
+        return any(candidate.startswith("L0-") for candidate in best)
+
+    # ---- the forecast -----------------------------------------------------------------------
+
+    def rejected_share(self) -> float | None:
+        """The share of proposals rejected at the levels finished so far; None before any."""
+        levels = [level for level in self.children if level > 0]
+        if not levels:
+            return None
+        rejected = sum(sum(self.rejected.get(level, {}).values()) for level in levels)
+        return rejected / (rejected + sum(self.children[level] for level in levels))
+
+    def planned(self, share: float | None) -> dict[str, float]:
+        """Calls per role the run makes in all, from what it did so far and `share` after."""
+        shape = self.estimate.shape
+        if shape is None:
+            return {role: float(e.calls) for role, e in self.estimate.roles.items()}
+        return shape.calls(
+            self.stage_a_calls,
+            self.children,
+            self.rejected,
+            PRIOR_REJECTED_SHARE if share is None else share,
+            self.rounds_skipped(),
+            self.baseline_kept(),
+        )
+
+    def eta(self, now: float) -> Eta | None:
+        """The remaining time, or None when nothing measured this machine's speed yet."""
+        point = self.remaining(now)
+        if point is None:
+            return None
+        low = high = None
+        if self.rejected_share() is None and self.estimate.shape is not None:
+            low = self.remaining(now, HIGH_REJECTED_SHARE)
+            high = self.remaining(now, 0.0)
+        return Eta(seconds=point, low=low, high=high, overdue_call=self._overdue(now))
+
+    def remaining(self, now: float, share: float | None = None) -> float | None:
+        """Seconds until the run ends, or None when nothing measured this machine's speed yet;
+        `share`: the rejected share assumed from now on.
+
+        A call in flight counts with what is left of its predicted time; one past it as ending
+        now, so the figure is then a lower bound (`Eta.overdue_call` says so).
+        """
+        planned = self.planned(self.rejected_share() if share is None else share)
+        work = 0.0
+        for role, calls in planned.items():
+            left = max(0.0, calls - self.done.get(role, 0))
+            if left <= 0:
+                continue
+            seconds = self._seconds_per_call(role)  # type: ignore[arg-type]
             if seconds is None:
                 return None
             work += left * seconds
+        work = max(0.0, work - sum(done for _, done, _ in self._in_flight(now)))
         if self.first_call is None or self.latency <= 0:
-            return work  # the probe's single stream: no concurrency measured yet
+            # The probe's single stream, or a resumed run's stored calls, until calls finish.
+            return work / self.stored_concurrency
         return work / self._concurrency(now)
+
+    def _in_flight(self, now: float) -> list[tuple[float, float, float]]:
+        """Per call in flight: (seconds it has run, the predicted work of it already done,
+        its predicted latency)."""
+        calls = []
+        # Before any call finished the prediction is the probe's one stream, shared in flight.
+        sharing = len(self.in_flight) if self.latency <= 0 else 1
+        for sent, role in self.in_flight:
+            predicted = self._seconds_per_call(role) if role in self.estimate.roles else None
+            if predicted is None or predicted <= 0:
+                continue
+            expected = predicted * sharing
+            ran = now - sent
+            calls.append((ran, predicted * min(1.0, ran / expected), expected))
+        return calls
+
+    def _overdue(self, now: float) -> float | None:
+        """How long the longest-running call past its predicted latency has run, if one has."""
+        late = [ran for ran, _, expected in self._in_flight(now) if ran > expected]
+        return max(late) if late else None
+
+    def _land(self, role: str, sent: float) -> None:
+        """Drop the request in flight that this finished call was: its role's, sent nearest."""
+        mine = [i for i, (_, r) in enumerate(self.in_flight) if r == role]
+        candidates = mine or list(range(len(self.in_flight)))
+        if candidates:
+            nearest = min(candidates, key=lambda i: abs(self.in_flight[i][0] - sent))
+            del self.in_flight[nearest]
 
     def _advance(self, now: float) -> None:
         if self.busy_since is not None:
-            self.busy += self.in_flight * max(0.0, now - self.busy_since)
+            self.busy += len(self.in_flight) * max(0.0, now - self.busy_since)
         self.busy_since = now
 
     def _concurrency(self, now: float) -> float:
+        """Calls in flight on average since the first began: the wall time a call's work takes.
+
+        With starts reported it counts the gaps when none is in flight (the graph's own work
+        between calls), which can make it below 1; from finished calls alone it cannot tell a
+        gap from a call still running, so it is at least 1.
+        """
         assert self.first_call is not None
         elapsed = max(now - self.first_call, 1e-9)
         if self.busy_since is None:  # no starts reported: finished calls only
             return max(1.0, self.latency / elapsed)
-        busy = self.busy + self.in_flight * max(0.0, now - self.busy_since)
-        return max(1.0, busy / elapsed)
+        busy = self.busy + len(self.in_flight) * max(0.0, now - self.busy_since)
+        return max(busy / elapsed, 1e-3)
 
     def _decode_cost(self) -> float:
         if self.speed is None:

@@ -92,6 +92,20 @@ class CallFinished(_Event):
     level: int | None = None
 
 
+class ProposalRejected(_Event):
+    """The proposal rules dropped a rewrite before scoring: it will never be answered or judged.
+
+    `parent_id` is the beam prompt it rewrote; the ETA takes its answers and judgements off the
+    calls left at once.
+    """
+
+    kind: Literal["proposal_rejected"] = "proposal_rejected"
+    candidate_id: str
+    parent_id: str
+    level: int
+    reason: str
+
+
 class BeamEntry(_Event):
     """One prompt in the beam after a level, with its path value and level reward."""
 
@@ -134,6 +148,7 @@ RunEvent = Annotated[
     | StepFinished
     | CallStarted
     | CallFinished
+    | ProposalRejected
     | LevelDone
     | ReviewNeeded
     | RunFinished,

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted_llm import ScriptedLLM
-from stub_server import StubServer
+from scripted_llm import ScriptedLLM, between
+from stub_server import StubError, StubRequest, StubServer
 
 from drpo.checkpoints.store import RunStore
-from drpo.cli.progress import ProgressPrinter
+from drpo.cli.progress import ProgressPrinter, stored_call
 from drpo.graph.api import RunPaused, astream_optimize, load_run_data, optimize
 from drpo.nodes.estimate import estimate_run
+from drpo.nodes.eta import RunClock
 from drpo.state.events import (
     RUN_EVENT,
     CallFinished,
     CallStarted,
     LevelDone,
+    ProposalRejected,
     ReviewNeeded,
     RunEvent,
     RunFinished,
@@ -36,6 +39,14 @@ SCHEDULE: dict[str, Any] = {
     "examples": {"rounds": 1, "limit": 1},
     "max_concurrency": 4,
 }
+
+
+def stored_calls(settings: Settings, run_id: str) -> list[CallFinished]:
+    store = RunStore(settings.store)
+    try:
+        return [stored_call(row) for row in store.calls(run_id)]
+    finally:
+        store.close()
 
 
 async def collect(settings: Settings) -> list[RunEvent]:
@@ -112,6 +123,49 @@ def test_a_resumed_runs_progress_counts_the_calls_already_done_against_its_estim
     printer = ProgressPrinter.for_stored_run(settings.store, paused.value.run_id)
     assert printer.clock is not None
     assert printer.clock.calls_done >= 6  # the budget is checked per step, so it can go over
+    # The stored calls' rates give an ETA before the resumed run's first call finishes, and
+    # the calls its interrupted tasks re-read from the reply cache are not counted again.
+    assert printer.clock.remaining(0.0) is not None
+    done = printer.clock.calls_done
+    hit = next(c for c in stored_calls(settings, paused.value.run_id) if c.outcome == "ok")
+    printer.clock.call_finished(hit.model_copy(update={"outcome": "cache_hit"}), now=1.0)
+    assert printer.clock.calls_done == done
     assert printer.clock.estimate.calls == estimate_run(settings, load_run_data(settings)).calls
     missing = ProgressPrinter.for_stored_run(tmp_path / "nowhere.db", "r1")
     assert missing.clock is None and not (tmp_path / "nowhere.db").exists()
+
+
+class RefusingSecondProposal(ScriptedLLM):
+    """The optimizer's second proposal makes the prompt itself refuse: the rules reject it."""
+
+    def __call__(self, request: StubRequest) -> str | StubError:
+        if request.role == "PromptProposal" and request.choice_index == 1:
+            current = between(request.text_of("user"), "prompt")
+            refusing = f"{current} I am sorry, but I cannot assist with that request."
+            return json.dumps({"analysis": "scripted", "prompt": refusing})
+        return super().__call__(request)
+
+
+def test_a_rejected_proposal_reaches_the_eta_as_an_event_and_leaves_its_calls_out(
+    stub: StubServer, make_settings: Callable[..., Settings]
+) -> None:
+    stub.set_responder(RefusingSecondProposal())
+    settings = make_settings(**SCHEDULE)
+    estimate = estimate_run(settings, load_run_data(settings))
+    events = asyncio.run(collect(settings))
+    rejected = [e for e in events if isinstance(e, ProposalRejected)]
+    assert rejected and all(e.level >= 1 and e.parent_id.startswith("L") for e in rejected)
+    assert all("refuses" in e.reason for e in rejected)
+    clock = RunClock(estimate)
+    for event in events:
+        if isinstance(event, CallFinished):
+            clock.call_finished(event, now=0.0)
+        elif isinstance(event, ProposalRejected):
+            clock.proposal_rejected(event.level, event.parent_id)
+        elif isinstance(event, LevelDone):
+            clock.level_finished(event.level, event.children)
+    # Every level's rewrites lost half their proposals, so the run made fewer calls than the
+    # estimate's maximum, and the clock, told what happened, no longer waits for the rest.
+    made = clock.calls_done
+    assert made < estimate.calls, (made, estimate.calls)
+    assert clock.calls_expected == made
