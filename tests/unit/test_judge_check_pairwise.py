@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from drpo.backends.factory import build_langchain_model
 from drpo.backends.llm import RoleClient
 from drpo.cli.app import app
-from drpo.evals.harness import PairReading
+from drpo.evals.harness import PairReading, _compare_all, _Silent
 from drpo.evals.judge_check import (
     KINDS,
     PairwiseOutcome,
@@ -26,6 +27,7 @@ from drpo.evals.judge_check import (
 )
 from drpo.prompts.judge import fence
 from drpo.state.settings import RoleSettings
+from drpo.state.types import Query
 from tests.support.stub_server import LogprobsScript, StubRequest, StubServer
 
 PAIRS = shipped_pairs()
@@ -194,3 +196,46 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "error: --method must be one of" in result.output
     assert not store.exists()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def pair(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+
+def test_eval_and_judge_check_send_the_same_pairwise_requests() -> None:
+    pair = SUBSET[0]
+    plan = SimpleNamespace(pairs=[("good", "bad")], queries=[Query(id="q", query=pair.query)])
+    answers = {"good:q": pair.better, "bad:q": pair.worse}
+    with StubServer(_first_always, logprobs=FIRST_LEANING) as stub:
+        role = RoleSettings(endpoint=stub.base_url, model="stub-model", provider="llamacpp")
+        judge = RoleClient(
+            role="judge",
+            settings=role,
+            model=build_langchain_model(role, stub.base_url, "k", "stub-model"),
+            endpoint_id=stub.base_url,
+        )
+        recorder = _Recorder()
+
+        async def both() -> None:  # one event loop: the client's connections belong to it
+            await run_pairwise_check(judge, [pair], concurrency=1)
+            await _compare_all(
+                plan,  # type: ignore[arg-type]
+                {"judge": judge},  # type: ignore[arg-type]
+                recorder,  # type: ignore[arg-type]
+                _Silent(),
+                asyncio.Semaphore(1),
+                answers,
+                "stub-model",
+                stub.base_url,
+            )
+
+        asyncio.run(both())
+        bodies = [json.dumps(c.body, sort_keys=True) for c in stub.calls("PairVerdict")]
+    check, evaluation = bodies[:2], bodies[2:]
+    assert len(check) == len(evaluation) == 2
+    assert sorted(check) == sorted(evaluation)  # byte-identical, both orders
+    assert [r["first_probability"] for r in recorder.rows] == [pytest.approx(0.825)] * 2
