@@ -134,6 +134,11 @@ def accuracy_cell(result: Accuracy) -> str:
     return f"{result.rate:.0%}{ci} ({result.right}/{result.judged})"
 
 
+def percent(value: float | None) -> str:
+    """`83%`, or `n/a` for a share that could not be measured."""
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def accuracy_table(
     title: str, overall: dict[Mode, Accuracy], by_kind: dict[Mode, dict[str, Accuracy]]
 ) -> Table:
@@ -192,20 +197,16 @@ def print_pairwise(report: PairwiseReport, seconds: float) -> None:
         )
     )
     position = report.position()
-    consistency, first = position.consistency, position.first_rate
     mean_first = report.mean_first_probability()
+    unjudged = sum(1 for o in report.outcomes if o.verdict("integer") is None)
     out.print(
-        "Position consistency "
-        + ("n/a" if consistency is None else f"{consistency:.0%}")
-        + f" ({position.consistent_pairs}/{position.judged_pairs} pairs whose two orders picked "
-        "the same answer, or both a tie); first-shown answer picked in "
-        + ("n/a" if first is None else f"{first:.0%}")
-        + f" of {position.decisive} decisive verdicts (50% = no position bias); mean "
-        "P(first-shown preferred) "
-        + ("n/a" if mean_first is None else f"{mean_first:.2f}")
-        + f". {len(report.outcomes)} pairs in {seconds:.0f} s, "
-        f"{sum(1 for o in report.outcomes if o.verdict('integer') is None)} without a usable "
-        "verdict in both orders.",
+        f"Position consistency {percent(position.consistency)} ({position.consistent_pairs}/"
+        f"{position.judged_pairs} pairs whose two orders picked the same answer, or both a "
+        f"tie); first-shown answer picked in {percent(position.first_rate)} of "
+        f"{position.decisive} decisive verdicts (50% = no position bias); mean P(first-shown "
+        f"preferred) {'n/a' if mean_first is None else f'{mean_first:.2f}'}. "
+        f"{len(report.outcomes)} pairs in {seconds:.0f} s, {unjudged} without a usable verdict "
+        "in both orders.",
         highlight=False,
     )
     if report.fallbacks:
@@ -216,10 +217,9 @@ def print_pairwise(report: PairwiseReport, seconds: float) -> None:
         )
     rate = report.overall(report.headline_mode).rate
     if rate is None or rate < NEAR_CHANCE_ACCURACY:
-        shown = "n/a" if rate is None else f"{rate:.0%}"
         out.print(
             f"[yellow]warning:[/] the pairwise judge is near chance: {report.headline_mode}-mode "
-            f"accuracy {shown} (below {NEAR_CHANCE_ACCURACY:.0%}); `drpo eval`'s win rates "
+            f"accuracy {percent(rate)} (below {NEAR_CHANCE_ACCURACY:.0%}); `drpo eval`'s win rates "
             "will carry little signal",
             highlight=False,
         )
