@@ -30,6 +30,7 @@ from drpo.backends.logprobs import (
 )
 from drpo.evals.conditions import Condition, Overlap
 from drpo.evals.records import EvalRecorder
+from drpo.evals.stats import Verdict
 from drpo.evals.templates import (
     EVAL_JUDGE,
     EVAL_JUDGE_WITH_REFERENCE,
@@ -388,19 +389,34 @@ async def _judge_all(
     await _bounded(limiter, jobs, progress, "judging")
 
 
-async def _pair_verdict(
-    judge: RoleClient, query: Query, text_first: str | None, text_second: str | None, tag: str
-) -> tuple[str | None, float | None, str, str | None]:
-    """(verdict, probability the first is preferred, rationale, error) for one shown order."""
+@dataclass(frozen=True)
+class PairReading:
+    """The pairwise judge's reading of one shown order of two answers.
+
+    `first_probability` is P(first-shown preferred) + ½ P(tie), None without usable logprobs;
+    `verdict` is None when the judge gave no usable reply (`error` says why).
+    """
+
+    verdict: Verdict | None
+    first_probability: float | None
+    rationale: str = ""
+    error: str | None = None
+
+
+async def judge_pair_order(
+    judge: RoleClient, query: str, text_first: str | None, text_second: str | None, *, tag: str
+) -> PairReading:
+    """Ask the pairwise judge about one shown order; `drpo eval` and `drpo judge-check` share it,
+    so both send the same request for the same texts (and share the reply cache)."""
     if text_first is None or text_second is None:
-        return None, None, "", "an answer is missing"
+        return PairReading(None, None, "", "an answer is missing")
     system, user = PAIRWISE_JUDGE.render(
-        query=fence(query.query), answer_a=fence(text_first), answer_b=fence(text_second)
+        query=fence(query), answer_a=fence(text_first), answer_b=fence(text_second)
     )
     scored, error = await _ask_pair_judge(judge, system, user, tag=tag)
     if scored is None:
-        return None, None, "", error
-    return scored.value.verdict, first_preferred(scored), scored.value.rationale, error
+        return PairReading(None, None, "", error)
+    return PairReading(scored.value.verdict, first_preferred(scored), scored.value.rationale, error)
 
 
 async def _compare_all(
@@ -421,10 +437,14 @@ async def _compare_all(
         async def run() -> None:
             text_first = answers.get(answer_id(first, query.id))
             text_second = answers.get(answer_id(second, query.id))
-            verdict, first_probability, rationale, error = await _pair_verdict(
-                judge, query, text_first, text_second, f"eval:pair:{x}:{y}:{order}:{query.id}"
+            reading = await judge_pair_order(
+                judge,
+                query.query,
+                text_first,
+                text_second,
+                tag=f"eval:pair:{x}:{y}:{order}:{query.id}",
             )
-            winner = {"A": first, "B": second, "tie": "tie"}.get(verdict or "")
+            winner = {"A": first, "B": second, "tie": "tie"}.get(reading.verdict or "")
             recorder.pair(
                 {
                     "query_id": query.id,
@@ -433,11 +453,11 @@ async def _compare_all(
                     "shown_order": order,
                     "first": first,
                     "second": second,
-                    "verdict": verdict,
-                    "first_probability": first_probability,
+                    "verdict": reading.verdict,
+                    "first_probability": reading.first_probability,
                     "winner": winner,
-                    "rationale": rationale,
-                    "error": error,
+                    "rationale": reading.rationale,
+                    "error": reading.error,
                     "length_first": None if text_first is None else word_count(text_first),
                     "length_second": None if text_second is None else word_count(text_second),
                     "judge_model": judge_model,

@@ -11,7 +11,16 @@ search optimises) on fixed aspects, so the check measures exactly what the searc
 A pair is right when the better answer gets the higher reward, a tie when both rewards are
 equal. Both modes come from the same replies: integer (mean of the integer scores) and
 probability (mean of the probability-weighted scores, where the endpoint gave logprobs).
-Absolute scoring has no answer order, so there is no position bias to measure here.
+Absolute scoring has no answer order, so there is no position bias to measure there.
+
+The pairwise section judges each pair with `drpo eval`'s pairwise judge (the same request,
+`judge_pair_order`) in both orders, better answer shown first and second. Integer mode maps the
+verdict letters to 1, ½ or 0 for the better answer and averages the two orders; probability
+mode averages P(better preferred) read from the verdict token. Either way a judge that only
+follows the shown order lands on exactly ½, a tie, so pairwise accuracy counts a tie as half
+right: chance is 50 %, as in the eval's win rates. Position consistency (both orders pick the
+same answer) and the share of decisive verdicts that picked the first-shown answer show how
+much the order sways the judge.
 """
 
 from __future__ import annotations
@@ -19,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -32,8 +42,10 @@ from drpo.backends.errors import EndpointDown, LLMCallError
 from drpo.backends.llm import RoleClient
 from drpo.backends.preflight import check_settings
 from drpo.checkpoints.store import RunStore
+from drpo.evals.harness import PairReading, judge_pair_order
 from drpo.evals.role_models import open_role_models
-from drpo.evals.stats import bootstrap_ci
+from drpo.evals.stats import PositionBias, bootstrap_ci, position_bias, reconcile
+from drpo.evals.summary import reconcile_chances
 from drpo.nodes.judging import score_answer
 from drpo.prompts.aspects import catalogue_aspect
 from drpo.state.settings import Settings
@@ -49,6 +61,8 @@ KINDS: tuple[Kind, ...] = (
     "padding",
 )
 Mode = Literal["integer", "probability"]
+Method = Literal["absolute", "pairwise", "both"]
+METHODS: tuple[Method, ...] = ("absolute", "pairwise", "both")
 SET_NAME = "judge_check_pairs.jsonl"
 # Below this accuracy the judge's reward is too close to a coin toss (ties count as wrong) for
 # a search to follow it; `drpo optimize --judge-check` warns.
@@ -139,17 +153,19 @@ def _reward(judgement: Judgement, mode: Mode) -> float | None:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Share of pairs ordered right (ties count as not right), with a bootstrap 95 % interval."""
+    """Share of pairs ordered right, a tie counting `tie_credit` (0 for absolute scores, ½ for
+    pairwise verdicts), with a bootstrap 95 % interval."""
 
     judged: int
     right: int
     ties: int
     ci: tuple[float, float] | None
+    tie_credit: float = 0.0
 
     @property
     def rate(self) -> float | None:
-        """Share of judged pairs ordered right, or None when none was judged."""
-        return self.right / self.judged if self.judged else None
+        """Share of judged pairs ordered right (ties credited), or None when none was judged."""
+        return (self.right + self.tie_credit * self.ties) / self.judged if self.judged else None
 
     @property
     def tie_rate(self) -> float | None:
@@ -157,12 +173,22 @@ class Accuracy:
         return self.ties / self.judged if self.judged else None
 
 
-def accuracy(outcomes: Sequence[PairOutcome], mode: Mode, seed: int = 0) -> Accuracy:
+class Judged(Protocol):
+    """An outcome that can say whether `mode` ordered its pair right."""
+
+    def verdict(self, mode: Mode) -> Literal["right", "tie", "wrong"] | None:
+        """right, tie or wrong; None when the pair could not be judged in `mode`."""
+
+
+def accuracy(
+    outcomes: Sequence[Judged], mode: Mode, seed: int = 0, tie_credit: float = 0.0
+) -> Accuracy:
     """How often `mode` ranks the better answer higher, over the pairs it could judge."""
     verdicts = [v for v in (o.verdict(mode) for o in outcomes) if v is not None]
-    hits = [1.0 if v == "right" else 0.0 for v in verdicts]
+    credit = {"right": 1.0, "tie": tie_credit, "wrong": 0.0}
+    hits = [credit[v] for v in verdicts]
     right, ties = verdicts.count("right"), verdicts.count("tie")
-    return Accuracy(len(verdicts), right, ties, bootstrap_ci(hits, seed=seed))
+    return Accuracy(len(verdicts), right, ties, bootstrap_ci(hits, seed=seed), tie_credit)
 
 
 @dataclass(frozen=True)
@@ -247,6 +273,136 @@ async def run_judge_check(
     return JudgeCheckReport(outcomes, tuple(fallbacks))
 
 
+@dataclass(frozen=True)
+class PairwiseOutcome:
+    """The pairwise judge's readings of a pair shown better-first and better-second."""
+
+    pair: JudgePair
+    better_first: PairReading
+    better_second: PairReading
+
+    def better_score(self, mode: Mode) -> float | None:
+        """The better answer's share of the preference over both orders; None unless both
+        orders have a reading in `mode`."""
+        if mode == "integer":
+            return reconcile(self.better_first.verdict, self.better_second.verdict)
+        return reconcile_chances(
+            {
+                "xy": self.better_first.first_probability,
+                "yx": self.better_second.first_probability,
+            }
+        )
+
+    def verdict(self, mode: Mode) -> Literal["right", "tie", "wrong"] | None:
+        """Right when the better answer is preferred over both orders, tie at exactly ½."""
+        score = self.better_score(mode)
+        if score is None:
+            return None
+        # An average of two probabilities: equal to ½ up to rounding is a tie.
+        if abs(score - 0.5) < 1e-9:
+            return "tie"
+        return "right" if score > 0.5 else "wrong"
+
+
+@dataclass(frozen=True)
+class PairwiseReport:
+    """The pairwise section's outcome: accuracy in both modes, overall and per kind, and how
+    much the shown order sways the judge."""
+
+    outcomes: tuple[PairwiseOutcome, ...]
+    fallbacks: tuple[str, ...]  # why verdicts lack a probability (one per such verdict)
+
+    def overall(self, mode: Mode) -> Accuracy:
+        """Accuracy over all pairs in `mode` (a tie counts half)."""
+        return accuracy(self.outcomes, mode, tie_credit=0.5)
+
+    def by_kind(self, mode: Mode) -> dict[str, Accuracy]:
+        """Accuracy in `mode` per kind of pair that occurs."""
+        kinds = [k for k in KINDS if any(o.pair.kind == k for o in self.outcomes)]
+        return {
+            k: accuracy([o for o in self.outcomes if o.pair.kind == k], mode, tie_credit=0.5)
+            for k in kinds
+        }
+
+    def position(self) -> PositionBias:
+        """Order consistency and first-position preference of the integer verdicts."""
+        return position_bias(
+            [(o.better_first.verdict, o.better_second.verdict) for o in self.outcomes]
+        )
+
+    def mean_first_probability(self) -> float | None:
+        """Mean P(first-shown preferred) over all verdicts with one: ½ for a judge the order
+        does not sway, since each pair shows the better answer first once and second once."""
+        values = [
+            r.first_probability
+            for o in self.outcomes
+            for r in (o.better_first, o.better_second)
+            if r.first_probability is not None
+        ]
+        return sum(values) / len(values) if values else None
+
+    @property
+    def headline_mode(self) -> Mode:
+        """Probability mode wherever the judge gave usable logprobs, else integer."""
+        return "probability" if self.overall("probability").judged else "integer"
+
+
+async def run_pairwise_check(
+    judge: RoleClient,
+    pairs: Sequence[JudgePair],
+    *,
+    concurrency: int = 4,
+    on_answer: Callable[[], None] | None = None,
+) -> PairwiseReport:
+    """Judge every pair with the eval's pairwise judge in both orders.
+
+    A reply the judge cannot give leaves that order unread (so the pair unjudged); an endpoint
+    that is down ends the check.
+    """
+    limiter = asyncio.Semaphore(concurrency)
+    fallbacks: list[str] = []
+    no_logprobs = (
+        "the verdict's token logprobs were missing or did not fit the reply"
+        if judge.gives_logprobs
+        else "the judge's endpoint gives no token logprobs"
+    )
+
+    async def read(pair: JudgePair, order: str) -> PairReading:
+        first, second = (pair.better, pair.worse) if order == "xy" else (pair.worse, pair.better)
+        async with limiter:
+            reading = await judge_pair_order(
+                judge, pair.query, first, second, tag=f"judge-check:{pair.id}:pair:{order}"
+            )
+        if reading.verdict is not None and reading.first_probability is None:
+            fallbacks.append(no_logprobs)
+        if on_answer is not None:
+            on_answer()
+        return reading
+
+    jobs = [asyncio.ensure_future(read(p, order)) for p in pairs for order in ("xy", "yx")]
+    try:
+        readings = await asyncio.gather(*jobs)
+    except EndpointDown:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        raise
+    outcomes = tuple(
+        PairwiseOutcome(pair, readings[2 * index], readings[2 * index + 1])
+        for index, pair in enumerate(pairs)
+    )
+    return PairwiseReport(outcomes, tuple(fallbacks))
+
+
+@dataclass(frozen=True)
+class CheckResults:
+    """What a check ran: the absolute section, the pairwise section, or both."""
+
+    absolute: JudgeCheckReport | None = None
+    pairwise: PairwiseReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per method run
+
+
 def judge_role_only(settings: Settings) -> Settings:
     """Point every role at the judge, so the check starts one model server and needs one key."""
     judge = settings.judge
@@ -258,9 +414,10 @@ async def check_judge(
     pairs: Sequence[JudgePair],
     *,
     check_id: str,
+    method: Method = "absolute",
     on_answer: Callable[[], None] | None = None,
-) -> JudgeCheckReport:
-    """Start the judge (the embedded server when configured) and run the check on `pairs`.
+) -> CheckResults:
+    """Start the judge (the embedded server when configured) and run `method` on `pairs`.
 
     Replies go through the run store's reply cache, so a repeated check with the same judge is
     free; its calls are recorded under `check_id`.
@@ -268,11 +425,25 @@ async def check_judge(
     settings = judge_role_only(settings)
     await asyncio.to_thread(check_settings, settings)
     store = RunStore(settings.store)
+    concurrency = settings.max_concurrency
     try:
         async with AsyncExitStack() as stack:
             models = await open_role_models(stack, settings, store, check_id, ("judge",))
-            return await run_judge_check(
-                models["judge"], pairs, concurrency=settings.max_concurrency, on_answer=on_answer
-            )
+            judge = models["judge"]
+            absolute = pairwise = None
+            seconds: dict[str, float] = {}
+            if method in ("absolute", "both"):
+                started = time.monotonic()
+                absolute = await run_judge_check(
+                    judge, pairs, concurrency=concurrency, on_answer=on_answer
+                )
+                seconds["absolute"] = time.monotonic() - started
+            if method in ("pairwise", "both"):
+                started = time.monotonic()
+                pairwise = await run_pairwise_check(
+                    judge, pairs, concurrency=concurrency, on_answer=on_answer
+                )
+                seconds["pairwise"] = time.monotonic() - started
+            return CheckResults(absolute, pairwise, seconds)
     finally:
         store.close()
