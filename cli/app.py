@@ -456,7 +456,9 @@ def show(
         if row.get("adapted"):
             adapted = SettingsAdapted.model_validate_json(row["adapted"])
             changes = ", ".join(f"{c.setting} {c.before}→{c.after}" for c in adapted.changes)
-            out.print(f"adapted to this machine's speed: {changes}", highlight=False)
+            out.print(
+                f"adapted to this machine's speed: {changes}", highlight=False, soft_wrap=True
+            )
         spent = db.spent(run_id)
         out.print(
             f"cost: {spent['calls']} paid calls, {spent['tokens']} tokens "

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from scripted_llm import ScriptedLLM
 from stub_server import StubServer
+from typer.testing import CliRunner
 
 from drpo.backends.embedded import EmbeddedServerPool
 from drpo.backends.speed_probe import ServerSpeed
 from drpo.checkpoints.store import RunStore
+from drpo.cli.app import app
 from drpo.cli.progress import ProgressPrinter
 from drpo.graph.api import RunPaused, load_run_data, optimize, resume
 from drpo.nodes.adapt import fit_to_speed
@@ -151,6 +153,9 @@ def test_a_slow_machine_runs_the_cut_search_and_stores_and_prints_what_it_change
     levels = [e.level for e in events if isinstance(e, LevelDone)]
     assert levels == list(range(expected.settings.search.depth + 1))
     assert counted == expected.estimate.calls
+    shown = CliRunner().invoke(app, ["show", result.run_id, "--store", str(settings.store)])
+    changes = ", ".join(f"{c.setting} {c.before}→{c.after}" for c in adapted.changes)
+    assert f"adapted to this machine's speed: {changes}" in shown.output
     err = capsys.readouterr().err
     assert "expected at the default settings on this machine (18 tok/s prefill" in err
     assert "adapted to fit 20 min (keep the full search: --no-adapt)" in err
