@@ -336,16 +336,8 @@ async def open_run(
             for role in ("selector", "judge"):
                 models[role].rubric_hash = rubric.hash
         if pool is not None and (on_event is not None or adapt):
-            # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
-            events = server_choices(pool, settings.embedded_pin_slots)
-            measured = await asyncio.to_thread(measure_speed, pool)
-            if adapt:
-                # Only search settings change, which the role models do not hold.
-                settings, adapted = adapt_to_speed(settings, data, rubric, measured, store, run_id)
-                events += adapted
-            if on_event is not None:
-                for event in [*events, *measured]:
-                    on_event(event)
+            # Only search settings can change, which the role models built above do not hold.
+            settings = await _probe(pool, settings, data, rubric, store, run_id, on_event, adapt)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         row = store.run(run_id) or {}
         retriever_for = await _retriever_factory(settings, data, row, ledger)
@@ -368,6 +360,30 @@ async def open_run(
             metric=metric,
         )
         yield build_graph(checkpointer), context, checkpointer
+
+
+async def _probe(
+    pool: EmbeddedServerPool,
+    settings: Settings,
+    data: RunData,
+    rubric: Rubric,
+    store: RunStore,
+    run_id: str,
+    on_event: EventHandler | None,
+    adapt: bool,
+) -> Settings:
+    """Time the embedded servers, cut a new run's default search to fit if `adapt`, report
+    both, and return the settings the run goes with."""
+    # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
+    events = server_choices(pool, settings.embedded_pin_slots)
+    measured = await asyncio.to_thread(measure_speed, pool)
+    if adapt:
+        settings, adapted = adapt_to_speed(settings, data, rubric, measured, store, run_id)
+        events += adapted
+    if on_event is not None:
+        for event in [*events, *measured]:
+            on_event(event)
+    return settings
 
 
 async def _retriever_factory(
