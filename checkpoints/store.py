@@ -60,6 +60,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, type], ...] = (
     ("llm_calls", "cached_tokens", int),
     ("judgements", "expected_score", float),
     ("reply_cache", "logprobs", str),
+    ("runs", "adapted", str),
 )
 
 # Spending by run, stage (examples / search / validate), level and role. Only `ok` calls were paid
@@ -140,6 +141,9 @@ _TABLES: dict[str, TableSchema] = {
             # so serve and eval retrieve the same examples on any host.
             "retrieval": str,
             "rubric": str,
+            # The SettingsAdapted event (JSON) when the default search was cut to fit the time
+            # target; `settings` holds what ran.
+            "adapted": str,
             **_CLAIM_COLUMNS,
         },
         pk="id",

@@ -27,7 +27,7 @@ from drpo.cli.cost import cost_command
 from drpo.cli.evaluation import data_app, eval_command, report_command
 from drpo.cli.judge import judge_check_command, pre_search_check
 from drpo.cli.model import model_app
-from drpo.cli.progress import ProgressPrinter, time_forecast
+from drpo.cli.progress import ProgressPrinter, adaptation_text, time_forecast
 from drpo.cli.serve import serve_command
 from drpo.graph.api import (
     WAITING,
@@ -40,7 +40,10 @@ from drpo.graph.api import (
     with_metric,
 )
 from drpo.graph.review import decide_async, fork_async, pending_request, steps, transitions
+from drpo.nodes.adapt import fit_to_speed, why_not_adapted
 from drpo.nodes.estimate import Estimate, describe, estimate_run
+from drpo.prompts.rubric import Rubric
+from drpo.state.events import SettingsAdapted
 from drpo.state.settings import (
     DEFAULT_STORE,
     ROLES,
@@ -225,6 +228,14 @@ def optimize(
         int | None,
         typer.Option("--judge-check", min=1, help="first judge this many judge-check pairs"),
     ] = None,
+    no_adapt: Annotated[
+        bool,
+        typer.Option(
+            "--no-adapt",
+            help="run the default search in full even when the measured speed says it takes "
+            "longer than time_target_minutes",
+        ),
+    ] = False,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -253,6 +264,8 @@ def optimize(
         budget = budget_flags(budget_tokens, budget_calls, budget_time)
         if budget:
             overrides = deep_merge(overrides, {"budget": budget})
+        if no_adapt:
+            overrides["time_target_minutes"] = 0
         settings = load_settings(config, preset, overrides)
         # A bad rubric or metric is bad input, even for --estimate.
         task_rubric = run_rubric(settings)
@@ -262,7 +275,9 @@ def optimize(
         if estimate_only:
             out.print(describe_settings(settings), highlight=False, soft_wrap=True)
             out.print(forecast, highlight=False, soft_wrap=True)
-            out.print(estimate_time(settings, estimate), highlight=False, soft_wrap=True)
+            out.print(
+                estimate_time(settings, estimate, task_rubric), highlight=False, soft_wrap=True
+            )
             return
         if judge_check is not None:
             pre_search_check(settings, judge_check)
@@ -275,8 +290,9 @@ def optimize(
         print_result(result, settings.store)
 
 
-def estimate_time(settings: Settings, estimate: Estimate) -> str:
-    """The run's time on this machine: an embedded server is started and timed (≤ 10 s)."""
+def estimate_time(settings: Settings, estimate: Estimate, rubric: Rubric) -> str:
+    """The run's time on this machine: an embedded server is started and timed (≤ 10 s), and
+    the default search cut to the time target as `drpo optimize` would cut it."""
     from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
     from drpo.backends.model_catalogue import CATALOGUE
     from drpo.backends.model_files import ModelFileError, status
@@ -296,6 +312,16 @@ def estimate_time(settings: Settings, estimate: Estimate) -> str:
             speed = probe_speed(root)
         except (EmbeddedServerError, ModelFileError, ProbeFailed) as exc:
             return f"time: no time estimate ({exc})"
+    if why_not_adapted(settings) is None:
+        adaptation = fit_to_speed(settings, load_run_data(settings), speed, rubric)
+        if adaptation.changes:
+            return "\n".join(
+                [
+                    adaptation_text(adaptation.event()),
+                    describe(adaptation.estimate).splitlines()[0],
+                    time_forecast(adaptation.estimate, speed, settings.preset),
+                ]
+            )
     return time_forecast(estimate, speed, settings.preset)
 
 
@@ -427,6 +453,12 @@ def show(
         db, row = load_run(store, run_id)
         best = row["best_candidate_id"]
         out.print(f"[bold]run {run_id}[/] · {row['status']} · preset {row['preset']}")
+        if row.get("adapted"):
+            adapted = SettingsAdapted.model_validate_json(row["adapted"])
+            changes = ", ".join(f"{c.setting} {c.before}→{c.after}" for c in adapted.changes)
+            out.print(
+                f"adapted to this machine's speed: {changes}", highlight=False, soft_wrap=True
+            )
         spent = db.spent(run_id)
         out.print(
             f"cost: {spent['calls']} paid calls, {spent['tokens']} tokens "

@@ -23,7 +23,7 @@ from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.cost import level_line
 from drpo.data.loaders import DataFileError
 from drpo.graph.api import load_run_data, stored_rubric
-from drpo.nodes.estimate import Estimate, estimate_run
+from drpo.nodes.estimate import Estimate, describe, estimate_run
 from drpo.nodes.eta import Eta, RunClock, minutes
 from drpo.state.events import (
     CallFinished,
@@ -36,6 +36,7 @@ from drpo.state.events import (
     RunStarted,
     RunWarning,
     ServerStarted,
+    SettingsAdapted,
     SpeedMeasured,
     StepFinished,
 )
@@ -48,17 +49,41 @@ console = Console(stderr=True)
 
 
 def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default") -> str:
-    """`at most about 35 min on this machine`, with faster choices when that is long."""
-    seconds = RunClock.before_start(estimate, speed)
+    """`about 20 min expected, at most about 45 min on this machine`, with faster choices when
+    the expected time is long."""
+    bound = RunClock.before_start(estimate, speed)
+    expected = RunClock.expected_before_start(estimate, speed)
     line = (
-        f"time: at most {minutes(seconds)} on this machine "
+        f"time: {minutes(expected)} expected, at most {minutes(bound)} on this machine "
         f"(measured {speed.prefill_per_second:.0f} tok/s prefill, "
         f"{speed.decode_per_second:.1f} tok/s decode, one stream)"
     )
-    if seconds > SLOW_RUN_MINUTES * 60:
+    if expected > SLOW_RUN_MINUTES * 60:
         choices = SMALLER_BASE if preset == "quick" else f"--preset quick, or {SMALLER_BASE}"
         line += f"\n  that is over {SLOW_RUN_MINUTES} min; faster choices: {choices}"
     return line
+
+
+def adaptation_text(event: SettingsAdapted) -> str:
+    """The line saying how the default search was cut to fit, then one line per change."""
+    target = minutes(event.target_seconds).removeprefix("about ")
+    head = (
+        f"time: {minutes(event.expected_seconds)} expected at the default settings on this "
+        f"machine ({event.prefill_per_second:.0f} tok/s prefill, "
+        f"{event.decode_per_second:.1f} tok/s decode); "
+    )
+    if event.fits:
+        head += f"adapted to fit {target} (keep the full search: --no-adapt):"
+    else:
+        head += (
+            f"even the smallest search is expected to take {minutes(event.adapted_seconds)}, "
+            f"over {target}; running it (keep the full search: --no-adapt):"
+        )
+    changes = [
+        f"  {c.setting} {'unset' if c.before is None else c.before}→{c.after}"
+        for c in event.changes
+    ]
+    return "\n".join([head, *changes])
 
 
 def eta_text(eta: Eta) -> str:
@@ -274,6 +299,9 @@ class ProgressPrinter:
                 f"{'s' if event.threads != 1 else ''} ({event.reason}), "
                 f"{event.slots} slots{pinning}"
             )
+        elif isinstance(event, SettingsAdapted):
+            self._say(adaptation_text(event))
+            self._adapted()
         elif isinstance(event, SpeedMeasured):
             speed = ServerSpeed(event.prefill_per_second, event.decode_per_second)
             if self.clock is not None:
@@ -301,6 +329,23 @@ class ProgressPrinter:
             )
         elif isinstance(event, ReviewNeeded | RunFinished):
             self.pause()
+
+    def _adapted(self) -> None:
+        """Count against the adapted run's estimate, as the store now holds its settings."""
+        try:
+            store = RunStore(self.store_path)
+            try:
+                row = store.run(self.run_id)
+            finally:
+                store.close()
+            if row is None:
+                return
+            settings = settings_from_stored(json.loads(row["settings"]))
+            estimate = estimate_run(settings, load_run_data(settings), stored_rubric(row))
+        except (StoreError, ConfigError, DataFileError, ValueError, OSError):
+            return  # the old estimate stays: an ETA counted against more calls than will run
+        self.clock = RunClock(estimate)
+        self._say(describe(estimate).splitlines()[0])
 
     def _on_call(self, call: CallFinished) -> None:
         if call.outcome in ("ok", "cache_hit"):

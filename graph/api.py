@@ -29,7 +29,7 @@ from drpo.backends.factory import build_role_models
 from drpo.backends.llm import CachedReply, CallRecord
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
-from drpo.backends.speed_probe import ProbeFailed, probe_speed
+from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, probe_speed
 from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunLedger, RunStore, new_run_id
 from drpo.data.loaders import (
@@ -41,6 +41,7 @@ from drpo.data.loaders import (
     validation_queries,
 )
 from drpo.graph.builder import build_graph
+from drpo.nodes.adapt import fit_to_speed, slowest, why_not_adapted
 from drpo.nodes.budget import BudgetGate, BudgetReached
 from drpo.nodes.context import RetrieverFactory, RunContext, RunData
 from drpo.nodes.metric import Metric, import_metric, import_path_of, metric_name
@@ -151,7 +152,7 @@ def with_metric(settings: Settings, metric: Metric | None) -> tuple[Settings, Me
     if update:
         settings = settings_from_stored(
             {**settings.public_dict(), "rewards": {**rewards.model_dump(mode="json"), **update}}
-        )
+        ).with_chosen(settings.chosen)
     return settings, metric
 
 
@@ -231,6 +232,38 @@ def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
     return events
 
 
+def adapt_to_speed(
+    settings: Settings,
+    data: RunData,
+    rubric: Rubric,
+    measured: list[RunEvent],
+    store: RunStore,
+    run_id: str,
+) -> tuple[Settings, list[RunEvent]]:
+    """The settings a new run goes with: the default search cut to the time target at the
+    measured speed (stored with the run, with its `SettingsAdapted` event), else as given.
+
+    Nothing is cut when the user chose the search (`why_not_adapted`) or a probe failed.
+    """
+    speeds = [
+        ServerSpeed(event.prefill_per_second, event.decode_per_second)
+        for event in measured
+        if isinstance(event, SpeedMeasured)
+    ]
+    if not speeds or len(speeds) < len(measured) or why_not_adapted(settings) is not None:
+        return settings, []
+    adaptation = fit_to_speed(settings, data, slowest(speeds), rubric)
+    if not adaptation.changes:
+        return settings, []
+    event = adaptation.event()
+    store.update_run(
+        run_id,
+        settings=json.dumps(adaptation.settings.public_dict()),
+        adapted=event.model_dump_json(),
+    )
+    return adaptation.settings, [event]
+
+
 class _ObservedLedger(RunLedger):
     """The run ledger that also reports each request sent and each call recorded as events.
 
@@ -273,10 +306,14 @@ async def open_run(
     store: RunStore,
     on_event: EventHandler | None = None,
     metric: Metric | None = None,
+    adapt: bool = False,
 ) -> AsyncIterator[
     tuple[CompiledStateGraph[Any, Any, Any, Any], RunContext, BaseCheckpointSaver[Any]]
 ]:
-    """Everything a run needs while it executes: graph, context, checkpointer, model servers."""
+    """Everything a run needs while it executes: graph, context, checkpointer, model servers.
+
+    `adapt`: a new run, whose default search may be cut to the speed measured here.
+    """
     data = load_run_data(settings)
     row = store.run(run_id) or {"id": run_id}
     rubric = stored_rubric(row)
@@ -298,12 +335,9 @@ async def open_run(
         if not rubric.is_builtin:
             for role in ("selector", "judge"):
                 models[role].rubric_hash = rubric.hash
-        if pool is not None and on_event is not None:
-            # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
-            for event in server_choices(pool, settings.embedded_pin_slots):
-                on_event(event)
-            for event in await asyncio.to_thread(measure_speed, pool):
-                on_event(event)
+        if pool is not None and (on_event is not None or adapt):
+            # Only search settings can change, which the role models built above do not hold.
+            settings = await _probe(pool, settings, data, rubric, store, run_id, on_event, adapt)
         checkpointer = await stack.enter_async_context(open_run_checkpointer(settings))
         row = store.run(run_id) or {}
         retriever_for = await _retriever_factory(settings, data, row, ledger)
@@ -326,6 +360,30 @@ async def open_run(
             metric=metric,
         )
         yield build_graph(checkpointer), context, checkpointer
+
+
+async def _probe(
+    pool: EmbeddedServerPool,
+    settings: Settings,
+    data: RunData,
+    rubric: Rubric,
+    store: RunStore,
+    run_id: str,
+    on_event: EventHandler | None,
+    adapt: bool,
+) -> Settings:
+    """Time the embedded servers, cut a new run's default search to fit if `adapt`, report
+    both, and return the settings the run goes with."""
+    # Probed in a worker thread, reported from the loop: handlers need not be thread-safe.
+    events = server_choices(pool, settings.embedded_pin_slots)
+    measured = await asyncio.to_thread(measure_speed, pool)
+    if adapt:
+        settings, adapted = adapt_to_speed(settings, data, rubric, measured, store, run_id)
+        events += adapted
+    if on_event is not None:
+        for event in [*events, *measured]:
+            on_event(event)
+    return settings
 
 
 async def _retriever_factory(
@@ -486,7 +544,8 @@ async def optimize_async(
             for warning in warnings:
                 on_event(RunWarning(message=warning))
         try:
-            async with open_run(settings, run_id, store, on_event, metric) as (graph, context, _):
+            run = open_run(settings, run_id, store, on_event, metric, adapt=True)
+            async with run as (graph, context, _):
                 return await _drive(graph, context, {"run_id": run_id}, store, on_event)
         except (KeyboardInterrupt, asyncio.CancelledError):
             store.update_run(run_id, status="paused", error="interrupted by the user")

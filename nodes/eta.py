@@ -104,6 +104,12 @@ class _Usage:
 PRIOR_REJECTED_SHARE = 0.2
 HIGH_REJECTED_SHARE = 0.5
 
+# What the same two runs' calls turned out to be, pooled per role, for the expected time before
+# any call (`RunClock.expected_before_start`): completion tokens over `max_tokens` ...
+PRIOR_FILL: dict[str, float] = {"base": 0.67, "selector": 0.29, "judge": 0.52, "optimizer": 0.29}
+# ... and the share of the prompt tokens the server took from its prefix cache.
+PRIOR_CACHED: dict[str, float] = {"base": 0.04, "selector": 0.53, "judge": 0.37, "optimizer": 0.06}
+
 
 @dataclass(frozen=True)
 class Eta:
@@ -119,8 +125,11 @@ class Eta:
 class RunClock:
     """Counts a run's calls against its estimate and predicts when it ends."""
 
-    def __init__(self, estimate: Estimate) -> None:
+    def __init__(self, estimate: Estimate, priors: bool = False) -> None:
         self.estimate = estimate
+        # Whether a role without calls yet expects the stored runs' fill and prefix-cache share
+        # (PRIOR_FILL, PRIOR_CACHED) instead of the upper bounds and no hit.
+        self.priors = priors
         self.speed: ServerSpeed | None = None
         self.fits: dict[tuple[str, str], _Fit] = {}
         self.usage: dict[str, _Usage] = {}
@@ -149,6 +158,20 @@ class RunClock:
         clock = RunClock(estimate)
         clock.measured(speed)
         seconds = clock.remaining(0.0, share=0.0)
+        assert seconds is not None  # a probe speed always gives a figure
+        return seconds
+
+    @staticmethod
+    def expected_before_start(estimate: Estimate, speed: ServerSpeed) -> float:
+        """The whole run's seconds as the stored runs went, at the probe's single-stream speed:
+        replies as full and prefix-cache hits as in those runs, the prior share of proposals
+        rejected, stage A at its maximum. A point, not a bound: for the default run at 43 tok/s
+        prefill and 14.9 decode (probed on the machine of those runs) it gives about 20 min,
+        where they took 18.5 and 10.9 min (the second stopped stage A early and had half its
+        proposals rejected)."""
+        clock = RunClock(estimate, priors=True)
+        clock.measured(speed)
+        seconds = clock.remaining(0.0)
         assert seconds is not None  # a probe speed always gives a figure
         return seconds
 
@@ -389,10 +412,15 @@ class RunClock:
         usage = self.usage.get(role)
         if usage is not None and usage.prompt:
             prompt *= usage.processed / usage.prompt
+        elif self.priors:
+            prompt *= 1 - PRIOR_CACHED[role]
         return prompt, fill * planned.completion_tokens / planned.calls
 
     def _fill(self, role: RoleName) -> float:
-        """Completion tokens over their bound: the role's own calls', else all roles'."""
+        """Completion tokens over their bound: the role's own calls', else all roles', else
+        the stored runs' (with `priors`) or the bound itself."""
+        if self.priors and not self.usage:
+            return PRIOR_FILL[role]
         seen = [role] if role in self.usage else list(self.usage)
         bound = 0.0
         completion = 0

@@ -54,6 +54,34 @@ class SpeedMeasured(_Event):
     decode_per_second: float
 
 
+class SettingChange(_Event):
+    """One search setting lowered to fit the time target: `setting` is its dotted name."""
+
+    setting: str
+    before: int | None  # None: no limit (examples.limit unset)
+    after: int
+
+
+class SettingsAdapted(_Event):
+    """The default search was cut to fit the time target at the speed measured at start.
+
+    `expected_seconds` is the run's expected time at the default settings, `adapted_seconds` at
+    the adapted ones (points, not bounds: `RunClock.expected_before_start`); `fits` is False when
+    even the smallest search of the ladder is expected over `target_seconds` (it runs anyway).
+    It comes before the `SpeedMeasured` of the probe it used; the run store keeps the adapted
+    settings and this event (`runs.adapted`).
+    """
+
+    kind: Literal["settings_adapted"] = "settings_adapted"
+    target_seconds: float
+    expected_seconds: float
+    adapted_seconds: float
+    fits: bool
+    prefill_per_second: float
+    decode_per_second: float
+    changes: tuple[SettingChange, ...]
+
+
 class StepFinished(_Event):
     """A graph node finished (prepare, optimize_example, start_level, start_validation, …)."""
 
@@ -145,6 +173,7 @@ RunEvent = Annotated[
     | RunWarning
     | ServerStarted
     | SpeedMeasured
+    | SettingsAdapted
     | StepFinished
     | CallStarted
     | CallFinished

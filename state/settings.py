@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -324,6 +332,13 @@ class Settings(BaseSettings):
         default=False,
         description="send calls that share a system prompt to the same llama.cpp slot",
     )
+    time_target_minutes: float = Field(
+        default=20.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="the default search on the embedded server is cut to be expected within "
+        "this many minutes at the speed measured at start; 0 = never adapt",
+    )
     base: RoleSettings = RoleSettings(max_tokens=384)
     selector: RoleSettings = RoleSettings(max_tokens=320)
     judge: RoleSettings = RoleSettings(max_tokens=400)
@@ -337,6 +352,8 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings()
     budget: BudgetSettings = BudgetSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    # The settings the user gave, as load_settings saw them; None (built directly): unknown.
+    _chosen: frozenset[str] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -356,6 +373,19 @@ class Settings(BaseSettings):
         """One role's settings by name."""
         role: RoleSettings = getattr(self, name)
         return role
+
+    @property
+    def chosen(self) -> frozenset[str] | None:
+        """The settings the user gave in a config file, the environment or flags, as dotted
+        names (`search.depth`; `preset` when one was named), recorded by `load_settings`;
+        None for settings built otherwise, whose every value counts as chosen."""
+        return self._chosen
+
+    def with_chosen(self, chosen: frozenset[str] | None) -> Settings:
+        """These settings, recording `chosen` as what the user gave."""
+        copied = self.model_copy()
+        copied._chosen = chosen
+        return copied
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as stored with a run: plain JSON values, no secret (keys are never here)."""
@@ -486,9 +516,22 @@ def load_settings(
     layered["preset"] = chosen
     defaults = Settings().model_dump(exclude_unset=False)
     try:
-        return Settings(**deep_merge(_role_defaults(defaults), layered))
+        settings = Settings(**deep_merge(_role_defaults(defaults), layered))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    chosen = {name for layer in (file_layer, env_layer, overrides) for name in _dotted(layer)}
+    if preset or "preset" in env_layer or "preset" in file_layer:
+        chosen.add("preset")
+    return settings.with_chosen(frozenset(chosen))
+
+
+def _dotted(layer: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted names of a layer's values (`{"search": {"depth": 1}}` → `search.depth`)."""
+    names: set[str] = set()
+    for key, value in layer.items():
+        name = f"{prefix}{key}"
+        names |= _dotted(value, f"{name}.") if isinstance(value, dict) and value else {name}
+    return names
 
 
 def _role_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
