@@ -1,7 +1,7 @@
 """Replay a finished run's calls through the ETA clock: the ETA after each call vs the real end.
 
     python bench/eta_replay.py RUN [--store drpo-runs/runs.db] [--finished-only] [--calls-only]
-                                   [--every]
+                                   [--every] [--priors]
 
 For issue #16's check ("after the first 5 calls, the ETA lies within ±30 % of the actual end"): the
 run's own `llm_calls` rows are fed to `RunClock` as the progress display feeds it, each request's
@@ -94,11 +94,14 @@ def main() -> None:
     parser.add_argument("--finished-only", action="store_true")
     parser.add_argument("--calls-only", action="store_true")
     parser.add_argument("--every", action="store_true")
+    # A role without calls of its own expects the stored default runs' fill and cache share.
+    parser.add_argument("--priors", action="store_true")
     args = parser.parse_args()
     db = sqlite_utils.Database(args.store)
     run = db["runs"].get(args.run)
     settings = settings_from_stored(json.loads(run["settings"]))
-    clock = RunClock(estimate_run(settings, load_run_data(settings), stored_rubric(run)))
+    estimate = estimate_run(settings, load_run_data(settings), stored_rubric(run))
+    clock = RunClock(estimate, priors=args.priors)
     rows = list(
         db.query(
             "select * from llm_calls where run_id = ? and outcome in ('ok', 'cache_hit', 'error')",
