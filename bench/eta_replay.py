@@ -1,7 +1,7 @@
 """Replay a finished run's calls through the ETA clock: the ETA after each call vs the real end.
 
     python bench/eta_replay.py RUN [--store drpo-runs/runs.db] [--finished-only] [--calls-only]
-                                   [--every] [--priors]
+                                   [--every] [--priors] [--explain N]
 
 For issue #16's check ("after the first 5 calls, the ETA lies within ±30 % of the actual end"): the
 run's own `llm_calls` rows are fed to `RunClock` as the progress display feeds it, each request's
@@ -14,6 +14,12 @@ each stage A example's end (`optimize_example`, its calls are tagged with its id
 (`collect_examples`) at the end of their last calls. `--calls-only` leaves those facts out (the
 clock then counts the estimate's maximum); `--finished-only` also feeds no starts, as a caller
 that does not report them would, so the concurrency comes from finished calls alone.
+
+`--explain N` attributes the error after call N: per role, the calls the clock still expects
+against those the run then made, the seconds per call it predicts against their mean latency
+(and what the predicted rates give on the calls' actual tokens, which separates a token error
+from a speed error), and the concurrency it divides by against the one the rest of the run had
+(the remaining calls' latency, counted from N on, over the time left).
 """
 
 from __future__ import annotations
@@ -82,6 +88,52 @@ def _apply(clock: RunClock, fact: dict[str, Any]) -> None:
         clock.level_finished(fact["level"], len(fact["children"]), fact["beam"])
 
 
+def _after(rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The calls that end after `now` (the ones the clock's remaining time is about)."""
+    return [r for r in rows if r["started_at"] + (r["latency"] or 0.0) > now]
+
+
+def _explain(clock: RunClock, now: float, rows: list[dict[str, Any]], end: float) -> None:
+    """Print where the predicted remaining time differs from what the run then did."""
+    later = _after(rows, now)
+    planned = clock.planned(clock.rejected_share())
+    print(
+        " role       calls left pred/actual   s/call pred/actual (pred rates on actual tokens)"
+        "   tokens/call pred p+c / actual p+c   work pred/actual (s)"
+    )
+    work_pred = work_act = 0.0
+    for role in sorted(set(planned) | {r["role"] for r in later}):
+        mine = [r for r in later if r["role"] == role]
+        left = max(0.0, planned.get(role, 0.0) - clock.done.get(role, 0))
+        per_call = clock.seconds_per_call(role) or 0.0  # type: ignore[arg-type]
+        prompt, completion = clock.expected_tokens(role)  # type: ignore[arg-type]
+        paid = [r for r in mine if r["outcome"] == "ok"]
+        seconds = sum(r["started_at"] + r["latency"] - max(r["started_at"], now) for r in paid)
+        mean = sum(r["latency"] for r in mine) / len(mine) if mine else 0.0
+        act_p = _mean(paid, lambda r: r["prompt_tokens"] - (r["cached_tokens"] or 0))
+        act_c = _mean(paid, lambda r: r["completion_tokens"])
+        at_rates = clock.seconds_for(role, act_p, act_c) if paid else 0.0  # type: ignore[arg-type]
+        work_pred += left * per_call
+        work_act += seconds
+        print(
+            f" {role:9}  {left:6.1f} / {len(mine):<3d}          {per_call:6.1f} / {mean:6.1f}"
+            f" ({at_rates:6.1f})                     {prompt:5.0f}+{completion:<4.0f}/"
+            f" {act_p:5.0f}+{act_c:<4.0f}            {left * per_call:6.0f} / {seconds:6.0f}"
+        )
+    in_flight = sum(done for _, done, _ in clock.in_flight_work(now))
+    concurrency = clock.concurrency(now)
+    left_s = end - now
+    print(
+        f" work {work_pred:.0f} s (less {in_flight:.0f} s in flight) / {work_act:.0f} s;"
+        f" concurrency {concurrency:.2f} / {work_act / left_s:.2f};"
+        f" remaining {(work_pred - in_flight) / concurrency:.0f} s / {left_s:.0f} s"
+    )
+
+
+def _mean(rows: list[dict[str, Any]], value: Any) -> float:
+    return sum(value(r) for r in rows) / len(rows) if rows else 0.0
+
+
 def _percent(predicted: float, actual: float) -> str:
     return f"{100 * (predicted - actual) / actual:+.0f} %"
 
@@ -96,6 +148,7 @@ def main() -> None:
     parser.add_argument("--every", action="store_true")
     # A role without calls of its own expects the stored default runs' fill and cache share.
     parser.add_argument("--priors", action="store_true")
+    parser.add_argument("--explain", type=int, metavar="N")
     args = parser.parse_args()
     db = sqlite_utils.Database(args.store)
     run = db["runs"].get(args.run)
@@ -130,6 +183,8 @@ def main() -> None:
         if row["outcome"] == "error":
             continue
         counted += 1
+        if counted == args.explain:
+            _explain(clock, now, [r for r in rows if r["outcome"] != "error"], end)
         eta = clock.eta(now)
         if eta is None or not (args.every or counted in CHECKPOINTS):
             continue

@@ -340,24 +340,24 @@ class RunClock:
             left = max(0.0, calls - self.done.get(role, 0))
             if left <= 0:
                 continue
-            seconds = self._seconds_per_call(role)  # type: ignore[arg-type]
+            seconds = self.seconds_per_call(role)  # type: ignore[arg-type]
             if seconds is None:
                 return None
             work += left * seconds
-        work = max(0.0, work - sum(done for _, done, _ in self._in_flight(now)))
+        work = max(0.0, work - sum(done for _, done, _ in self.in_flight_work(now)))
         if self.first_call is None or self.latency <= 0:
             # The probe's single stream, or a resumed run's stored calls, until calls finish.
             return work / self.stored_concurrency
-        return work / self._concurrency(now)
+        return work / self.concurrency(now)
 
-    def _in_flight(self, now: float) -> list[tuple[float, float, float]]:
+    def in_flight_work(self, now: float) -> list[tuple[float, float, float]]:
         """Per call in flight: (seconds it has run, the predicted work of it already done,
         its predicted latency)."""
         calls = []
         # Before any call finished the prediction is the probe's one stream, shared in flight.
         sharing = len(self.in_flight) if self.latency <= 0 else 1
         for sent, role in self.in_flight:
-            predicted = self._seconds_per_call(role) if role in self.estimate.roles else None
+            predicted = self.seconds_per_call(role) if role in self.estimate.roles else None
             if predicted is None or predicted <= 0:
                 continue
             expected = predicted * sharing
@@ -367,7 +367,7 @@ class RunClock:
 
     def _overdue(self, now: float) -> float | None:
         """How long the longest-running call past its predicted latency has run, if one has."""
-        late = [ran for ran, _, expected in self._in_flight(now) if ran > expected]
+        late = [ran for ran, _, expected in self.in_flight_work(now) if ran > expected]
         return max(late) if late else None
 
     def _land(self, role: str, sent: float) -> None:
@@ -383,7 +383,7 @@ class RunClock:
             self.busy += len(self.in_flight) * max(0.0, now - self.busy_since)
         self.busy_since = now
 
-    def _concurrency(self, now: float) -> float:
+    def concurrency(self, now: float) -> float:
         """Calls in flight on average since the first began: the wall time a call's work takes.
 
         With starts reported it counts the gaps when none is in flight (the graph's own work
@@ -433,8 +433,13 @@ class RunClock:
                 completion += self.usage[name].completion
         return min(1.0, completion / bound) if bound else 1.0
 
-    def _seconds_per_call(self, role: RoleName) -> float | None:
+    def seconds_per_call(self, role: RoleName) -> float | None:
+        """Predicted latency of one of the role's calls to come, or None without any speed."""
         prompt, completion = self.expected_tokens(role)
+        return self.seconds_for(role, prompt, completion)
+
+    def seconds_for(self, role: RoleName, prompt: float, completion: float) -> float | None:
+        """Latency the role's rates give a call of these processed prompt and completion tokens."""
         own = [fit for (r, _), fit in self.fits.items() if r == role and fit.calls]
         fits = own or list(self.fits.values())
         if fits:
