@@ -101,7 +101,7 @@ def _explain(clock: RunClock, now: float, rows: list[dict[str, Any]], end: float
         " role       calls left pred/actual   s/call pred/actual (pred rates on actual tokens)"
         "   tokens/call pred p+c / actual p+c   work pred/actual (s)"
     )
-    work_pred = work_act = 0.0
+    work_pred = work_act = work_counted = 0.0
     for role in sorted(set(planned) | {r["role"] for r in later}):
         mine = [r for r in later if r["role"] == role]
         left = max(0.0, planned.get(role, 0.0) - clock.done.get(role, 0))
@@ -114,6 +114,7 @@ def _explain(clock: RunClock, now: float, rows: list[dict[str, Any]], end: float
         act_c = _mean(paid, lambda r: r["completion_tokens"])
         at_rates = clock.seconds_for(role, act_p, act_c) if paid else 0.0  # type: ignore[arg-type]
         work_pred += left * per_call
+        work_counted += len(mine) * per_call
         work_act += seconds
         print(
             f" {role:9}  {left:6.1f} / {len(mine):<3d}          {per_call:6.1f} / {mean:6.1f}"
@@ -128,6 +129,19 @@ def _explain(clock: RunClock, now: float, rows: list[dict[str, Any]], end: float
         f" concurrency {concurrency:.2f} / {work_act / left_s:.2f};"
         f" remaining {(work_pred - in_flight) / concurrency:.0f} s / {left_s:.0f} s"
     )
+    # The same prediction had it known how many calls were left: what remains is the error of
+    # the seconds per call and the concurrency together (they move together on a busy server).
+    print(
+        f" remaining at the actual calls left: {(work_counted - in_flight) / concurrency:.0f} s;"
+        f" actual calls left per stage: {_per_stage(later)}"
+    )
+
+
+def _per_stage(rows: list[dict[str, Any]]) -> str:
+    stages: dict[str, int] = {}
+    for r in rows:
+        stages[r["stage"]] = stages.get(r["stage"], 0) + 1
+    return ", ".join(f"{stage} {count}" for stage, count in stages.items())
 
 
 def _mean(rows: list[dict[str, Any]], value: Any) -> float:
