@@ -11,9 +11,13 @@ estimate counts the most a run can make; the clock re-counts them from what the 
 off at once, and with them the rewrites and children of the beam it no longer fills; a finished
 level gives its children, a finished stage A example that made none of its rounds takes them off,
 and stage A's end its actual calls. Until a search level has shown the run's own share of
-rejected proposals, the rewrites to come are counted at a prior share measured on the stored runs
-(`PRIOR_REJECTED_SHARE`), and `eta` gives the range from every proposal kept to the higher share
-seen (`HIGH_REJECTED_SHARE`).
+unscored proposals (rejected, or dropped as a repeat of another's text: out of the level's
+optimizer calls), the rewrites to come are counted at a prior share measured on the stored runs
+(`PRIOR_REJECTED_SHARE`), and `eta` gives a range: from every proposal kept, at most, to the
+higher share seen (`HIGH_REJECTED_SHARE`) with the fewest calls stage A and the validation can
+still make (every example stopping at its next judgement, the starting prompt among the
+finalists). Those two are as unknown as the rejections after the first calls and, in the
+stored runs, cost as many calls (README, "Progress, time estimate and events").
 
 The tokens of the calls left are the estimate's, with the model-written parts (replies, and the
 replies quoted in later prompts) scaled from their upper bounds to the fill the run's replies have
@@ -147,6 +151,9 @@ class RunClock:
         self.children: dict[int, int] = {}
         self.rewards: dict[str, float] = {}  # each beam prompt's own reward, by candidate id
         self.rejected: dict[int, dict[str, int]] = {}
+        # Proposals written per search level (one optimizer call each): what the rejected share
+        # is out of, since a proposal can also go unscored as a repeat of another's text.
+        self.proposals: dict[int, int] = {}
         # Calls a resumed run answers again from the reply cache, already counted as done.
         self.replays: dict[str, int] = {}
         self.stored_concurrency = 1.0
@@ -208,15 +215,20 @@ class RunClock:
         if call.outcome == "cache_hit" and self.replays.get(call.role, 0) > 0:
             self.replays[call.role] -= 1  # a resumed run re-reading a call already counted
             return
-        self.done[call.role] = self.done.get(call.role, 0) + 1
-        if call.stage == "examples":
-            self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+        self._count(call)
         if call.outcome == "cache_hit":
             return  # answered in no time: not a measure of the server
         if self.first_call is None:
             self.first_call = now - call.seconds
         self.latency += call.seconds
         self.learn(call)
+
+    def _count(self, call: CallFinished) -> None:
+        self.done[call.role] = self.done.get(call.role, 0) + 1
+        if call.stage == "examples":
+            self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
+        if call.role == "optimizer" and call.stage == "search" and call.level is not None:
+            self.proposals[call.level] = self.proposals.get(call.level, 0) + 1
 
     def learn(self, call: CallFinished) -> None:
         """Take a paid call's tokens and latency into the role's rates and reply fill."""
@@ -242,10 +254,8 @@ class RunClock:
         for call in calls:
             if call.outcome not in ("ok", "cache_hit"):
                 continue
-            self.done[call.role] = self.done.get(call.role, 0) + 1
+            self._count(call)
             self.replays[call.role] = self.replays.get(call.role, 0) + 1
-            if call.stage == "examples":
-                self.examples_done[call.role] = self.examples_done.get(call.role, 0) + 1
             if call.outcome == "ok":
                 self.learn(call)
 
@@ -262,6 +272,17 @@ class RunClock:
             return 0.0
         rounds_done = self.examples_done.get("optimizer", 0) / per_round
         return max(0.0, self.examples_finished * shape.rounds - rounds_done)
+
+    def rounds_skippable(self) -> float:
+        """Stage A rounds the run can still leave out at most: every round not yet done (each
+        example whose next judgement scores 5 everywhere stops there)."""
+        shape = self.estimate.shape
+        per_round = shape.example_round.get("optimizer", 0.0) if shape is not None else 0.0
+        if shape is None or not per_round:
+            return 0.0
+        planned = shape.stage_a.get("optimizer", 0.0) / per_round
+        rounds_done = self.examples_done.get("optimizer", 0) / per_round
+        return max(self.rounds_skipped(), planned - rounds_done)
 
     def stage_a_finished(self) -> None:
         """Stage A ended: its calls are those made, however many more its maximum allowed."""
@@ -295,15 +316,33 @@ class RunClock:
     # ---- the forecast -----------------------------------------------------------------------
 
     def rejected_share(self) -> float | None:
-        """The share of proposals rejected at the levels finished so far; None before any."""
+        """The share of proposals that went unscored at the levels finished so far (rejected
+        by the rules, or a repeat of another proposal's text, which `unique_proposals` drops
+        without a `ProposalRejected`); None before any.
+
+        Out of the proposals written (the level's optimizer calls) where they were counted;
+        a level's children include a beam prompt carried on unrewritten, so children alone
+        are no measure of the proposals kept.
+        """
         levels = [level for level in self.children if level > 0]
         if not levels:
             return None
-        rejected = sum(sum(self.rejected.get(level, {}).values()) for level in levels)
-        return rejected / (rejected + sum(self.children[level] for level in levels))
+        unscored = written = 0
+        for level in levels:
+            rejected = sum(self.rejected.get(level, {}).values())
+            made = self.proposals.get(level, 0)
+            if made:
+                unscored += max(rejected, made - self.children[level])
+                written += made
+            else:  # no calls seen (a fact-only caller): the rejections and children it has
+                unscored += rejected
+                written += rejected + self.children[level]
+        return unscored / written if written else None
 
-    def planned(self, share: float | None) -> dict[str, float]:
-        """Calls per role the run makes in all, from what it did so far and `share` after."""
+    def planned(self, share: float | None, fewest: bool = False) -> dict[str, float]:
+        """Calls per role the run makes in all, from what it did so far and `share` after;
+        `fewest`: as few as it still can (stage A's examples all stopping at their next
+        judgement, the starting prompt among the finalists)."""
         shape = self.estimate.shape
         if shape is None:
             return {role: float(e.calls) for role, e in self.estimate.roles.items()}
@@ -312,8 +351,8 @@ class RunClock:
             self.children,
             self.rejected,
             PRIOR_REJECTED_SHARE if share is None else share,
-            self.rounds_skipped(),
-            self.baseline_kept(),
+            self.rounds_skippable() if fewest else self.rounds_skipped(),
+            fewest or self.baseline_kept(),
         )
 
     def eta(self, now: float) -> Eta | None:
@@ -323,18 +362,22 @@ class RunClock:
             return None
         low = high = None
         if self.rejected_share() is None and self.estimate.shape is not None:
-            low = self.remaining(now, HIGH_REJECTED_SHARE)
+            # Stage A's early stops and the baseline's place among the finalists are as unknown
+            # as the rejections here, and cost as many calls (issue #16's replays, README).
+            low = self.remaining(now, HIGH_REJECTED_SHARE, fewest=True)
             high = self.remaining(now, 0.0)
         return Eta(seconds=point, low=low, high=high, overdue_call=self._overdue(now))
 
-    def remaining(self, now: float, share: float | None = None) -> float | None:
+    def remaining(
+        self, now: float, share: float | None = None, fewest: bool = False
+    ) -> float | None:
         """Seconds until the run ends, or None when nothing measured this machine's speed yet;
-        `share`: the rejected share assumed from now on.
+        `share`: the rejected share assumed from now on; `fewest`: see `planned`.
 
         A call in flight counts with what is left of its predicted time; one past it as ending
         now, so the figure is then a lower bound (`Eta.overdue_call` says so).
         """
-        planned = self.planned(self.rejected_share() if share is None else share)
+        planned = self.planned(self.rejected_share() if share is None else share, fewest)
         work = 0.0
         for role, calls in planned.items():
             left = max(0.0, calls - self.done.get(role, 0))
