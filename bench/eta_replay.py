@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def _explain(clock: RunClock, now: float, rows: list[dict[str, Any]], end: float
         )
     in_flight = sum(done for _, done, _ in clock.in_flight_work(now))
     concurrency = clock.concurrency(now)
-    left_s = end - now
+    left_s = max(end - now, 1e-9)  # after the last call nothing is left: no concurrency
     print(
         f" work {work_pred:.0f} s (less {in_flight:.0f} s in flight) / {work_act:.0f} s;"
         f" concurrency {concurrency:.2f} / {work_act / left_s:.2f};"
@@ -148,6 +149,11 @@ def _mean(rows: list[dict[str, Any]], value: Any) -> float:
     return sum(value(r) for r in rows) / len(rows) if rows else 0.0
 
 
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _percent(predicted: float, actual: float) -> str:
     return f"{100 * (predicted - actual) / actual:+.0f} %"
 
@@ -164,6 +170,8 @@ def main() -> None:
     parser.add_argument("--priors", action="store_true")
     parser.add_argument("--explain", type=int, metavar="N")
     args = parser.parse_args()
+    if args.explain is not None and args.explain < 1:
+        _refuse("--explain takes a call number from 1")
     db = sqlite_utils.Database(args.store)
     run = db["runs"].get(args.run)
     settings = settings_from_stored(json.loads(run["settings"]))
@@ -212,6 +220,8 @@ def main() -> None:
                 f"  {low:9.0f}–{high:<9.0f}  {_percent(low, actual)} to {_percent(high, actual)}"
             )
         print(line)
+    if args.explain is not None and args.explain > counted:
+        _refuse(f"--explain {args.explain}: the run has {counted} calls")
 
 
 if __name__ == "__main__":
