@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -223,6 +223,20 @@ class JudgeCheckReport:
         return rate is None or rate < NEAR_CHANCE_ACCURACY
 
 
+_T = TypeVar("_T")
+
+
+async def _gather_or_cancel(jobs: Sequence[asyncio.Future[_T]]) -> list[_T]:
+    """Every job's result in order; an endpoint that is down cancels the rest and ends the check."""
+    try:
+        return list(await asyncio.gather(*jobs))
+    except EndpointDown:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        raise
+
+
 async def run_judge_check(
     judge: RoleClient,
     pairs: Sequence[JudgePair],
@@ -259,13 +273,7 @@ async def run_judge_check(
         for pair in pairs
         for which, answer in (("better", pair.better), ("worse", pair.worse))
     ]
-    try:
-        results = await asyncio.gather(*jobs)
-    except EndpointDown:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
-        raise
+    results = await _gather_or_cancel(jobs)
     outcomes = tuple(
         PairOutcome(pair, results[2 * index], results[2 * index + 1])
         for index, pair in enumerate(pairs)
@@ -380,13 +388,7 @@ async def run_pairwise_check(
         return reading
 
     jobs = [asyncio.ensure_future(read(p, order)) for p in pairs for order in ("xy", "yx")]
-    try:
-        readings = await asyncio.gather(*jobs)
-    except EndpointDown:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
-        raise
+    readings = await _gather_or_cancel(jobs)
     outcomes = tuple(
         PairwiseOutcome(pair, readings[2 * index], readings[2 * index + 1])
         for index, pair in enumerate(pairs)

@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from drpo.backends.factory import build_langchain_model
-from drpo.backends.llm import RoleClient
 from drpo.cli.app import app
 from drpo.cli.judge import pre_search_check
 from drpo.evals.judge_check import (
@@ -24,8 +22,9 @@ from drpo.evals.judge_check import (
     shipped_pairs,
     stratified_subset,
 )
-from drpo.state.settings import RoleSettings, load_settings
+from drpo.state.settings import load_settings
 from drpo.state.types import AspectScore, Judgement
+from tests.support.stub_clients import stub_judge
 from tests.support.stub_server import StubRequest, StubServer
 
 PAIRS = shipped_pairs()
@@ -103,13 +102,7 @@ def _leaning_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
 def test_check_through_the_endpoint_integer_ties_probability_right() -> None:
     subset = stratified_subset(PAIRS, 6)
     with StubServer(_flat_judge, logprobs=_leaning_logprobs) as stub:
-        role = RoleSettings(endpoint=stub.base_url, model="stub-model", provider="llamacpp")
-        judge = RoleClient(
-            role="judge",
-            settings=role,
-            model=build_langchain_model(role, stub.base_url, "k", "stub-model"),
-            endpoint_id=stub.base_url,
-        )
+        judge = stub_judge(stub.base_url)
         report = asyncio.run(run_judge_check(judge, subset, concurrency=2))
         assert stub.count("Judgement") == 12  # both answers of every pair, once each
     assert report.overall("integer").tie_rate == 1.0

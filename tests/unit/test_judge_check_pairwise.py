@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from drpo.backends.factory import build_langchain_model
-from drpo.backends.llm import RoleClient
 from drpo.cli.app import app
 from drpo.evals.harness import PairReading, _compare_all, _Silent
 from drpo.evals.judge_check import (
@@ -26,8 +24,8 @@ from drpo.evals.judge_check import (
     stratified_subset,
 )
 from drpo.prompts.judge import fence
-from drpo.state.settings import RoleSettings
 from drpo.state.types import Query
+from tests.support.stub_clients import stub_judge
 from tests.support.stub_server import LogprobsScript, StubRequest, StubServer
 
 PAIRS = shipped_pairs()
@@ -81,13 +79,7 @@ RIGHT_LEANING = _verdict_logprobs(
 
 def _check(responder: Any, logprobs: LogprobsScript | None) -> tuple[PairwiseReport, int]:
     with StubServer(responder, logprobs=logprobs) as stub:
-        role = RoleSettings(endpoint=stub.base_url, model="stub-model", provider="llamacpp")
-        judge = RoleClient(
-            role="judge",
-            settings=role,
-            model=build_langchain_model(role, stub.base_url, "k", "stub-model"),
-            endpoint_id=stub.base_url,
-        )
+        judge = stub_judge(stub.base_url)
         report = asyncio.run(run_pairwise_check(judge, SUBSET, concurrency=2))
         return report, stub.count("PairVerdict")
 
@@ -211,13 +203,7 @@ def test_eval_and_judge_check_send_the_same_pairwise_requests() -> None:
     plan = SimpleNamespace(pairs=[("good", "bad")], queries=[Query(id="q", query=pair.query)])
     answers = {"good:q": pair.better, "bad:q": pair.worse}
     with StubServer(_first_always, logprobs=FIRST_LEANING) as stub:
-        role = RoleSettings(endpoint=stub.base_url, model="stub-model", provider="llamacpp")
-        judge = RoleClient(
-            role="judge",
-            settings=role,
-            model=build_langchain_model(role, stub.base_url, "k", "stub-model"),
-            endpoint_id=stub.base_url,
-        )
+        judge = stub_judge(stub.base_url)
         recorder = _Recorder()
 
         async def both() -> None:  # one event loop: the client's connections belong to it

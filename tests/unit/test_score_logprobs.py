@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from drpo.backends.factory import build_langchain_model
 from drpo.backends.llm import RoleClient
 from drpo.backends.logprobs import LogprobError, expected_digit, field_value_offset, reply_bytes
 from drpo.checkpoints.store import RunStore
 from drpo.nodes.judging import expected_scores, score_answer
-from drpo.state.settings import RoleSettings
 from drpo.state.types import Aspect, AspectScore, Judgement
+from tests.support.stub_clients import stub_judge
 from tests.support.stub_server import StubRequest, StubServer
 
 
@@ -161,16 +160,7 @@ def _good_logprobs(request: StubRequest, text: str) -> list[dict[str, Any]]:
 
 
 def _client(url: str, store: RunStore | None = None, **settings: Any) -> RoleClient:
-    role = RoleSettings(endpoint=url, model="stub-model", provider="llamacpp", **settings)
-    recorder = store.for_run("r1") if store is not None else None
-    return RoleClient(
-        role="judge",
-        settings=role,
-        model=build_langchain_model(role, url, "k", "stub-model"),
-        endpoint_id=url,
-        cache=recorder,
-        sink=recorder,
-    )
+    return stub_judge(url, store.for_run("r1") if store is not None else None, **settings)
 
 
 def _score(client: RoleClient) -> Any:
