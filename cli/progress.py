@@ -87,7 +87,7 @@ def adaptation_text(event: SettingsAdapted) -> str:
 
 
 def eta_text(eta: Eta) -> str:
-    """`ETA about 18 min (14 min to 22 min, as proposals are kept or rejected)`; while a call
+    """`ETA about 18 min (14 min to 22 min, as the search prunes itself)`; while a call
     runs past its predicted time, `ETA over about 3 min; a call has run 95 s, longer than
     expected` (the figure takes it as ending now, so it is a lower bound)."""
     if eta.overdue_call is not None:
@@ -98,7 +98,7 @@ def eta_text(eta: Eta) -> str:
     text = f"ETA {minutes(eta.seconds)}"
     if eta.low is not None and eta.high is not None and minutes(eta.low) != minutes(eta.high):
         low, high = (minutes(end).removeprefix("about ") for end in (eta.low, eta.high))
-        text += f" ({low} to {high}, as proposals are kept or rejected)"
+        text += f" ({low} to {high}, as the search prunes itself)"
     return text
 
 

@@ -123,7 +123,7 @@ def test_before_the_runs_own_rejections_are_known_the_eta_is_a_range_around_the_
     assert eta.high == pytest.approx(clock.remaining(10.0, share=0.0))
     assert eta.low == pytest.approx(clock.remaining(10.0, share=HIGH_REJECTED_SHARE, fewest=True))
     text = eta_text(eta)
-    assert "to" in text and "as proposals are kept or rejected" in text
+    assert "to" in text and "as the search prunes itself" in text
     # Level 1 scored both proposals: the run's own share (none rejected) replaces the prior.
     clock.level_finished(0, 1)
     clock.level_finished(1, 2)
