@@ -134,6 +134,8 @@ class RunClock:
         # Whether a role without calls yet expects the stored runs' fill and prefix-cache share
         # (PRIOR_FILL, PRIOR_CACHED) instead of the upper bounds and no hit.
         self.priors = priors
+        # Set only for the forecast's upper bound: no call finished yet, and still the bounds.
+        self.bounds_until_measured = False
         self.speed: ServerSpeed | None = None
         self.fits: dict[tuple[str, str], _Fit] = {}
         self.usage: dict[str, _Usage] = {}
@@ -163,6 +165,7 @@ class RunClock:
         """The whole run's seconds at the probe's single-stream speed (token upper bounds,
         every proposal kept: an upper bound, as the forecast says)."""
         clock = RunClock(estimate)
+        clock.bounds_until_measured = True
         clock.measured(speed)
         seconds = clock.remaining(0.0, share=0.0)
         assert seconds is not None  # a probe speed always gives a figure
@@ -455,14 +458,23 @@ class RunClock:
         usage = self.usage.get(role)
         if usage is not None and usage.prompt:
             prompt *= usage.processed / usage.prompt
-        elif self.priors:
+        elif self._prior_for(role):
             prompt *= 1 - PRIOR_CACHED[role]
         return prompt, fill * planned.completion_tokens / planned.calls
+
+    def _prior_for(self, role: RoleName) -> bool:
+        """Whether the role's fill and prefix-cache share come from the stored runs: with
+        `priors` while the role has no call of its own, and in the live clock until the first
+        call of any role finishes, so that the first ETA agrees with the "expected" forecast
+        printed at the start rather than with its upper bound."""
+        if role in self.usage:
+            return False
+        return self.priors or (not self.usage and not self.bounds_until_measured)
 
     def _fill(self, role: RoleName) -> float:
         """Completion tokens over their bound: the role's own calls', else the stored runs'
         (with `priors`), else all roles' or the bound itself."""
-        if self.priors and role not in self.usage:
+        if self._prior_for(role):
             # Roles fill their bounds very differently (base 67 %, selector 29 %): another
             # role's calls say less about this one than the stored runs do.
             return PRIOR_FILL[role]

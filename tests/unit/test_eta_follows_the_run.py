@@ -290,4 +290,25 @@ def test_the_forecast_before_the_run_stays_an_upper_bound_with_every_proposal_ke
     clock.measured(speed)
     kept = clock.remaining(0.0, share=0.0)
     assert kept is not None and kept > clock.remaining(0.0)  # type: ignore[operator]
-    assert RunClock.before_start(estimate, speed) == pytest.approx(kept)
+    # The bound takes every reply at max_tokens and no prefix-cache hit; the live clock, before
+    # any call has finished, the stored runs' fill and cache share.
+    assert RunClock.before_start(estimate, speed) > kept
+
+
+def test_the_first_live_eta_is_the_expected_forecast_until_a_call_finishes() -> None:
+    estimate = _estimate()
+    speed = ServerSpeed(20.0, 8.0)
+    clock = RunClock(estimate)
+    clock.measured(speed)
+    expected = RunClock.expected_before_start(estimate, speed)
+    assert clock.remaining(0.0) == pytest.approx(expected)
+    assert expected < RunClock.before_start(estimate, speed)
+    # Once a call has finished, the run's own calls decide: a base reply at its full bound
+    # makes every role's calls to come longer than the stored runs' fill said.
+    planned = estimate.roles["base"]
+    full = _call("base", seconds=5.0).model_copy(
+        update={"completion_tokens": int(planned.completion_tokens / planned.calls)}
+    )
+    clock.call_finished(full, 5.0)
+    assert not clock._prior_for("judge")
+    assert clock.remaining(5.0) != pytest.approx(expected - 5.0)

@@ -179,9 +179,15 @@ def test_a_role_without_calls_expects_replies_as_full_as_the_other_roles_replies
     assert clock.expected_tokens("base") == pytest.approx((300, 200))
 
 
-def test_before_any_call_the_tokens_are_the_estimates_upper_bounds() -> None:
-    clock = RunClock(_estimate(base=(4, 1200, 800, 400)))
-    assert clock.expected_tokens("base") == pytest.approx((300, 200))
+def test_before_any_call_the_tokens_are_the_stored_runs_and_the_forecast_keeps_the_bounds() -> None:
+    estimate = _estimate(base=(4, 1200, 800, 400))
+    live = RunClock(estimate)
+    # 67 % of the bound written, 4 % of the prompt from the prefix cache (PRIOR_FILL/CACHED).
+    prompt = (1200 - 0.33 * 400) / 4 * 0.96
+    assert live.expected_tokens("base") == pytest.approx((prompt, 0.67 * 800 / 4))
+    bound = RunClock(estimate)
+    bound.bounds_until_measured = True  # what RunClock.before_start uses
+    assert bound.expected_tokens("base") == pytest.approx((300, 200))
 
 
 def test_only_a_role_whose_calls_hit_the_prefix_cache_expects_hits() -> None:
