@@ -768,6 +768,16 @@ def main() -> None:
     warnings.filterwarnings(
         "ignore", message="Invalid schema for OpenAI's structured output", category=UserWarning
     )
+    # On Ctrl-C or SIGTERM LangGraph's executor drops the tasks of the step it was running
+    # without awaiting them; the checkpoints before that step hold the run and the reply cache
+    # saves its finished calls, so the warnings it leaves ("coroutine … was never awaited")
+    # would only bury the one line that says how to resume.
+    warnings.filterwarnings(
+        "ignore",
+        message="coroutine .* was never awaited",
+        category=RuntimeWarning,
+        module="langgraph",
+    )
     try:
         # Without standalone mode click returns an exit code instead of calling sys.exit.
         code = app(standalone_mode=False)

@@ -88,3 +88,34 @@ def test_kill_and_resume_repeats_no_completed_call(tmp_path: Path, role: str, af
     # Each distinct call was paid for once: nothing completed before the kill was made again.
     assert len(paid) == len(set(paid))
     assert completed_before <= set(paid)
+
+
+def test_sigterm_mid_run_is_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    record = tmp_path / "calls.jsonl"
+    with StubProcess(SCRIPT, record=record, latency=0.15) as stub:
+        process = subprocess.Popen(
+            [*DRPO, *cli_args(stub.base_url, tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while count_records(record, "base") < 3 and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)  # what `timeout`, systemd or a container stop send
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 143, stderr
+        # Only drpo's own line: no warning about the graph's tasks that the stop cancelled.
+        assert stderr.rstrip().endswith(
+            "terminated; the run is saved — resume it with drpo resume RUN"
+        )
+        assert "Warning" not in stderr and "Traceback" not in stderr, stderr
+        (row,) = RunStore(tmp_path / "runs.db").runs()
+        resumed = subprocess.run(
+            [*DRPO, "resume", row["id"], "--store", str(tmp_path / "runs.db")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert resumed.returncode == 0, resumed.stderr
