@@ -39,6 +39,23 @@ def test_reference_run_completes(tmp_path: Path) -> None:
     assert "| a1" in final_prompt(tmp_path / "runs.db")
 
 
+def start_until(
+    url: str, folder: Path, record: Path, role: str, calls: int
+) -> subprocess.Popen[str]:
+    """Start `drpo optimize` against the stub and return once it has made `calls` of `role`."""
+    process = subprocess.Popen(
+        [*DRPO, *cli_args(url, folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while count_records(record, role) < calls and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.02)
+    return process
+
+
 @pytest.mark.parametrize(
     ("role", "after"),
     [
@@ -57,16 +74,7 @@ def test_kill_and_resume_repeats_no_completed_call(tmp_path: Path, role: str, af
 
     record = tmp_path / "calls.jsonl"
     with StubProcess(SCRIPT, record=record, latency=0.15) as stub:
-        process = subprocess.Popen(
-            [*DRPO, *cli_args(stub.base_url, tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        while count_records(record, role) < after and time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            time.sleep(0.02)
+        process = start_until(stub.base_url, tmp_path, record, role, after)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         store = RunStore(tmp_path / "runs.db")
@@ -93,16 +101,7 @@ def test_kill_and_resume_repeats_no_completed_call(tmp_path: Path, role: str, af
 def test_sigterm_mid_run_is_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     record = tmp_path / "calls.jsonl"
     with StubProcess(SCRIPT, record=record, latency=0.15) as stub:
-        process = subprocess.Popen(
-            [*DRPO, *cli_args(stub.base_url, tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        while count_records(record, "base") < 3 and time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            time.sleep(0.02)
+        process = start_until(stub.base_url, tmp_path, record, "base", 3)
         process.send_signal(signal.SIGTERM)  # what `timeout`, systemd or a container stop send
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 143, stderr
