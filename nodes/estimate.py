@@ -98,13 +98,14 @@ class SearchShape:
         rejected: Mapping[int, Mapping[str, int]] | None = None,
         share: float = 0.0,
         rounds_skipped: float = 0.0,
-        baseline_kept: bool = False,
+        baseline_kept: float = 0.0,
     ) -> Calls:
         """Calls per role given what is known: stage A's actual calls once it ended (before, the
         example rounds its early stops skipped), each finished level's children, each level's
         rejections per beam prompt (parent id), and for the rewrites not yet seen the expected
-        `share` of proposals rejected; `baseline_kept`: the starting prompt is among the best
-        `finalists` (then it is not re-scored as an extra one)."""
+        `share` of proposals rejected; `baseline_kept`: the chance that the starting prompt is
+        among the best `finalists` (then it is not re-scored as an extra one): 0 or 1 once the
+        run has ranked it, in between for an expectation before."""
         total: Calls = {}
         _plus(total, self.fixed)
         if stage_a is None:
@@ -122,7 +123,7 @@ class SearchShape:
             _plus(total, per_child, kids)
             seen += kids
             beam = min(float(self.width), kids)
-        finalists = seen if seen <= self.finalists else self.finalists + (not baseline_kept)
+        finalists = seen if seen <= self.finalists else self.finalists + (1.0 - baseline_kept)
         _plus(total, self.per_finalist, finalists)
         return total
 

@@ -10,14 +10,15 @@ estimate counts the most a run can make; the clock re-counts them from what the 
 (`SearchShape.calls`): a rejected proposal (`ProposalRejected`) takes its answers and judgements
 off at once, and with them the rewrites and children of the beam it no longer fills; a finished
 level gives its children, a finished stage A example that made none of its rounds takes them off,
-and stage A's end its actual calls. Until a search level has shown the run's own share of
-unscored proposals (rejected, or dropped as a repeat of another's text: out of the level's
-optimizer calls), the rewrites to come are counted at a prior share measured on the stored runs
-(`PRIOR_REJECTED_SHARE`), and `eta` gives a range: from every proposal kept, at most, to the
-higher share seen (`HIGH_REJECTED_SHARE`) with the fewest calls stage A and the validation can
-still make (every example stopping at its next judgement, the starting prompt among the
-finalists). Those two are as unknown as the rejections after the first calls and, in the
-stored runs, cost as many calls (README, "Progress, time estimate and events").
+and stage A's end its actual calls. What the run has not shown yet is counted at the share the
+stored runs had: proposals unscored (`PRIOR_REJECTED_SHARE`, until a search level shows the run's
+own), stage A examples stopping after their first judgement (`PRIOR_EARLY_STOP`, for the examples
+still running) and the starting prompt among the finalists (`PRIOR_BASELINE_KEPT`, until the beams
+have ranked more prompts than the finalists). Until a search level is scored `eta` also gives a
+range: from every proposal scored, no example stopping early and the starting prompt re-scored as
+an extra finalist, to the higher unscored share seen (`HIGH_REJECTED_SHARE`) with every example
+stopping at its next judgement and the starting prompt among the finalists (README, "Progress,
+time estimate and events").
 
 The tokens of the calls left are the estimate's, with the model-written parts (replies, and the
 replies quoted in later prompts) scaled from their upper bounds to the fill the run's replies have
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from drpo.backends.speed_probe import ServerSpeed
 from drpo.nodes.estimate import Estimate
@@ -101,12 +103,27 @@ class _Usage:
     completion: int = 0
 
 
-# The share of the optimizer's proposals the proposal rules reject, before the run has shown its
-# own: counted in the two stored runs on the embedded 1.5B (default preset). Run
-# 20261202-042303-d0f372 had 0 of 6 rejected, run 20261202-065146-172879 2 of 4; pooled 2 of
-# 10. The range the ETA shows runs from every proposal accepted to the higher of the two.
-PRIOR_REJECTED_SHARE = 0.2
+# The share of the optimizer's proposals that go unscored (rejected by the proposal rules, or a
+# repeat of another's text), before the run has shown its own: counted in the three stored runs
+# of the default preset on the embedded 1.5B (README, "Progress, time estimate and events"):
+# 20261202-042303-d0f372 had 0 of 6 unscored, 20261202-065146-172879 2 of 4,
+# 20261202-091654-dcf3f0 2 of 4; pooled 4 of 14. The range the ETA shows runs from every
+# proposal scored to the higher share those runs had.
+PRIOR_REJECTED_SHARE = 4 / 14
 HIGH_REJECTED_SHARE = 0.5
+# The other two ways those runs made fewer calls than the estimate's maximum, as unknown as the
+# rejections until they happen, so the point counts them at the share the runs had: a stage A
+# example stopping after its first judgement (0, 2 and 1 of their 4 examples: 3 of 12), and the
+# starting prompt ranking among the finalists, so the validation round re-scores no extra
+# prompt (it did in the second and third run, not in the first: 2 of 3). Until this version the
+# point assumed neither, and was too late after 5 calls on all five runs replayed (+12 % to
+# +51 %); these shares were fixed before the runs that test them (README).
+PRIOR_EARLY_STOP = 3 / 12
+PRIOR_BASELINE_KEPT = 2 / 3
+
+# How many calls a figure counts: the most the run can still make (the range's high end), the
+# calls expected at the priors above (the point), or the fewest it can (the range's low end).
+Bound = Literal["most", "expected", "fewest"]
 
 # What the same two runs' calls turned out to be, pooled per role, for the expected time before
 # any call (`RunClock.expected_before_start`): completion tokens over `max_tokens` ...
@@ -167,18 +184,16 @@ class RunClock:
         clock = RunClock(estimate)
         clock.bounds_until_measured = True
         clock.measured(speed)
-        seconds = clock.remaining(0.0, share=0.0)
+        seconds = clock.remaining(0.0, share=0.0, bound="most")
         assert seconds is not None  # a probe speed always gives a figure
         return seconds
 
     @staticmethod
     def expected_before_start(estimate: Estimate, speed: ServerSpeed) -> float:
         """The whole run's seconds as the stored runs went, at the probe's single-stream speed:
-        replies as full and prefix-cache hits as in those runs, the prior share of proposals
-        rejected, stage A at its maximum. A point, not a bound: for the default run at 43 tok/s
-        prefill and 14.9 decode (probed on the machine of those runs) it gives about 20 min,
-        where they took 18.5 and 10.9 min (the second stopped stage A early and had half its
-        proposals rejected)."""
+        replies as full and prefix-cache hits as in those runs, their shares of proposals
+        unscored, of stage A examples stopping early and of validation rounds with the starting
+        prompt among the finalists. A point, not a bound."""
         clock = RunClock(estimate, priors=True)
         clock.measured(speed)
         seconds = clock.remaining(0.0)
@@ -193,7 +208,9 @@ class RunClock:
     @property
     def calls_expected(self) -> int:
         """The calls the run is expected to make, or the calls done once it has made more."""
-        return max(round(sum(self.planned(self.rejected_share()).values())), self.calls_done)
+        return max(
+            round(sum(self.planned(self.rejected_share(), "expected").values())), self.calls_done
+        )
 
     def measured(self, speed: ServerSpeed) -> None:
         """Take the start probe's speed (the figure before any call, and the fit's fallback)."""
@@ -305,13 +322,19 @@ class RunClock:
             if reward is not None:
                 self.rewards[candidate_id] = reward
 
+    def ranked(self) -> bool:
+        """Whether more prompts than the finalists were ranked by their rewards: only then does
+        the starting prompt's place among the best say anything (until then it is among them
+        for want of rivals)."""
+        shape = self.estimate.shape
+        return len(self.rewards) > (shape.finalists if shape is not None else 1)
+
     def baseline_kept(self) -> bool:
         """Whether the starting prompt is among the best finalists by the beams' rewards so far:
-        then the validation round does not add it as one more. Only once more prompts than
-        that were ranked: until then it is among them for want of rivals, which says nothing."""
+        then the validation round does not add it as one more. False until `ranked`."""
         shape = self.estimate.shape
         count = shape.finalists if shape is not None else 1
-        if len(self.rewards) <= count:
+        if not self.ranked():
             return False
         best = sorted(self.rewards, key=lambda c: -self.rewards[c])[:count]
         return any(candidate.startswith("L0-") for candidate in best)
@@ -342,20 +365,32 @@ class RunClock:
                 written += rejected + self.children[level]
         return unscored / written if written else None
 
-    def planned(self, share: float | None, fewest: bool = False) -> dict[str, float]:
-        """Calls per role the run makes in all, from what it did so far and `share` after;
-        `fewest`: as few as it still can (stage A's examples all stopping at their next
-        judgement, the starting prompt among the finalists)."""
+    def planned(self, share: float | None, bound: Bound = "expected") -> dict[str, float]:
+        """Calls per role the run makes in all, from what it did so far and `share` after.
+
+        What has not happened yet is counted by `bound`: `most`, none of stage A's examples
+        stopping early and the starting prompt re-scored as an extra finalist; `fewest`, every
+        example stopping at its next judgement and the starting prompt among the finalists;
+        `expected`, each at the stored runs' share (`PRIOR_EARLY_STOP`, `PRIOR_BASELINE_KEPT`).
+        """
         shape = self.estimate.shape
         if shape is None:
             return {role: float(e.calls) for role, e in self.estimate.roles.items()}
+        skipped = self.rounds_skipped()
+        kept = float(self.baseline_kept())
+        if bound == "fewest":
+            skipped, kept = self.rounds_skippable(), 1.0
+        elif bound == "expected":
+            skipped += PRIOR_EARLY_STOP * (self.rounds_skippable() - skipped)
+            if not self.ranked():
+                kept = PRIOR_BASELINE_KEPT
         return shape.calls(
             self.stage_a_calls,
             self.children,
             self.rejected,
             PRIOR_REJECTED_SHARE if share is None else share,
-            self.rounds_skippable() if fewest else self.rounds_skipped(),
-            fewest or self.baseline_kept(),
+            skipped,
+            kept,
         )
 
     def eta(self, now: float) -> Eta | None:
@@ -367,20 +402,20 @@ class RunClock:
         if self.rejected_share() is None and self.estimate.shape is not None:
             # Stage A's early stops and the baseline's place among the finalists are as unknown
             # as the rejections here, and cost as many calls (issue #16's replays, README).
-            low = self.remaining(now, HIGH_REJECTED_SHARE, fewest=True)
-            high = self.remaining(now, 0.0)
+            low = self.remaining(now, HIGH_REJECTED_SHARE, "fewest")
+            high = self.remaining(now, 0.0, "most")
         return Eta(seconds=point, low=low, high=high, overdue_call=self._overdue(now))
 
     def remaining(
-        self, now: float, share: float | None = None, fewest: bool = False
+        self, now: float, share: float | None = None, bound: Bound = "expected"
     ) -> float | None:
         """Seconds until the run ends, or None when nothing measured this machine's speed yet;
-        `share`: the rejected share assumed from now on; `fewest`: see `planned`.
+        `share`: the rejected share assumed from now on; `bound`: see `planned`.
 
         A call in flight counts with what is left of its predicted time; one past it as ending
         now, so the figure is then a lower bound (`Eta.overdue_call` says so).
         """
-        planned = self.planned(self.rejected_share() if share is None else share, fewest)
+        planned = self.planned(self.rejected_share() if share is None else share, bound)
         work = 0.0
         for role, calls in planned.items():
             left = max(0.0, calls - self.done.get(role, 0))

@@ -120,8 +120,10 @@ def test_before_the_runs_own_rejections_are_known_the_eta_is_a_range_around_the_
     eta = clock.eta(10.0)
     assert eta is not None and eta.low is not None and eta.high is not None
     assert eta.low < eta.seconds < eta.high
-    assert eta.high == pytest.approx(clock.remaining(10.0, share=0.0))
-    assert eta.low == pytest.approx(clock.remaining(10.0, share=HIGH_REJECTED_SHARE, fewest=True))
+    assert eta.high == pytest.approx(clock.remaining(10.0, share=0.0, bound="most"))
+    assert eta.low == pytest.approx(
+        clock.remaining(10.0, share=HIGH_REJECTED_SHARE, bound="fewest")
+    )
     text = eta_text(eta)
     assert "to" in text and "as the search prunes itself" in text
     # Level 1 scored both proposals: the run's own share (none rejected) replaces the prior.
@@ -135,14 +137,14 @@ def test_before_the_runs_own_rejections_are_known_the_eta_is_a_range_around_the_
 def test_stage_a_counts_the_calls_it_made_once_it_ends() -> None:
     clock = RunClock(_estimate())
     assert clock.estimate.shape is not None
-    planned_judge = clock.planned(0.0)["judge"]
+    planned_judge = clock.planned(0.0, "most")["judge"]
     # Both examples scored 5 on every aspect at once: one choice and one judgement each.
     for role in ("selector", "selector", "judge", "judge"):
         clock.call_finished(_call(role, stage="examples"), now=10.0)
-    assert clock.planned(0.0)["judge"] == planned_judge
+    assert clock.planned(0.0, "most")["judge"] == planned_judge
     clock.stage_a_finished()
     stage_a_judge = clock.estimate.shape.stage_a["judge"]
-    assert clock.planned(0.0)["judge"] == pytest.approx(planned_judge - stage_a_judge + 2)
+    assert clock.planned(0.0, "most")["judge"] == pytest.approx(planned_judge - stage_a_judge + 2)
 
 
 def _judge_estimate(calls: int) -> Estimate:
@@ -252,35 +254,35 @@ def test_finished_examples_without_their_rounds_take_those_rounds_off_stage_a() 
     clock = RunClock(_estimate())
     shape = clock.estimate.shape
     assert shape is not None and shape.rounds >= 1 and shape.example_round["optimizer"] > 0
-    planned = clock.planned(0.0)
+    planned = clock.planned(0.0, "most")
     # The first example's answer scored 5 on every aspect: done after its first judgement.
     clock.call_finished(_call("judge", stage="examples"), now=10.0)
     clock.example_finished()
-    skipped = clock.planned(0.0)
+    skipped = clock.planned(0.0, "most")
     for role, calls in shape.example_round.items():
         assert planned[role] - skipped[role] == pytest.approx(shape.rounds * calls)
     # The second made all its rounds: their optimizer calls show it, nothing more is skipped.
     for _ in range(round(shape.rounds * shape.example_round["optimizer"])):
         clock.call_finished(_call("optimizer", stage="examples"), now=20.0)
     clock.example_finished()
-    assert clock.planned(0.0) == pytest.approx(skipped)
+    assert clock.planned(0.0, "most") == pytest.approx(skipped)
 
 
 def test_the_starting_prompt_among_the_best_is_not_counted_as_one_more_finalist() -> None:
     clock = RunClock(_estimate())
     shape = clock.estimate.shape
     assert shape is not None
-    planned = clock.planned(0.0)
+    planned = clock.planned(0.0, "most")
     # Ranked alone, the root is among the best 2 for want of rivals: that says nothing.
     clock.level_finished(0, 1, {"L0-root": 4.8})
-    assert clock.planned(0.0) == pytest.approx(planned)
+    assert clock.planned(0.0, "most") == pytest.approx(planned)
     # Ranked above one of two level-1 prompts, it is among the best 2: 2 finalists, not 3.
     clock.level_finished(1, 2, {"L1-a": 4.9, "L1-b": 4.5})
-    kept = clock.planned(0.0)
+    kept = clock.planned(0.0, "most")
     assert planned["base"] - kept["base"] == pytest.approx(shape.per_finalist["base"])
     # Two level-2 prompts beat it: it is re-scored as a third finalist again.
     clock.level_finished(2, 4, {"L2-a": 4.95, "L2-b": 4.97})
-    assert clock.planned(0.0) == pytest.approx(planned)
+    assert clock.planned(0.0, "most") == pytest.approx(planned)
 
 
 def test_the_forecast_before_the_run_stays_an_upper_bound_with_every_proposal_kept() -> None:

@@ -46,8 +46,8 @@ def test_the_low_end_counts_stage_a_stopping_early_and_the_baseline_among_the_fi
     assert shape is not None and shape.example_round["optimizer"] > 0
     clock.call_finished(_call("selector", stage="examples"), now=10.0)
     rounds = shape.stage_a["optimizer"] / shape.example_round["optimizer"]
-    most = clock.planned(HIGH_REJECTED_SHARE)
-    fewest = clock.planned(HIGH_REJECTED_SHARE, fewest=True)
+    most = clock.planned(HIGH_REJECTED_SHARE, "most")
+    fewest = clock.planned(HIGH_REJECTED_SHARE, "fewest")
     for role in ("judge", "optimizer"):
         saved = rounds * shape.example_round.get(role, 0.0) + shape.per_finalist.get(role, 0.0)
         assert most[role] - fewest[role] == pytest.approx(saved)
@@ -56,5 +56,5 @@ def test_the_low_end_counts_stage_a_stopping_early_and_the_baseline_among_the_fi
     assert eta.low < clock.remaining(10.0, share=HIGH_REJECTED_SHARE)  # type: ignore[operator]
     # Rounds already made cannot be saved any more.
     clock.call_finished(_call("optimizer", stage="examples"), now=20.0)
-    after_one = clock.planned(HIGH_REJECTED_SHARE, fewest=True)
+    after_one = clock.planned(HIGH_REJECTED_SHARE, "fewest")
     assert after_one["optimizer"] == pytest.approx(fewest["optimizer"] + 1)
