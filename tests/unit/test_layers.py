@@ -8,6 +8,7 @@ nothing imports the CLI. Every import counts, also one inside a function.
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -74,3 +75,30 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "late.py"
     module.write_text("def f():\n    from drpo.cli.app import main\n", encoding="utf-8")
     assert imported_packages(module) == {"cli"}
+
+
+def _readme_architecture() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text[text.index("## Architecture") :]
+
+
+def test_the_readme_diagram_lists_these_layers() -> None:
+    section = _readme_architecture()
+    diagram = section[section.index("```") + 3 :]
+    drawn: dict[int, set[str]] = {}
+    for line in diagram[: diagram.index("```")].splitlines():
+        if found := re.match(r"layer (\d+)\s+(.+?)(\s{2,}|$)", line):
+            drawn[int(found[1])] = {name.strip() for name in found[2].split("·")}
+    assert drawn == dict(enumerate(LAYERS))
+
+
+def test_the_readme_import_table_is_what_the_code_imports() -> None:
+    section = _readme_architecture()
+    table = section[section.index("What each imports today") :].split("\n\n")[1]
+    stated: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        packages, imports = (cell.strip() for cell in row.strip("|").split("|"))
+        for package in packages.replace("`", "").split(","):
+            stated[package.strip()] = {name.strip() for name in imports.split(",")}
+    actual = {package: set(targets) for package, targets in package_imports().items()}
+    assert stated == actual
