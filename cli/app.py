@@ -27,6 +27,25 @@ from drpo.cli.cost import cost_command
 from drpo.cli.evaluation import data_app, eval_command, report_command
 from drpo.cli.judge import judge_check_command, pre_search_check
 from drpo.cli.model import model_app
+from drpo.cli.options import (
+    BudgetCallsOption,
+    BudgetTimeOption,
+    BudgetTokensOption,
+    CandidateOption,
+    CommentOption,
+    ConfigOption,
+    EstimateOnlyOption,
+    JudgeCheckOption,
+    MetricOption,
+    NoAdaptOption,
+    NoCacheOption,
+    OptimizeSetOption,
+    PresetOption,
+    ReviewPolicyOption,
+    RubricOption,
+    StoreOption,
+    StoreOverrideOption,
+)
 from drpo.cli.progress import ProgressPrinter, adaptation_text, time_forecast
 from drpo.cli.serve import serve_command
 from drpo.graph.api import (
@@ -118,6 +137,12 @@ def build_overrides(**flags: Any) -> dict[str, Any]:
         overrides["max_concurrency"] = flags["max_concurrency"]
     for assignment in flags["set_values"] or []:
         overrides = deep_merge(overrides, parse_assignment(assignment))
+    # Merged after --set: a --budget-* or --no-adapt flag wins over a --set of the same setting.
+    budget = budget_flags(flags["budget_tokens"], flags["budget_calls"], flags["budget_time"])
+    if budget:
+        overrides = deep_merge(overrides, {"budget": budget})
+    if flags["no_adapt"]:
+        overrides["time_target_minutes"] = 0
     return overrides
 
 
@@ -177,10 +202,8 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
 
 @app.command()
 def optimize(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML settings file")
-    ] = None,
-    preset: Annotated[str | None, typer.Option(help="default, quick or paper")] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
     width: Annotated[int | None, typer.Option(help="beam width")] = None,
     actions: Annotated[int | None, typer.Option(help="candidate prompts per expansion")] = None,
     depth: Annotated[int | None, typer.Option(help="search depth (levels)")] = None,
@@ -191,51 +214,22 @@ def optimize(
     train: Annotated[Path | None, typer.Option(help="training queries file")] = None,
     validation: Annotated[Path | None, typer.Option(help="validation queries file")] = None,
     examples: Annotated[Path | None, typer.Option(help="in-context examples file")] = None,
-    rubric: Annotated[
-        Path | None, typer.Option(help="rubric file (TOML or JSON): aspects, weights, when")
-    ] = None,
-    metric: Annotated[
-        str | None, typer.Option(help="programmatic metric 'module:function' scoring in [0, 1]")
-    ] = None,
-    store: Annotated[Path | None, typer.Option(help="run store database")] = None,
+    rubric: RubricOption = None,
+    metric: MetricOption = None,
+    store: StoreOverrideOption = None,
     checkpoints: Annotated[Path | None, typer.Option(help="checkpoint database")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for the query order")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="parallel model calls")] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="don't reuse other runs' replies")
-    ] = False,
+    no_cache: NoCacheOption = False,
     skip_examples: Annotated[bool, typer.Option("--skip-examples", help="skip stage A")] = False,
-    review_policy: Annotated[
-        str | None, typer.Option("--review", help="human approval: none, final, every, threshold")
-    ] = None,
-    set_values: Annotated[
-        list[str] | None, typer.Option("--set", help="any setting, e.g. --set judge.max_tokens=300")
-    ] = None,
-    budget_tokens: Annotated[
-        int | None, typer.Option(help="pause once the run has spent this many tokens")
-    ] = None,
-    budget_calls: Annotated[
-        int | None, typer.Option(help="pause once the run has made this many paid calls")
-    ] = None,
-    budget_time: Annotated[
-        str | None, typer.Option(help="pause after this long running: 90, 90s, 15m, 2h")
-    ] = None,
-    estimate_only: Annotated[
-        bool,
-        typer.Option("--estimate", help="print the calls and tokens the run needs, and exit"),
-    ] = False,
-    judge_check: Annotated[
-        int | None,
-        typer.Option("--judge-check", min=1, help="first judge this many judge-check pairs"),
-    ] = None,
-    no_adapt: Annotated[
-        bool,
-        typer.Option(
-            "--no-adapt",
-            help="run the default search in full even when the measured speed says it takes "
-            "longer than time_target_minutes",
-        ),
-    ] = False,
+    review_policy: ReviewPolicyOption = None,
+    set_values: OptimizeSetOption = None,
+    budget_tokens: BudgetTokensOption = None,
+    budget_calls: BudgetCallsOption = None,
+    budget_time: BudgetTimeOption = None,
+    estimate_only: EstimateOnlyOption = False,
+    judge_check: JudgeCheckOption = None,
+    no_adapt: NoAdaptOption = False,
 ) -> None:
     """Optimize an alignment prompt (stage A examples, then stage B beam search)."""
     with user_errors():
@@ -260,34 +254,37 @@ def optimize(
             skip_examples=skip_examples,
             review_policy=review_policy,
             set_values=set_values,
+            budget_tokens=budget_tokens,
+            budget_calls=budget_calls,
+            budget_time=budget_time,
+            no_adapt=no_adapt,
         )
-        budget = budget_flags(budget_tokens, budget_calls, budget_time)
-        if budget:
-            overrides = deep_merge(overrides, {"budget": budget})
-        if no_adapt:
-            overrides["time_target_minutes"] = 0
-        settings = load_settings(config, preset, overrides)
-        # A bad rubric or metric is bad input, even for --estimate.
-        task_rubric = run_rubric(settings)
-        with_metric(settings, None)
-        estimate = estimate_run(settings, load_run_data(settings), task_rubric)
-        forecast = describe(estimate)
-        if estimate_only:
-            out.print(describe_settings(settings), highlight=False, soft_wrap=True)
-            out.print(forecast, highlight=False, soft_wrap=True)
-            out.print(
-                estimate_time(settings, estimate, task_rubric), highlight=False, soft_wrap=True
-            )
-            return
-        if judge_check is not None:
-            pre_search_check(settings, judge_check)
-        summary = f"{describe_settings(settings)}\n{forecast}"
-        printer = ProgressPrinter(
-            settings.store, summary=summary, estimate=estimate, preset=settings.preset
-        )
-        with printer:
-            result = _run(lambda: optimize_async(settings, on_event=printer))
-        print_result(result, settings.store)
+        estimate_then_search(load_settings(config, preset, overrides), estimate_only, judge_check)
+
+
+def estimate_then_search(settings: Settings, estimate_only: bool, judge_check: int | None) -> None:
+    """What `drpo optimize` does with the settings its flags give: estimate the run, then print
+    the estimate (`--estimate`) or search. Apart from the command so that the command is its flags
+    and the settings they make."""
+    # A bad rubric or metric is bad input, even for --estimate.
+    task_rubric = run_rubric(settings)
+    with_metric(settings, None)
+    estimate = estimate_run(settings, load_run_data(settings), task_rubric)
+    forecast = describe(estimate)
+    if estimate_only:
+        out.print(describe_settings(settings), highlight=False, soft_wrap=True)
+        out.print(forecast, highlight=False, soft_wrap=True)
+        out.print(estimate_time(settings, estimate, task_rubric), highlight=False, soft_wrap=True)
+        return
+    if judge_check is not None:
+        pre_search_check(settings, judge_check)
+    summary = f"{describe_settings(settings)}\n{forecast}"
+    printer = ProgressPrinter(
+        settings.store, summary=summary, estimate=estimate, preset=settings.preset
+    )
+    with printer:
+        result = _run(lambda: optimize_async(settings, on_event=printer))
+    print_result(result, settings.store)
 
 
 def estimate_time(settings: Settings, estimate: Estimate, rubric: Rubric) -> str:
@@ -373,7 +370,7 @@ def describe_settings(settings: Settings) -> str:
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run to continue")],
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     budget_tokens: Annotated[int | None, typer.Option(help="a new token budget")] = None,
     budget_calls: Annotated[int | None, typer.Option(help="a new call budget")] = None,
     budget_time: Annotated[
@@ -410,7 +407,7 @@ def resume(
 
 @app.command()
 def runs(
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """List runs: id, status, best value, cost."""
     with user_errors():
@@ -446,7 +443,7 @@ def shown_status(row: dict[str, Any]) -> str:
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument()],
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Show a run's best prompt, its examples and the lineage of the prompt."""
     with user_errors():
@@ -510,7 +507,7 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="file (default stdout)")
     ] = None,
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Export the alignment prompt with provenance: models, settings, scores, examples."""
     from drpo.graph.export import render_export
@@ -605,7 +602,7 @@ def submit(run_id: str, decision: ReviewDecision, store: Path) -> None:
 @app.command()
 def review(
     run_id: Annotated[str, typer.Argument(help="a run waiting for review")],
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Review a waiting run's prompt edits interactively (approve, reject, edit, stop)."""
     from rich.prompt import Prompt
@@ -656,11 +653,6 @@ def _decide(
             comment=comment,
         )
         submit(run_id, decision, store)
-
-
-StoreOption = Annotated[Path, typer.Option(help="run store database")]
-CandidateOption = Annotated[str, typer.Option("--candidate", help="the candidate under review")]
-CommentOption = Annotated[str, typer.Option(help="why (kept with the decision)")]
 
 
 def decision_command(kind: str, summary: str) -> Callable[..., None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +11,7 @@ from rich.table import Column, Table
 
 from drpo.checkpoints.store import RunStore
 from drpo.cli.common import load_run, user_errors
+from drpo.cli.options import StoreOption
 from drpo.state.settings import DEFAULT_STORE, ROLES
 
 SUMMED = (
@@ -131,7 +131,7 @@ def render_cost(store: RunStore, run_id: str, out: Console) -> None:
 
 def cost_command(
     run_id: Annotated[str, typer.Argument(help="the run")],
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Show what a run spent: calls, tokens and time per role and per stage and level."""
 

@@ -27,6 +27,21 @@ from rich.table import Table
 
 from drpo.checkpoints.store import RunStore
 from drpo.cli.common import parse_assignment, user_errors
+from drpo.cli.options import (
+    ConditionsOption,
+    ConfigOption,
+    EvalDataDirOption,
+    EvalPromptFileOption,
+    EvalRunOption,
+    EvalSetOption,
+    MetricsOption,
+    PairwiseOption,
+    PresetOption,
+    QueriesOption,
+    ReportOption,
+    StoreOption,
+    StoreOverrideOption,
+)
 from drpo.evals import datasets
 from drpo.evals.api import EvalRequest, evaluate
 from drpo.evals.harness import EvalPlan
@@ -267,50 +282,19 @@ def _announce(plan: EvalPlan) -> None:
 
 
 def eval_command(
-    run: Annotated[
-        str | None, typer.Option("--run", help="the DRPO run whose prompt is the drpo condition")
-    ] = None,
-    conditions: Annotated[
-        str | None,
-        typer.Option(help="comma-separated: plain, urial, drpo, file (default: all available)"),
-    ] = None,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--prompt-file", help="the file condition: a drpo export (.json) or a text prompt"
-        ),
-    ] = None,
-    queries: Annotated[
-        str,
-        typer.Option(help="benchmarks with counts (mtbench:30,harmbench:10) or a query file"),
-    ] = DEFAULT_QUERIES,
-    pairwise: Annotated[
-        str | None,
-        typer.Option(help="pairs X:Y to compare (default: drpo against the others; 'none')"),
-    ] = None,
-    store: Annotated[Path | None, typer.Option(help="run store database")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML settings file")
-    ] = None,
-    preset: Annotated[str | None, typer.Option(help="default, quick or paper")] = None,
-    set_values: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="any setting, e.g. --set judge.model=gpt-4o"),
-    ] = None,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="write an HTML + Markdown report here")
-    ] = None,
+    run: EvalRunOption = None,
+    conditions: ConditionsOption = None,
+    prompt_file: EvalPromptFileOption = None,
+    queries: QueriesOption = DEFAULT_QUERIES,
+    pairwise: PairwiseOption = None,
+    store: StoreOverrideOption = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_values: EvalSetOption = None,
+    report: ReportOption = None,
     seed: Annotated[int, typer.Option(help="seed for query sampling and the bootstrap")] = 0,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="pulled benchmarks (default $DRPO_DATA_DIR)")
-    ] = None,
-    metrics: Annotated[
-        str,
-        typer.Option(
-            help="judge (absolute + pairwise LLM judging), pairwise (pairwise only) and/or "
-            "refusal (refusal and over-refusal rates, no judge call)"
-        ),
-    ] = "judge,refusal",
+    data_dir: EvalDataDirOption = None,
+    metrics: MetricsOption = "judge,refusal",
 ) -> None:
     """Compare alignment prompts on held-out queries: LLM judging and refusal rates."""
     with user_errors(INTERRUPTED):
@@ -350,7 +334,7 @@ def eval_command(
 
 def report_command(
     run_id: Annotated[str, typer.Argument(help="a run id, or an evaluation id (eval-...)")],
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="directory for the HTML and Markdown files")
     ] = DEFAULT_REPORT_DIR,

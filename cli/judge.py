@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drpo.cli.common import parse_assignment, user_errors
+from drpo.cli.options import ConfigOption, PresetOption
 from drpo.evals.judge_check import (
     KINDS,
     METHODS,
@@ -45,10 +45,8 @@ METHOD_HELP = (
 
 
 def judge_check_command(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML settings file")
-    ] = None,
-    preset: Annotated[str | None, typer.Option(help="default, quick or paper")] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
     size: Annotated[
         int | None, typer.Option(help="judge a stratified subset of this many pairs")
     ] = None,

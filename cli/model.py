@@ -37,6 +37,7 @@ from drpo.backends.model_files import (
     resolve,
 )
 from drpo.cli.common import user_errors
+from drpo.cli.options import HostOption, PortOption
 from drpo.state.settings import Settings
 
 model_app = typer.Typer(
@@ -149,10 +150,8 @@ def serve_command(
     model_path: Annotated[
         Path | None, typer.Option("--model-path", help="serve this GGUF file instead")
     ] = None,
-    port: Annotated[
-        int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)
-    ] = 8080,
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: PortOption = 8080,
+    host: HostOption = "127.0.0.1",
     slots: Annotated[int, typer.Option(help="parallel requests", min=1)] = _DEFAULTS.embedded_slots,
     ctx: Annotated[
         int, typer.Option(help="KV-cache tokens shared by all slots", min=512)

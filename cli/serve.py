@@ -27,6 +27,21 @@ from drpo.backends.errors import CredentialError
 from drpo.backends.model_files import ModelFileError
 from drpo.checkpoints.store import RunStore, StoreError
 from drpo.cli.common import fail
+from drpo.cli.options import (
+    AuthTokenEnvOption,
+    BaseApiKeyEnvOption,
+    BaseEndpointOption,
+    BaseModelOption,
+    BaseModelPathOption,
+    HostOption,
+    LogLevelOption,
+    MaxBodyBytesOption,
+    PortOption,
+    ServeConcurrencyOption,
+    ServedModelNameOption,
+    ServedPromptFileOption,
+    StoreOption,
+)
 from drpo.graph.api import RunError
 from drpo.graph.inference import AlignedPrompt, PromptFileError
 from drpo.serve.app import (
@@ -52,6 +67,19 @@ out = Console()
 
 class ServeError(ValueError):
     """A user-fixable problem with the `drpo serve` arguments; the message is one line."""
+
+
+# Errors whose message is already one line written for the user.
+_USER_ERRORS = (
+    ServeError,
+    ConfigError,
+    PromptFileError,
+    RunError,
+    StoreError,
+    CredentialError,
+    ModelFileError,
+    EmbeddedServerError,
+)
 
 
 def load_served_prompt(
@@ -139,48 +167,19 @@ def _print_usage(
 
 def serve_command(
     run_id: Annotated[str | None, typer.Argument(help="the run whose best prompt to serve")] = None,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option("--prompt-file", help="serve a `drpo export RUN --format json` file"),
-    ] = None,
-    store: Annotated[Path, typer.Option(help="run store database")] = DEFAULT_STORE,
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)
-    ] = 8000,
-    auth_token_env: Annotated[
-        str | None,
-        typer.Option(
-            help="require 'Authorization: Bearer <token>'; NAME of the variable holding it"
-        ),
-    ] = None,
-    max_concurrency: Annotated[
-        int | None,
-        typer.Option(
-            help="requests in flight to the base model; more wait in line "
-            "(default: the embedded server's slots, or the run's max_concurrency)",
-            min=1,
-        ),
-    ] = None,
-    max_body_bytes: Annotated[
-        int, typer.Option(help="largest request body accepted (413 above)", min=1)
-    ] = DEFAULT_MAX_BODY_BYTES,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="the model name clients send (default: drpo-RUN)")
-    ] = None,
-    endpoint: Annotated[
-        str | None, typer.Option(help="base model endpoint instead of the run's ('embedded' too)")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="base model name instead of the run's")] = None,
-    api_key_env: Annotated[
-        str | None, typer.Option(help="NAME of the variable holding the base endpoint's key")
-    ] = None,
-    model_path: Annotated[
-        Path | None, typer.Option(help="GGUF file for an embedded base model")
-    ] = None,
-    log_level: Annotated[
-        str, typer.Option(help="uvicorn log level (info logs every request)")
-    ] = "info",
+    prompt_file: ServedPromptFileOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    auth_token_env: AuthTokenEnvOption = None,
+    max_concurrency: ServeConcurrencyOption = None,
+    max_body_bytes: MaxBodyBytesOption = DEFAULT_MAX_BODY_BYTES,
+    served_model_name: ServedModelNameOption = None,
+    endpoint: BaseEndpointOption = None,
+    model: BaseModelOption = None,
+    api_key_env: BaseApiKeyEnvOption = None,
+    model_path: BaseModelPathOption = None,
+    log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the aligned model as an OpenAI-compatible endpoint (chat and completions)."""
     with contextlib.ExitStack() as stack:
@@ -195,9 +194,7 @@ def serve_command(
             )
             token = _auth_token(auth_token_env)
             served = served_model_name or default_name
-            slots = max_concurrency or (
-                settings.embedded_slots if base.is_embedded else settings.max_concurrency
-            )
+            slots = max_concurrency or _default_concurrency(settings, base)
             # A remote endpoint's missing key is reported before anything starts.
             upstream = None if base.is_embedded else UpstreamConfig.from_role(base)
             sock = bind_socket(host, port)
@@ -211,16 +208,7 @@ def serve_command(
                 max_body_bytes=max_body_bytes,
                 served_model=served,
             )
-        except (
-            ServeError,
-            ConfigError,
-            PromptFileError,
-            RunError,
-            StoreError,
-            CredentialError,
-            ModelFileError,
-            EmbeddedServerError,
-        ) as exc:
+        except _USER_ERRORS as exc:
             raise fail(str(exc)) from None
         except OSError as exc:
             raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -243,6 +231,12 @@ def _auth_token(env: str | None) -> str | None:
     if not token:
         raise ServeError(f"environment variable {env} is not set")
     return token
+
+
+def _default_concurrency(settings: Settings, base: RoleSettings) -> int:
+    """Requests in flight to the base model when --max-concurrency is not given: as many as the
+    embedded server takes in parallel (its slots), else as many as the run itself sent at once."""
+    return settings.embedded_slots if base.is_embedded else settings.max_concurrency
 
 
 def _upstream(
