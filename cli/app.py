@@ -293,7 +293,7 @@ def estimate_time(settings: Settings, estimate: Estimate, rubric: Rubric) -> str
     from drpo.backends.embedded import EmbeddedServerError, EmbeddedServerPool
     from drpo.backends.model_catalogue import CATALOGUE
     from drpo.backends.model_files import ModelFileError, status
-    from drpo.backends.speed_probe import ProbeFailed, probe_speed
+    from drpo.backends.speed_probe import ProbeFailed, measure_server_speed
 
     embedded = [settings.role(role) for role in ROLES if settings.role(role).is_embedded]
     if not embedded:
@@ -306,7 +306,7 @@ def estimate_time(settings: Settings, estimate: Estimate, rubric: Rubric) -> str
     with EmbeddedServerPool.from_settings(settings) as pool:
         try:
             root = pool.url_for_role(embedded[0]).removesuffix("/v1")
-            speed = probe_speed(root)
+            speed = measure_server_speed(root)
         except (EmbeddedServerError, ModelFileError, ProbeFailed) as exc:
             return f"time: no time estimate ({exc})"
     if why_not_adapted(settings) is None:

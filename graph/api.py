@@ -29,7 +29,7 @@ from drpo.backends.factory import build_role_models
 from drpo.backends.llm import CachedReply, CallRecord
 from drpo.backends.preflight import check_settings
 from drpo.backends.retrieval import build_retriever, resolve_kind
-from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, probe_speed
+from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, measure_server_speed
 from drpo.checkpoints.saver import open_run_checkpointer
 from drpo.checkpoints.store import RunLedger, RunStore, new_run_id
 from drpo.data.loaders import (
@@ -218,7 +218,7 @@ def measure_speed(pool: EmbeddedServerPool) -> list[RunEvent]:
     events: list[RunEvent] = []
     for path, server in pool.servers.items():
         try:
-            speed = probe_speed(server.root_url)
+            speed = measure_server_speed(server.root_url)
         except ProbeFailed as exc:
             events.append(RunWarning(message=f"no time estimate: {exc}"))
             continue

@@ -169,7 +169,7 @@ def slow_probe(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(model_files, "status", lambda entry: "ready")
     monkeypatch.setattr(embedded.EmbeddedServerPool, "from_settings", lambda settings: _Pool())
-    monkeypatch.setattr(speed_probe, "probe_speed", lambda root: SLOW)
+    monkeypatch.setattr(speed_probe, "measure_server_speed", lambda root: SLOW)
 
 
 @pytest.mark.usefixtures("slow_probe")
