@@ -60,23 +60,47 @@ _BUSY_SAMPLE_SECONDS = 0.5
 def busy_cores() -> tuple[float, str]:
     """Cores other programs keep busy now, and how that was measured.
 
-    Read from the CPU time /proc/stat counts over half a second. The 1-minute load average is
-    only the fallback: it still counts a burst that has just ended, so right after
-    `scripts/install.sh` it said 1.1 on an idle 2-core machine, and llama.cpp ran on one
-    thread at half the speed (measured 23 vs 41 tok/s prefill).
+    Read from the CPU time /proc/stat counts over half a second, less this process's own (its
+    threads' work at start is no other program's). A sample that finds a core taken is taken
+    again after a pause and the lower kept: a moment's work (a command ending, the kernel writing
+    back an install's files) must not halve the server's threads for the whole run, as it did for
+    one fresh-clone run (1.0 busy, 1 thread, 27 min where the others took 10-12 min); a program
+    that keeps a core busy is seen in both. The 1-minute load average is only the fallback: it
+    still counts a burst that has just ended, so right after `scripts/install.sh` it said 1.1 on
+    an idle 2-core machine, and llama.cpp ran on one thread at half the speed (measured 23 vs 41
+    tok/s prefill).
     """
-    before = _cpu_times()
-    if before is not None:
+    first = _busy_sample()
+    if first is not None and round(first) >= 1:
         time.sleep(_BUSY_SAMPLE_SECONDS)
-        after = _cpu_times()
-        if after is not None and after[0] > before[0]:
-            total, idle = after[0] - before[0], after[1] - before[1]
-            cores = os.cpu_count() or 1
-            return cores * (total - idle) / total, "busy now"
+        again = _busy_sample()
+        first = min(first, again) if again is not None else first
+    if first is not None:
+        return first, "busy now"
     try:
         return os.getloadavg()[0], "load average"
     except OSError:  # no load average on this platform
         return 0.0, "load unknown"
+
+
+def _busy_sample() -> float | None:
+    """Cores busy over one sample, less this process's own work; None off Linux."""
+    before, own_before = _cpu_times(), _own_cpu_seconds()
+    if before is None:
+        return None
+    time.sleep(_BUSY_SAMPLE_SECONDS)
+    after, own = _cpu_times(), _own_cpu_seconds() - own_before
+    if after is None or after[0] <= before[0]:
+        return None
+    total, idle = after[0] - before[0], after[1] - before[1]
+    # /proc/stat counts clock ticks; this process's seconds are converted to the same unit.
+    others = total - idle - own * os.sysconf("SC_CLK_TCK")
+    return max(0.0, (os.cpu_count() or 1) * others / total)
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds this process (all its threads) has used."""
+    return time.process_time()
 
 
 def _cpu_times() -> tuple[int, int] | None:

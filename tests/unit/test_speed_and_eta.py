@@ -242,22 +242,61 @@ def test_the_embedded_server_leaves_busy_cores_to_their_programs(
     assert embedded.default_threads() == threads
 
 
+def _counters(
+    monkeypatch: pytest.MonkeyPatch, samples: list[float], own: list[float] | None = None
+) -> None:
+    """/proc/stat over successive 2-core samples of 200 ticks each with these busy shares, and
+    this process's own CPU seconds at each reading (ticks are 1/100 s)."""
+    from drpo.backends import embedded
+
+    readings, ticks, idle = [], 1000, 500
+    for share in samples:
+        readings.append((ticks, idle))
+        ticks, idle = ticks + 200, idle + round(200 * (1 - share))
+        readings.append((ticks, idle))
+    counters, own_times = iter(readings), iter(own or [0.0] * len(readings))
+    monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(embedded.os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(embedded, "_BUSY_SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(embedded, "_cpu_times", lambda: next(counters))
+    monkeypatch.setattr(embedded, "_own_cpu_seconds", lambda: next(own_times))
+    monkeypatch.setattr(embedded.os, "getloadavg", lambda: (1.1, 1.1, 1.1))
+
+
 @pytest.mark.parametrize(("busy_share", "threads"), [(0.0, 2), (0.1, 2), (0.5, 1), (1.0, 1)])
 def test_busy_cores_are_measured_now_not_from_a_lagging_load_average(
     monkeypatch: pytest.MonkeyPatch, busy_share: float, threads: int
 ) -> None:
-    """Right after an install the load average still says 1.1; the CPU counters say idle."""
+    """Right after an install the load average still says 1.1; the CPU counters say idle.
+    A program that keeps a core busy is seen in both samples."""
     from drpo.backends import embedded
 
-    samples = iter([(1000, 500), (1200, 500 + round(200 * (1 - busy_share)))])
-    monkeypatch.setattr(embedded.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(embedded, "_BUSY_SAMPLE_SECONDS", 0.0)
-    monkeypatch.setattr(embedded, "_cpu_times", lambda: next(samples))
-    monkeypatch.setattr(embedded.os, "getloadavg", lambda: (1.1, 1.1, 1.1))
+    _counters(monkeypatch, [busy_share, busy_share])
     chosen, why = embedded.thread_choice()
     assert chosen == threads
     assert "busy now" in why
+
+
+def test_a_moments_work_does_not_take_a_thread_for_the_whole_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from drpo.backends import embedded
+
+    _counters(monkeypatch, [1.0, 0.05])
+    assert embedded.thread_choice()[0] == 2
+
+
+def test_this_process_s_own_work_is_no_other_program_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole core busy in both samples, all of it this process's: 2 threads, not 1."""
+    from drpo.backends import embedded
+
+    # Each sample spans 1 s of 2 cores (200 ticks); this process used 1 s of it each time.
+    _counters(monkeypatch, [0.5, 0.5], own=[0.0, 1.0, 1.0, 2.0])
+    busy, _ = embedded.busy_cores()
+    assert busy == pytest.approx(0.0)
+    _counters(monkeypatch, [0.5, 0.5], own=[0.0, 0.0, 0.0, 0.0])
+    assert embedded.busy_cores()[0] == pytest.approx(1.0)
 
 
 def test_cpu_counters_are_read_from_proc_stat() -> None:
