@@ -128,6 +128,7 @@ def tidy_prompt(prompt: str, max_chars: int = PROMPT_MAX_CHARS) -> str:
     prompt = _PROMPT_TAGS.sub("", prompt)
     seen: list[str] = []
     lines: list[str] = []
+    looped = False
     for line in prompt.strip().splitlines():
         kept = []
         for sentence in _SENTENCE_END.split(line):
@@ -137,11 +138,16 @@ def tidy_prompt(prompt: str, max_chars: int = PROMPT_MAX_CHARS) -> str:
             elif not near_duplicate(key, seen):
                 seen.append(key)
                 kept.append(sentence)
+            else:
+                looped = True
         if any(_sentence_key(s) for s in kept) or not line.strip():
             lines.append(" ".join(kept).rstrip() if kept else "")
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    if len(prompt.strip()) >= max_chars - 1 and text and text[-1] not in ".!?)\"'":
-        # Cut off by the limit: end at the last complete sentence, if there is one.
+    cut_off = len(prompt.strip()) >= max_chars - 1 or looped
+    if cut_off and text and text[-1] not in ".!?)\"'":
+        # Cut off by the limit (the schema's, or the reply's tokens, which a loop reaches well
+        # before the schema's: "… malicious requests. You" was a final prompt): end at the last
+        # complete sentence, if there is one.
         last_end = max(text.rfind(". "), text.rfind(".\n"), text.rfind("!"), text.rfind("?"))
         if last_end > len(text) // 3:
             text = text[: last_end + 1].rstrip()

@@ -194,3 +194,24 @@ def test_the_rewrite_node_shows_every_case_and_drops_a_topic_fitted_proposal(
     rejected = [r for r in store.db["candidates"].rows if r["rejected"]]
     assert len(rejected) == 1 and "roommate" in rejected[0]["rejected"]
     store.close()
+
+
+def test_a_loop_cut_off_before_the_schema_limit_loses_its_half_sentence() -> None:
+    # The 1.5B optimizer's reply in run 20261202-131347-415b9b: the loop ran into the reply's
+    # token limit at 1,500 characters, and "… malicious requests. You" became the final prompt.
+    rules = (
+        "You are not allowed to use any harmful or illegal information. "
+        "You are not allowed to use any real-time data or internet. "
+        "You are not allowed to use any physical actions. "
+        "You are not allowed to use any malicious requests. "
+    )
+    prompt = "You are a helpful assistant. " + rules * 6 + "You"
+    assert len(prompt) < 2000
+    tidied = tidy_prompt(prompt)
+    assert tidied == tidy_prompt(prompt.removesuffix("You"))
+    assert tidied.endswith("malicious requests.")
+
+
+def test_a_last_sentence_without_a_full_stop_stays_when_nothing_was_cut() -> None:
+    prompt = "You are a helpful assistant. Answer briefly"
+    assert tidy_prompt(prompt) == prompt
