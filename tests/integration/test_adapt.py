@@ -7,13 +7,12 @@ The embedded server is stood in for by the stub (the run's calls) and a llama.cp
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from llama_timings import LlamaTimingsServer
 from scripted_llm import ScriptedLLM
 from stub_server import StubServer
 from typer.testing import CliRunner
@@ -34,27 +33,9 @@ SLOW = ServerSpeed(18.0, 5.2)  # issue #16's EPYC: the default run is expected n
 FAST = ServerSpeed(500.0, 100.0)
 
 
-class _Timings(BaseHTTPRequestHandler):
-    """llama.cpp's /completion reply, timed at the server's current speed."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        speed: ServerSpeed = self.server.speed  # type: ignore[attr-defined]
-        timings = {
-            "prompt_n": 22,
-            "prompt_ms": 22_000 / speed.prefill_per_second,
-            "predicted_n": 4,
-            "predicted_ms": 4_000 / speed.decode_per_second,
-        }
-        data = json.dumps({"content": "x", "timings": timings}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def _timed_at(speed: ServerSpeed) -> tuple[float, float]:
+    """The /completion timings (60 prompt tokens, 8 decoded) of a server at this speed."""
+    return 60_000 / speed.prefill_per_second, 8_000 / speed.decode_per_second
 
 
 class _Server:
@@ -84,22 +65,16 @@ def machine(
     stub: StubServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[[ServerSpeed], None]]:
     """Embedded roles served by the stub, on a machine whose speed the test sets."""
-    timings = ThreadingHTTPServer(("127.0.0.1", 0), _Timings)
-    timings.speed = FAST  # type: ignore[attr-defined]
-    thread = threading.Thread(target=timings.serve_forever, daemon=True)
-    thread.start()
-    root = f"http://127.0.0.1:{timings.server_address[1]}"
-    monkeypatch.setattr(
-        EmbeddedServerPool, "from_settings", lambda settings: _Pool(stub.base_url, root)
-    )
-    stub.set_responder(ScriptedLLM())
+    with LlamaTimingsServer([_timed_at(FAST)]) as timings:
+        monkeypatch.setattr(
+            EmbeddedServerPool, "from_settings", lambda settings: _Pool(stub.base_url, timings.root)
+        )
+        stub.set_responder(ScriptedLLM())
 
-    def set_speed(speed: ServerSpeed) -> None:
-        timings.speed = speed  # type: ignore[attr-defined]
+        def set_speed(speed: ServerSpeed) -> None:
+            timings.script = [_timed_at(speed)]
 
-    yield set_speed
-    timings.shutdown()
-    timings.server_close()
+        yield set_speed
 
 
 def default_settings(tmp_path: Path, **overrides: Any) -> Settings:

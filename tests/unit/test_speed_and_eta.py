@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from llama_timings import LlamaTimingsServer
 from stub_server import StubServer
 
 from drpo.backends.speed_probe import ProbeFailed, ServerSpeed, probe_speed
@@ -30,33 +28,11 @@ from drpo.state.events import (
 )
 
 
-class _LlamaTimings(BaseHTTPRequestHandler):
-    """llama.cpp's native /completion reply: 60 prompt tokens in 3 s, 8 tokens in 1 s."""
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        self.server.bodies.append(json.loads(self.rfile.read(length)))  # type: ignore[attr-defined]
-        timings = {"prompt_n": 60, "prompt_ms": 3000.0, "predicted_n": 8, "predicted_ms": 1000.0}
-        data = json.dumps({"content": "x", "timings": timings}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def llama_root() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LlamaTimings)
-    server.bodies = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", server.bodies  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+    """llama.cpp's native /completion reply: 60 prompt tokens in 3 s, 8 tokens in 1 s."""
+    with LlamaTimingsServer([(3000.0, 1000.0)]) as server:
+        yield server.root, server.bodies
 
 
 def test_the_probe_reads_the_servers_own_timings_with_the_prompt_cache_off(
