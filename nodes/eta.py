@@ -322,21 +322,24 @@ class RunClock:
             if reward is not None:
                 self.rewards[candidate_id] = reward
 
+    @property
+    def finalists(self) -> int:
+        """How many best prompts the validation round re-scores."""
+        shape = self.estimate.shape
+        return shape.finalists if shape is not None else 1
+
     def ranked(self) -> bool:
         """Whether more prompts than the finalists were ranked by their rewards: only then does
         the starting prompt's place among the best say anything (until then it is among them
         for want of rivals)."""
-        shape = self.estimate.shape
-        return len(self.rewards) > (shape.finalists if shape is not None else 1)
+        return len(self.rewards) > self.finalists
 
     def baseline_kept(self) -> bool:
         """Whether the starting prompt is among the best finalists by the beams' rewards so far:
         then the validation round does not add it as one more. False until `ranked`."""
-        shape = self.estimate.shape
-        count = shape.finalists if shape is not None else 1
         if not self.ranked():
             return False
-        best = sorted(self.rewards, key=lambda c: -self.rewards[c])[:count]
+        best = sorted(self.rewards, key=lambda c: -self.rewards[c])[: self.finalists]
         return any(candidate.startswith("L0-") for candidate in best)
 
     # ---- the forecast -----------------------------------------------------------------------
