@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -159,9 +159,6 @@ def build_role_models(
             model_name = role_settings.model
         api_key = api_key_for(role, role_settings, environ)
         profile = effective_profile(role_settings, resolve_kind(role, role_settings, api_key))
-        if role_settings.is_embedded:
-            # Whatever `supports_n` says: the embedded server gets one request per choice.
-            profile = replace(profile, supports_n=False)
         replicas = (
             build_pool(role_settings, api_key, board, profile) if role_settings.endpoints else None
         )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import openai
@@ -172,6 +172,11 @@ class RoleClient:
         """The endpoint's profile (always set after construction)."""
         assert self.profile is not None
         return self.profile
+
+    def _counts_choices_by_logprobs(self, n: int) -> bool:
+        """Whether `n` choices' completion tokens must be counted from their logprobs: llama.cpp
+        reports only the first choice's in `usage`."""
+        return n > 1 and self.rules.supports_n and self.rules.kind == "llamacpp"
 
     @property
     def gives_logprobs(self) -> bool:
@@ -477,6 +482,8 @@ class RoleClient:
         kwargs: dict[str, Any] = {}
         if top_logprobs:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        elif self._counts_choices_by_logprobs(n):
+            kwargs["logprobs"] = True
         extra = extra_fields(self.settings, self.rules)
         if response_format is not None:
             # Sent as a raw body field: LangChain's typed `response_format` path raises on a
@@ -506,6 +513,8 @@ class RoleClient:
     ) -> CachedReply:
         """Turn a paid result into the cached reply, storing it with its call record."""
         texts, usage = _read_result(result)
+        if self._counts_choices_by_logprobs(len(texts)):
+            usage = _usage_of_all_choices(usage, _read_logprobs(result))
         reply = CachedReply(
             tuple(texts),
             usage.prompt_tokens,
@@ -691,6 +700,15 @@ class _Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+
+
+def _usage_of_all_choices(usage: _Usage, logprobs: tuple[TokenLogprobs | None, ...]) -> _Usage:
+    """`usage` with the completion tokens of every choice, one logprob per token, where each
+    choice has them (else `usage` as reported)."""
+    if not logprobs or any(content is None for content in logprobs):
+        return usage
+    written = sum(len(content) for content in logprobs if content is not None)
+    return replace(usage, completion_tokens=max(written, usage.completion_tokens))
 
 
 def _read_result(result: LLMResult) -> tuple[list[str], _Usage]:

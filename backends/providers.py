@@ -72,8 +72,9 @@ def profile_for(kind: Kind, model: str) -> ProviderProfile:
             reasoning=reasoning,
         )
     if kind == "llamacpp":
-        # llama.cpp re-processes the prompt for every extra choice and miscounts their tokens,
-        # so separate requests are as cheap and keep the accounting right.
+        # Servers older than llama.cpp's `n_cmpl` refuse `n` > 1, so a remote one gets one
+        # request per choice unless its role says `supports_n = true` (the embedded server,
+        # whose version drpo installs, always sends `n`: `effective_profile`).
         return ProviderProfile(kind, "json_schema", "llamacpp", False, True, True)
     if kind == "vllm":
         return ProviderProfile(kind, "json_schema", "plain", True, True, True)
@@ -88,6 +89,12 @@ def effective_profile(settings: RoleSettings, kind: Kind) -> ProviderProfile:
     """The kind's profile with the role's own `structured_output` / `supports_n` on top."""
     profile = profile_for(kind, settings.model)
     updates: dict[str, Any] = {}
+    if settings.is_embedded:
+        # The installed llama.cpp processes the prompt once for all `n` choices and copies it to
+        # their slots: two choices in one request took 0.58x the time of two requests side by
+        # side on a 2-vCPU EPYC (README "First-run time"); as separate requests a rewrite's
+        # ~1,200-token prompt was processed once per choice.
+        updates["supports_n"] = True
     if settings.structured_output != "auto":
         updates["structured_output"] = settings.structured_output
     if settings.supports_n is not None:

@@ -67,17 +67,24 @@ def time_forecast(estimate: Estimate, speed: ServerSpeed, preset: str = "default
 def adaptation_text(event: SettingsAdapted) -> str:
     """The line saying how the default search was cut to fit, then one line per change."""
     target = minutes(event.target_seconds).removeprefix("about ")
+    aim = minutes(event.aim_seconds or event.target_seconds).removeprefix("about ")
+    margin = (
+        f"cut to {aim} expected, as runs take up to a quarter longer than expected; "
+        if event.aim_seconds
+        else ""
+    )
     head = (
         f"time: {minutes(event.expected_seconds)} expected at the default settings on this "
         f"machine ({event.prefill_per_second:.0f} tok/s prefill, "
         f"{event.decode_per_second:.1f} tok/s decode); "
     )
     if event.fits:
-        head += f"adapted to fit {target} (keep the full search: --no-adapt):"
+        head += f"adapted to fit {target} ({margin}keep the full search: --no-adapt):"
     else:
         head += (
             f"even the smallest search is expected to take {minutes(event.adapted_seconds)}, "
-            f"over {target}; running it (keep the full search: --no-adapt):"
+            f"over the {aim} aimed at to fit {target}; running it "
+            "(keep the full search: --no-adapt):"
         )
     changes = [
         f"  {c.setting} {'unset' if c.before is None else c.before}→{c.after}"

@@ -184,9 +184,9 @@ class _Counter:
 
     def add(self, role: RoleName, prompt_text: str, replies: int = 1, times: int = 1) -> None:
         settings = self.settings.role(role)
-        # The embedded server (and endpoints without `n`) get one request per choice.
+        # Endpoints without `n` get one request per choice, each processing the prompt again.
         profile = effective_profile(settings, static_kind(settings))
-        per_choice = settings.is_embedded or not profile.supports_n
+        per_choice = not profile.supports_n
         requests = replies if per_choice else 1
         entry = self.estimate.roles[role]
         entry.calls += requests * times

@@ -67,13 +67,16 @@ class SettingsAdapted(_Event):
 
     `expected_seconds` is the run's expected time at the default settings, `adapted_seconds` at
     the adapted ones (points, not bounds: `RunClock.expected_before_start`); `fits` is False when
-    even the smallest search of the ladder is expected over `target_seconds` (it runs anyway).
+    even the smallest search of the ladder is expected over `aim_seconds` (it runs anyway).
     It comes before the `SpeedMeasured` of the probe it used; the run store keeps the adapted
     settings and this event (`runs.adapted`).
     """
 
     kind: Literal["settings_adapted"] = "settings_adapted"
     target_seconds: float
+    # The expected time the search was cut to, a margin below the target (runs have taken longer
+    # than expected); None in runs stored before there was a margin (they aimed at the target).
+    aim_seconds: float | None = None
     expected_seconds: float
     adapted_seconds: float
     fits: bool

@@ -133,7 +133,7 @@ def test_a_slow_machine_runs_the_cut_search_and_stores_and_prints_what_it_change
     assert f"adapted to this machine's speed: {changes}" in shown.output
     err = capsys.readouterr().err
     assert "expected at the default settings on this machine (18 tok/s prefill" in err
-    assert "adapted to fit 20 min (keep the full search: --no-adapt)" in err
+    assert "adapted to fit 20 min (cut to 16 min expected, as runs take up to" in err
     for change in adapted.changes:
         assert f"\n  {change.setting} {change.before}→{change.after}\n" in err
 

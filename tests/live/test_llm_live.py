@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,6 +79,30 @@ async def test_chat_completion_and_structured_calls(
     calls = store.calls("live")
     assert {c["tag"] for c in calls if c["outcome"] == "ok"} >= {"live-completion", "live-chat"}
     assert all(c["prompt_tokens"] > 0 for c in calls if c["outcome"] == "ok")
+
+
+async def test_sampled_choices_share_one_request_and_every_choice_is_counted(
+    pool: EmbeddedServerPool, tmp_path: Path
+) -> None:
+    # The installed llama.cpp processes the prompt once for all choices of one request, but its
+    # `usage` counts only the first choice's completion tokens; drpo counts them all.
+    settings = tiny_settings(
+        tmp_path, optimizer={"model": MODEL, "temperature": 1.0, "max_tokens": 120}
+    )
+    store = RunStore(settings.store)
+    recorder = store.for_run("live")
+    models = build_role_models(settings, pool=pool, cache=recorder, sink=recorder, run_id="live")
+    prompt = format_base_prompt("Write freely.", [], "Tell a long story about a cat.", "chat")
+    texts = await models["optimizer"].text(prompt, n=2, tag="live-n")
+    (call,) = [c for c in store.calls("live") if c["tag"] == "live-n"]
+    assert call["outcome"] == "ok" and len(texts) == 2
+    root = pool.url_for(MODEL).removesuffix("/v1")
+    counts = [
+        len(httpx.post(f"{root}/tokenize", json={"content": t}).json()["tokens"]) for t in texts
+    ]
+    assert min(counts) > 10  # both choices wrote something worth counting
+    # Re-tokenizing a reply may merge or split a token or two at its ends.
+    assert abs(call["completion_tokens"] - sum(counts)) <= 4
 
 
 def test_a_tiny_optimization_completes_on_the_real_model(tmp_path: Path) -> None:

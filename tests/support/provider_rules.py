@@ -12,9 +12,10 @@ public documentation:
   `top_p` other than 1, no `logprobs`; `reasoning_effort` only on reasoning models).
 - vllm: `response_format` types `text`, `json_object`, `json_schema` (with a schema) and
   `structural_tag`; guided decoding honours the rest of JSON Schema; `n` is honoured.
-- llamacpp: llama-server's OpenAI layer: one choice per request ("Only one completion choice is
-  allowed"), `response_format` `text` / `json_object` / `json_schema`; its JSON-schema grammar
-  ignores string `maxLength` above 2000.
+- llamacpp: llama-server's OpenAI layer as servers older than its `n_cmpl` support have it: one
+  choice per request ("Only one completion choice is allowed"), `response_format` `text` /
+  `json_object` / `json_schema`; its JSON-schema grammar ignores string `maxLength` above 2000.
+  (The embedded server drpo installs accepts `n`; tests/live checks it against the real one.)
 - ollama: the OpenAI-compatibility page's supported fields: `n` and `max_completion_tokens`
   are not among them (ignored: one choice, no length cap); `response_format` json_object /
   json_schema are.

@@ -13,7 +13,7 @@ from drpo.checkpoints.store import RunStore
 from drpo.cli.app import app
 from drpo.cli.progress import adaptation_text
 from drpo.graph.api import adapt_to_speed, load_run_data, with_metric
-from drpo.nodes.adapt import LADDER, fit_to_speed, why_not_adapted
+from drpo.nodes.adapt import AIM_SHARE, LADDER, fit_to_speed, why_not_adapted
 from drpo.nodes.estimate import Estimate, RoleEstimate, estimate_run
 from drpo.nodes.eta import PRIOR_CACHED, PRIOR_FILL, RunClock
 from drpo.prompts.rubric import BUILTIN_RUBRIC
@@ -54,8 +54,8 @@ def test_the_ladder_stops_at_the_first_rung_whose_search_fits(rungs: int) -> Non
     default = _default()
     before, after = (_expected(_rungs(default, n), SLOW) for n in (rungs - 1, rungs))
     assert after < before  # every rung saves time
-    target = (before + after) / 2  # between them: this rung fits, the one before does not
-    settings = _default(time_target_minutes=target / 60)
+    aim = (before + after) / 2  # between them: this rung fits, the one before does not
+    settings = _default(time_target_minutes=aim / AIM_SHARE / 60)
     adaptation = fit_to_speed(settings, load_run_data(settings), SLOW)
     assert adaptation.fits and adaptation.adapted_seconds == pytest.approx(after)
     assert adaptation.expected_seconds == pytest.approx(_expected(default, SLOW))
@@ -70,6 +70,20 @@ def test_the_ladder_stops_at_the_first_rung_whose_search_fits(rungs: int) -> Non
     assert all(
         c.before == getattr(getattr(default, c.setting.split(".")[0]), c.setting.split(".")[1])
         for c in adaptation.changes
+    )
+
+
+def test_a_search_expected_just_within_the_target_is_still_cut_to_the_margin_below_it() -> None:
+    # Runs have taken up to a quarter longer than expected: one expected at 90 % of the target
+    # would likely end after it.
+    expected = _expected(_default(), SLOW)
+    settings = _default(time_target_minutes=expected / 0.9 / 60)
+    adaptation = fit_to_speed(settings, load_run_data(settings), SLOW)
+    assert adaptation.changes and adaptation.fits
+    assert adaptation.adapted_seconds <= AIM_SHARE * settings.time_target_minutes * 60
+    assert adaptation.event().aim_seconds == pytest.approx(adaptation.aim_seconds)
+    assert "as runs take up to a quarter longer than expected" in adaptation_text(
+        adaptation.event()
     )
 
 

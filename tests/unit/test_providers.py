@@ -21,6 +21,7 @@ from drpo.backends.providers import (
     model_options,
     profile_for,
     resolve_kind,
+    static_kind,
 )
 from drpo.backends.refusals import describe_refusal
 from drpo.backends.structured_output import (
@@ -199,3 +200,13 @@ def test_a_refusal_names_the_provider_message_and_the_setting_that_fixes_it() ->
         "base", "https://api.anthropic.com/v1", profile_for("anthropic", "c"), nested
     )
     assert "n: must be exactly 1" in line and fix == "base.supports_n=false"
+
+
+def test_only_the_embedded_llamacpp_is_sent_n_unless_the_role_says() -> None:
+    # Older llama-servers refuse `n` > 1; the installed one shares the prompt's processing.
+    remote = RoleSettings(endpoint="http://gpu:8080/v1", model="m", provider="llamacpp")
+    assert not effective_profile(remote, static_kind(remote)).supports_n
+    embedded = RoleSettings(endpoint="embedded", model="qwen2.5-coder-1.5b")
+    assert effective_profile(embedded, static_kind(embedded)).supports_n
+    opted_out = embedded.model_copy(update={"supports_n": False})
+    assert not effective_profile(opted_out, static_kind(opted_out)).supports_n
