@@ -2,12 +2,13 @@
 
     python bench/server_options.py [--options "today,1 thread,slot pinning"] [--model NAME]
 
-For each option set one server is started (one at a time, so they never compete) and a fixed
-workload is sent to it through the OpenAI-compatible chat endpoint drpo uses: three waves of
-requests rendered from drpo's own templates and shipped data, shaped like a default run's steps
-(an aspect choice, a base answer and a prompt rewrite, then two judgements, then the next query's
-choice and answer), each wave's requests in flight together, as the run's 4 slots
-are. Completion lengths are fixed (`ignore_eos`), so every set decodes the same tokens.
+For each option set (server flags, prompt layouts, how a prompt's sampled choices are sent) one
+server is started (one at a time, so they never compete) and a fixed workload is sent to it
+through the OpenAI-compatible chat endpoint drpo uses: three waves of requests rendered from
+drpo's own templates and shipped data, shaped like a default run's steps (an aspect choice, a
+base answer and two rewrites of a prompt, then two judgements, then the next query's choice and
+answer), each wave's requests in flight together, as the run's 4 slots are. Completion lengths
+are fixed (`ignore_eos`), so every set decodes the same tokens.
 
 Printed per set: the prompt tokens the server processed (its own `timings.prompt_n`; the rest came
 from its prefix cache) and the workload's wall time, both as ratios against the first set measured
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -65,6 +66,9 @@ class OptionSet:
     slots: int = SLOTS
     pinned: bool = False
     busy: bool = False  # also time it beside one busy process
+    # A prompt's sampled choices (the rewrites of one prompt) as one request with `n`, as drpo
+    # sends them to the embedded server since 979ba70; False: one request per choice, as before.
+    choices_in_one_request: bool = True
 
 
 OPTION_SETS: dict[str, OptionSet] = {
@@ -78,6 +82,7 @@ OPTION_SETS: dict[str, OptionSet] = {
     "1 slot": OptionSet({"--threads": "2"}, slots=1),
     "slot pinning": OptionSet({"--threads": "2"}, pinned=True),
     "draft 0.5B (speculative)": OptionSet({"--threads": "2", "--draft": "qwen2.5-coder-0.5b"}),
+    "choices as separate requests": OptionSet({"--threads": "2"}, choices_in_one_request=False),
 }
 
 
@@ -85,6 +90,7 @@ OPTION_SETS: dict[str, OptionSet] = {
 class Request:
     role: str
     messages: list[dict[str, str]]
+    choices: int = 1
 
 
 @dataclass
@@ -168,8 +174,10 @@ def workload(short: bool = False) -> list[list[Request]]:
         cases=case[1],
     )
     q1, q2 = queries
+    # A run asks for `search.actions` (2) rewrites of each prompt.
+    rewrites = replace(chat("optimizer", *rewrite), choices=2)
     waves = [
-        [select(q1), base(q1), chat("optimizer", *rewrite)],
+        [select(q1), base(q1), rewrites],
         [judge(q1, answers[0]), judge(q2, answers[1])],
         [select(q2), base(q2)],
     ]
@@ -183,25 +191,34 @@ def _send(root: str, request: Request, pinned: int) -> Measured:
         "messages": request.messages,
         "max_tokens": DECODE[request.role],
         "ignore_eos": True,
-        "temperature": 0.0,
+        "temperature": 0.7 if request.choices > 1 else 0.0,
         "cache_prompt": True,
     }
+    if request.choices > 1:
+        body["n"] = request.choices
     if pinned:
         body["id_slot"] = slot_for(request.messages[0]["content"], pinned)
     reply = httpx.post(f"{root}/v1/chat/completions", json=body, timeout=1800.0).json()
     usage = reply["usage"]
-    timings = reply["timings"]  # llama.cpp's own, also on its OpenAI-compatible endpoint
+    # llama.cpp's own timings, also on its OpenAI-compatible endpoint; with `n` they and `usage`
+    # cover the first choice only: the prompt is processed once, every choice decodes
+    # `max_tokens` (`ignore_eos`), side by side.
+    timings = reply["timings"]
     return Measured(
         processed=int(timings["prompt_n"]),
         prompt=usage["prompt_tokens"],
-        completion=usage["completion_tokens"],
+        completion=usage["completion_tokens"] * request.choices,
         prompt_ms=float(timings["prompt_ms"]),
-        decode_ms=float(timings["predicted_ms"]),
+        decode_ms=float(timings["predicted_ms"]) * request.choices,
     )
 
 
-def run_workload(root: str, waves: list[list[Request]], pinned: int) -> Measured:
+def run_workload(
+    root: str, waves: list[list[Request]], pinned: int, choices_together: bool = True
+) -> Measured:
     """Send each wave's requests together, wave after wave; sum tokens, time the whole."""
+    if not choices_together:
+        waves = [[replace(r, choices=1) for r in wave for _ in range(r.choices)] for wave in waves]
     total = Measured()
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=SLOTS) as threads:
@@ -235,7 +252,7 @@ def measure(model: str, option: OptionSet, waves: list[list[Request]]) -> tuple[
         pinned = option.slots if option.pinned else 0
         # The first request pays one-off allocations.
         httpx.post(f"{root}/completion", json={"prompt": "warm up", "n_predict": 1}, timeout=600)
-        quiet = run_workload(root, waves, pinned)
+        quiet = run_workload(root, waves, pinned, option.choices_in_one_request)
         if not option.busy:
             return (quiet,)
     # A fresh server, so the second pass finds nothing of the first in its prefix cache.
@@ -243,7 +260,7 @@ def measure(model: str, option: OptionSet, waves: list[list[Request]]) -> tuple[
         root = server.root_url
         httpx.post(f"{root}/completion", json={"prompt": "warm up", "n_predict": 1}, timeout=600)
         with busy_core():
-            return quiet, run_workload(root, waves, pinned)
+            return quiet, run_workload(root, waves, pinned, option.choices_in_one_request)
 
 
 def _row(name: str, runs: tuple[Measured, ...], base: tuple[Measured, ...]) -> str:
