@@ -13,15 +13,15 @@ The ladder keeps what the method needs: both stages (stage A on at least one exa
 round), a beam search of at least one level with two proposals per prompt, and a validation
 round that compares the best prompt with the starting one. Its order puts first what costs the
 result least for the time it saves, measured at 18 tok/s prefill and 5.2 tok/s decode (the
-EPYC of issue #16), default run about 53 min expected:
+EPYC of issue #16), default run about 43 min expected (commit 979ba70):
 
 | rung | expected after it | what the run loses |
 |---|---|---|
-| search.finalists 2→1 | 48 min | the runner-up prompt's validation |
-| examples.limit 4→2 | 40 min | stage A on two of the four examples |
-| search.depth 2→1 | 28 min | the second level of rewrites |
-| search.validation_size 2→1 | 23 min | one of two validation queries |
-| examples.limit 2→1 | 19 min | stage A on one more example |
+| search.finalists 2→1 | 38 min | the runner-up prompt's validation |
+| examples.limit 4→2 | 32 min | stage A on two of the four examples |
+| search.depth 2→1 | 22 min | the second level of rewrites |
+| search.validation_size 2→1 | 19 min | one of two validation queries |
+| examples.limit 2→1 | 16 min | stage A on one more example |
 
 `base.max_tokens` is not on it: the default run's answers already fill two thirds of its 256
 tokens, so a lower limit would cut answers off and change what the judge scores.
