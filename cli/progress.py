@@ -68,6 +68,7 @@ def adaptation_text(event: SettingsAdapted) -> str:
     """The line saying how the default search was cut to fit, then one line per change."""
     target = minutes(event.target_seconds).removeprefix("about ")
     aim = minutes(event.aim_seconds or event.target_seconds).removeprefix("about ")
+    # "a quarter": the target over the aim, 1 / AIM_SHARE (nodes/adapt.py), less one.
     margin = (
         f"cut to {aim} expected, as runs take up to a quarter longer than expected; "
         if event.aim_seconds

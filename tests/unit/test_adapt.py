@@ -85,6 +85,8 @@ def test_a_search_expected_just_within_the_target_is_still_cut_to_the_margin_bel
     assert "as runs take up to a quarter longer than expected" in adaptation_text(
         adaptation.event()
     )
+    margin = 1 / AIM_SHARE - 1  # how much longer than expected a run may take within the target
+    assert margin == pytest.approx(0.25)  # what "a quarter" in the line says
 
 
 def test_a_machine_fast_enough_changes_nothing() -> None:
